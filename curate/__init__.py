@@ -1,0 +1,1 @@
+"""curate: score every document for quality (fastText, perplexity, heuristics, dedup), select later."""
