@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Literal
 
 from continua.schema import path_field
+from train.evaluate import EvalConfig
+from train.schedules import ScheduleConfig
+
+__all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainConfig"]
 
 
 @dataclass
@@ -42,21 +46,6 @@ class OptimConfig:
             raise ValueError(f"betas must have two values, got {self.betas}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-
-
-@dataclass
-class ScheduleConfig:
-    name: Literal["cosine", "constant"] = "cosine"
-    warmup: float = 0.01  # fraction of steps if < 1, else a step count
-    min_lr_ratio: float = 0.1  # eta_min = ratio * lr
-
-
-@dataclass
-class EvalConfig:
-    every: int = 0  # 0: log-spaced cadence, dense at the start (see train.evaluate)
-    num_evals: int = 20
-    max_batches: int = 8
-    batch_size: int = 8
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""Validation losses on every held-out set, on a cadence dense at the start of training.
+
+The stability gap shows only when evaluation is frequent early (Guo et al.), so the default
+cadence is log-spaced: steps 0, 1, 2, 4, ... then evenly spread to the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mix.shards import ShardSet
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # evaluate every N steps; 0 = log-spaced cadence with `num_evals` points
+    num_evals: int = 20
+    max_batches: int = 8  # batches per validation set (fixed, the same at every evaluation)
+    batch_size: int = 8
+
+    def validate(self) -> None:
+        if self.every < 0 or self.num_evals < 2 or self.max_batches < 1 or self.batch_size < 1:
+            raise ValueError("every >= 0, num_evals >= 2, max_batches >= 1, batch_size >= 1")
+
+
+def eval_steps(cfg: EvalConfig, total_steps: int) -> list[int]:
+    """Steps after which to evaluate (0 = before training); always includes 0 and the last step."""
+    if cfg.every > 0:
+        steps = set(range(0, total_steps + 1, cfg.every))
+    else:
+        half = max(1, cfg.num_evals // 2)
+        log = np.unique(np.round(np.geomspace(1, max(1, total_steps), half)).astype(int))
+        lin = np.linspace(0, total_steps, cfg.num_evals - half + 1).astype(int)
+        steps = set(log.tolist()) | set(lin.tolist())
+    steps |= {0, total_steps}
+    return sorted(s for s in steps if 0 <= s <= total_steps)
+
+
+def validation_windows(valid: ShardSet, seq_len: int, max_windows: int) -> np.ndarray:
+    """Fixed evaluation windows: the concatenated validation tokens cut into seq_len+1 chunks."""
+    need = max_windows * (seq_len + 1)
+    chunks, have = [], 0
+    for i in range(valid.num_docs):
+        doc = valid.doc(i)
+        chunks.append(doc)
+        have += doc.size
+        if have >= need:
+            break
+    flat = np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, np.int64)
+    n = min(max_windows, flat.size // (seq_len + 1))
+    if n == 0:
+        raise ValueError(f"{valid.folder}: validation set has fewer than {seq_len + 1} tokens")
+    return flat[: n * (seq_len + 1)].reshape(n, seq_len + 1)
+
+
+@torch.no_grad()
+def evaluate_losses(model: torch.nn.Module, windows: dict[str, np.ndarray], batch_size: int,
+                    device: torch.device, autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Mean token loss per set; under torch.distributed each rank takes a slice and sums are reduced."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    was_training = model.training
+    model.eval()
+    out = {}
+    for name, win in windows.items():
+        total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, token count
+        # every rank runs the same number of batches (FSDP needs matching collectives)
+        n_batches = -(-len(win) // (batch_size * world))
+        for b in range(n_batches):
+            lo = (b * world + rank) * batch_size
+            batch = win[lo: lo + batch_size]
+            if batch.size == 0:
+                batch = win[:1]
+                weight = 0.0
+            else:
+                weight = 1.0
+            x = torch.as_tensor(batch[:, :-1], device=device)
+            y = torch.as_tensor(batch[:, 1:], device=device)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                logits = model(input_ids=x).logits
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
+                                                     reduction="sum")
+            total += torch.stack([loss.double() * weight, torch.tensor(y.numel() * weight, dtype=torch.float64,
+                                                                        device=device)])
+        if world > 1:
+            dist.all_reduce(total)
+        out[name] = float(total[0] / total[1])
+    if was_training:
+        model.train()
+    return out
