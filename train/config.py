@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Literal
 
 from continua.schema import path_field
-from train.evaluate import EvalConfig
-from train.schedules import ScheduleConfig
 
 __all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainConfig"]
 
@@ -46,6 +44,31 @@ class OptimConfig:
             raise ValueError(f"betas must have two values, got {self.betas}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["cosine", "constant"] = "cosine"
+    warmup: float = 0.01  # fraction of the steps if < 1, else a number of steps
+    min_lr_ratio: float = 0.1  # eta_min = min_lr_ratio * peak lr (Ibrahim et al.: 0.1)
+
+    def validate(self) -> None:
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # evaluate every N steps; 0 = log-spaced cadence with `num_evals` points
+    num_evals: int = 20
+    max_batches: int = 8  # batches per validation set (fixed, the same at every evaluation)
+    batch_size: int = 8
+
+    def validate(self) -> None:
+        if self.every < 0 or self.num_evals < 2 or self.max_batches < 1 or self.batch_size < 1:
+            raise ValueError("every >= 0, num_evals >= 2, max_batches >= 1, batch_size >= 1")
 
 
 @dataclass

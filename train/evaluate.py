@@ -6,25 +6,12 @@ cadence is log-spaced: steps 0, 1, 2, 4, ... then evenly spread to the end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from mix.shards import ShardSet
-
-
-@dataclass
-class EvalConfig:
-    every: int = 0  # evaluate every N steps; 0 = log-spaced cadence with `num_evals` points
-    num_evals: int = 20
-    max_batches: int = 8  # batches per validation set (fixed, the same at every evaluation)
-    batch_size: int = 8
-
-    def validate(self) -> None:
-        if self.every < 0 or self.num_evals < 2 or self.max_batches < 1 or self.batch_size < 1:
-            raise ValueError("every >= 0, num_evals >= 2, max_batches >= 1, batch_size >= 1")
+from train.config import EvalConfig
 
 
 def eval_steps(cfg: EvalConfig, total_steps: int) -> list[int]:

@@ -6,21 +6,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
-
-@dataclass
-class ScheduleConfig:
-    name: Literal["cosine", "constant"] = "cosine"
-    warmup: float = 0.01  # fraction of the steps if < 1, else a number of steps
-    min_lr_ratio: float = 0.1  # eta_min = min_lr_ratio * peak lr (Ibrahim et al.: 0.1)
-
-    def validate(self) -> None:
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+from train.config import ScheduleConfig
 
 
 def warmup_steps(warmup: float, total_steps: int) -> int:
