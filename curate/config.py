@@ -16,6 +16,17 @@ class CurateConfig:
     # datatrove heuristic signal groups to add as columns
     heuristics: list[Literal["gopher_quality", "gopher_repetition", "c4", "fineweb"]] = field(
         default_factory=lambda: ["gopher_quality", "gopher_repetition"])
+    # reference n-gram perplexity (Guo et al.): name -> model from `curate train-reference`;
+    # column ppl_ngram_<name>, lower = closer to the reference corpus
+    ngram_references: dict[str, Path] = field(default_factory=dict, metadata={"path": True, "must_exist": False})
+    # causal-LM perplexity (Ankner et al.): name -> local Hugging Face model folder; column ppl_lm_<name>
+    lm_scorers: dict[str, Path] = field(default_factory=dict, metadata={"path": True, "must_exist": False})
+    lm_batch_tokens: int = 16384  # padded tokens per forward pass (memory ~ this x vocabulary x 4 bytes)
+    lm_max_length: int = 1024  # documents are truncated to their first lm_max_length tokens
+    lm_device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    # CCNet buckets: score column -> two percentiles, e.g. ppl_ngram_med = [30, 60] gives
+    # bucket_ppl_ngram_med = head (best 30%) / middle / tail over the whole table
+    buckets: dict[str, list[float]] = field(default_factory=dict)
     executor: Literal["local", "slurm", "ray"] = "local"
     tasks: int = 1
     workers: int = 1
