@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -25,10 +25,19 @@ class ModelConfig:
     max_position_embeddings: int = 2048
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
+    init_std: float = 0.02  # fresh models only
+
+    def validate(self) -> None:
+        if self.path is None and self.gguf_file is not None:
+            raise ValueError("gguf_file needs path (the folder that holds the .gguf file)")
+        if self.path is None and self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
 
 
 @dataclass
 class OptimConfig:
+    """AdamW, always fresh for CPT (Ibrahim et al. reset optimizer state between stages)."""
+
     lr: float = 3e-4
     betas: list[float] = None  # type: ignore[assignment]
     weight_decay: float = 0.1
@@ -48,43 +57,105 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: Literal["cosine", "constant"] = "cosine"
+    """The learning-rate curve; `train schedule RECIPE` plots it. Fractions are of the total steps.
+
+    cosine: warmup -> cosine to eta_min (re-warm + re-decay, Ibrahim et al.).
+    constant: warmup -> peak forever.
+    wsd: warmup -> peak -> decay over the last `decay_fraction` (MiniCPM), shape `decay_shape`.
+    infinite: warmup -> cooldown to eta_const over `cooldown_fraction` (`cooldown_shape`) -> constant
+      -> exponential anneal to eta_min over the last `anneal_fraction` (0 = no anneal; Ibrahim et al.).
+    parmar: no warmup; from `start_lr` (0 = the optimizer lr) down to start_lr / 100 (Parmar et al.),
+      shape `decay_shape` (warmup is not used).
+    """
+
+    name: Literal["cosine", "constant", "wsd", "infinite", "parmar"] = "cosine"
     warmup: float = 0.01  # fraction of the steps if < 1, else a number of steps
     min_lr_ratio: float = 0.1  # eta_min = min_lr_ratio * peak lr (Ibrahim et al.: 0.1)
+    decay_fraction: float = 0.1  # wsd: the final share of steps spent decaying
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"  # wsd and parmar
+    eta_const_ratio: float = 0.55  # infinite: eta_const = ratio * peak (405M: 1.65e-4 / 3e-4)
+    cooldown_fraction: float = 0.6  # infinite: share of steps for the cooldown to eta_const
+    cooldown_shape: Literal["cosine", "inv-sqrt"] = "cosine"  # infinite
+    cooldown_alpha: float = 10.0  # infinite, inv-sqrt: a in f(x) = 1/sqrt(1 + a*x) - 1
+    anneal_fraction: float = 0.0  # infinite: final share of steps annealed to eta_min; 0 = none
+    start_lr: float = 0.0  # parmar: the old run's final LR; 0 = use [optim] lr
 
     def validate(self) -> None:
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
+        if not 0.0 < self.eta_const_ratio <= 1.0:
+            raise ValueError(f"eta_const_ratio must be in (0, 1], got {self.eta_const_ratio}")
+        if not 0.0 <= self.cooldown_fraction <= 1.0:
+            raise ValueError(f"cooldown_fraction must be in [0, 1], got {self.cooldown_fraction}")
+        if not 0.0 <= self.anneal_fraction < 1.0:
+            raise ValueError(f"anneal_fraction must be in [0, 1), got {self.anneal_fraction}")
+        if self.cooldown_alpha <= 0:
+            raise ValueError(f"cooldown_alpha must be > 0, got {self.cooldown_alpha}")
+        if self.start_lr < 0:
+            raise ValueError(f"start_lr must be >= 0 (0 = use [optim] lr), got {self.start_lr}")
+        if self.name == "infinite":
+            if self.cooldown_fraction + self.anneal_fraction > 1.0:
+                raise ValueError(f"cooldown_fraction + anneal_fraction must be <= 1, got "
+                                 f"{self.cooldown_fraction} + {self.anneal_fraction}")
+            if self.anneal_fraction > 0 and self.min_lr_ratio <= 0:
+                raise ValueError("the exponential anneal needs min_lr_ratio > 0 (eta_min = 0 is unreachable)")
+            if self.anneal_fraction > 0 and self.min_lr_ratio > self.eta_const_ratio:
+                raise ValueError(f"min_lr_ratio ({self.min_lr_ratio}) must be <= eta_const_ratio "
+                                 f"({self.eta_const_ratio}) for the anneal to go down")
 
 
 @dataclass
 class EvalConfig:
+    """What to evaluate and when: losses on every validation set, plus optional local MCQ benchmarks."""
+
     every: int = 0  # evaluate every N steps; 0 = log-spaced cadence with `num_evals` points
     num_evals: int = 20
     max_batches: int = 8  # batches per validation set (fixed, the same at every evaluation)
     batch_size: int = 8
+    # name -> local JSONL benchmark (MedQA/MMLU style or PubMedQA), scored zero-shot by log-likelihood
+    benchmarks: dict[str, Path] = field(default_factory=dict, metadata={"path": True, "must_exist": True})
+    mcq_max_items: int = 0  # items per benchmark (an evenly spread, fixed subset); 0 = all
 
     def validate(self) -> None:
         if self.every < 0 or self.num_evals < 2 or self.max_batches < 1 or self.batch_size < 1:
             raise ValueError("every >= 0, num_evals >= 2, max_batches >= 1, batch_size >= 1")
+        if self.mcq_max_items < 0:
+            raise ValueError(f"mcq_max_items must be >= 0 (0 = all), got {self.mcq_max_items}")
+        for name in self.benchmarks:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"benchmark name {name!r} may only hold letters, digits, '-' and '_'")
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 100
+    """How to run: steps and batch shape, processes, checkpoints, speed options."""
+
+    steps: int = 0  # optimizer steps; 0 = auto: the plan's total target tokens / (batch_size * seq_len)
     seq_len: int = 256
     batch_size: int = 8  # sequences per optimizer step, over all processes
     micro_batch_size: int | None = None  # sequences per forward pass per process (default: all)
-    nproc: int = 1
+    nproc: int = 1  # processes on this machine; > 1 relaunches `train run` under torchrun
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    checkpoint_every: int = 0
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 mixed precision on GPU, fp32 on CPU
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end (and on SIGTERM)
     keep_checkpoints: int = 2
+    # CPT starts with a fresh optimizer; name a checkpoint folder (checkpoints/step_N) to restore one instead
+    optimizer_from: Path | None = path_field(None, must_exist=True)
+    activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile each decoder block
+    peak_flops: float = 0.0  # peak FLOP/s of one device for MFU; 0 = measure with a short matmul benchmark
+    tensorboard: bool = True  # also log to <run dir>/tensorboard when tensorboard is installed
     shards: Path | None = path_field(None, must_exist=False)  # default: <run.out_dir>/mix/shards
     out: Path | None = path_field(None, must_exist=False)  # default: <run.out_dir>/train
 
     def validate(self) -> None:
-        if self.steps < 1 or self.seq_len < 8 or self.batch_size < 1 or self.nproc < 1:
-            raise ValueError("steps, batch_size and nproc must be >= 1 and seq_len >= 8")
+        if self.steps < 0 or self.seq_len < 8 or self.batch_size < 1 or self.nproc < 1:
+            raise ValueError("steps must be >= 0 (0 = auto), batch_size and nproc >= 1, seq_len >= 8")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.peak_flops < 0:
+            raise ValueError("keep_checkpoints >= 1, checkpoint_every >= 0 and peak_flops >= 0")

@@ -1,0 +1,56 @@
+"""The `train schedule` and `train report` subcommands, registered into train's CLI by `add_eval_commands`.
+
+Kept apart from train/cli.py so the loop's CLI and these read-only tools can change independently.
+Each subcommand sets `func`: the CLI calls `args.func(args)` and returns its int exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def schedule_command(args: argparse.Namespace) -> int:
+    from continua.recipe import load_recipe
+    from train.schedules import schedule_main
+
+    recipe = load_recipe(args.recipe, args.set)
+    out = Path(args.out) if args.out else Path("lr.png")
+    schedule_main(recipe, out, total_steps=args.steps)
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from train.report import write_report
+
+    run_dirs = [Path(d) for d in args.run_dirs]
+    out = Path(args.out) if args.out else (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
+    path = write_report(run_dirs, out, x=args.x)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_eval_commands(subparsers) -> None:
+    """Register `schedule` and `report` on the `train` command's subparsers."""
+    p = subparsers.add_parser(
+        "schedule", help="plot a recipe's learning-rate schedule (PNG) and print the LR at phase boundaries",
+        description="Plot the [schedule] of RECIPE over [train] steps with [optim] lr as the peak, and print "
+                    "the learning rate where each phase starts.")
+    p.add_argument("recipe", type=Path, help="recipe TOML file")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a recipe key (repeatable), e.g. --set schedule.name=wsd")
+    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: lr.png)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="total optimizer steps (default: [train] steps; needed when that is 0 = auto)")
+    p.set_defaults(func=schedule_command)
+
+    p = subparsers.add_parser(
+        "report", help="compare run dirs: per-set curves with the stability gap marked, LR curves, report.md",
+        description="Read each RUN_DIR's metrics.jsonl (and gap.json, else computed) and write one PNG per "
+                    "evaluation set, lr.png and report.md with a table comparing the runs.")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a `train run` output folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for report.md and PNGs (default: the run dir if one, else ./report)")
+    p.add_argument("--x", choices=["auto", "tokens", "step"], default="auto",
+                   help="x axis of the evaluation curves (auto: tokens when every eval line has them)")
+    p.set_defaults(func=report_command)

@@ -1,0 +1,244 @@
+"""Compare training runs: per-set curves with the stability gap marked, LR curves, and a Markdown table.
+
+`train report RUN_DIR... [--out DIR]` reads each run's metrics.jsonl (and gap.json when present,
+else computes it), so any finished or interrupted run can be compared without re-running anything.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from continua.io import atomic_path, read_json, write_text
+from train.gap import direction, gap_metrics, read_metrics
+
+
+@dataclass
+class RunData:
+    """What the report needs from one run dir."""
+
+    name: str
+    path: Path
+    evals: list[dict]
+    trains: list[dict]
+    gap: dict = field(default_factory=dict)
+
+    @property
+    def final_step(self) -> int | None:
+        steps = [r["step"] for r in self.trains + self.evals if "step" in r]
+        return max(steps) if steps else None
+
+    @property
+    def tokens(self) -> int | None:
+        toks = [r["tokens"] for r in self.trains + self.evals if isinstance(r.get("tokens"), (int, float))]
+        return int(max(toks)) if toks else None
+
+    @property
+    def wall_s(self) -> float | None:
+        times = [r["elapsed_s"] for r in self.trains if isinstance(r.get("elapsed_s"), (int, float))]
+        return float(max(times)) if times else None
+
+
+def _run_name(run_dir: Path) -> str:
+    recipe = run_dir / "recipe.toml"
+    if recipe.exists():
+        try:
+            name = tomllib.loads(recipe.read_text(encoding="utf-8")).get("run", {}).get("name")
+            if isinstance(name, str) and name:
+                return name
+        except tomllib.TOMLDecodeError:
+            pass
+    return run_dir.name
+
+
+def load_run(run_dir: Path) -> RunData:
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (is this a `train run` output folder?)")
+    rows = read_metrics(metrics)
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    trains = [r for r in rows if r.get("kind") == "train"]
+    gap_file = run_dir / "gap.json"
+    gap = read_json(gap_file) if gap_file.exists() else gap_metrics(evals)
+    return RunData(_run_name(run_dir), run_dir, evals, trains, gap)
+
+
+def _slug(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _fmt_tokens(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _fmt_time(s: float | None) -> str:
+    if s is None:
+        return "-"
+    h, rem = divmod(int(round(s)), 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def plot_set(runs: list[RunData], key: str, path: Path, x: str) -> Path:
+    """One evaluation set, every run: the curve, its start (dashed), worst (v) and recovery (o) points."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, run in enumerate(runs):
+        pts = sorted((r["step"], r.get("tokens"), r["metrics"][key]) for r in run.evals if key in r["metrics"])
+        if not pts:
+            continue
+        color = f"C{i % 10}"
+        xs = [p[0] if x == "step" else p[1] for p in pts]
+        ax.plot(xs, [p[2] for p in pts], "-", color=color, lw=1.4, marker=".", ms=4, label=run.name)
+        g = run.gap.get("sets", {}).get(key)
+        if not g:
+            continue
+        ax.axhline(g["start"], color=color, ls="--", lw=0.8, alpha=0.8)
+        for step_key, value_key, marker in (("worst_step", "worst", "v"), ("recovery_step", None, "o")):
+            step = g.get(step_key)
+            if step is None or (step_key == "worst_step" and not g.get("gap")):
+                continue
+            match = [p for p in pts if p[0] == step]
+            if match:
+                px = match[0][0] if x == "step" else match[0][1]
+                ax.plot([px], [match[0][2]], marker, color=color, ms=9, mfc="none", mew=1.6)
+    ax.set_xlabel("training tokens" if x == "tokens" else "step")
+    ax.set_ylabel(key)
+    ax.set_title(f"{key}  (dashed: start; v: worst; o: back to start)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_lr(runs: list[RunData], path: Path) -> Path | None:
+    """The learning rate each run actually used (from its train lines), one line per run."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    drawn = False
+    for i, run in enumerate(runs):
+        pts = sorted((r["step"], r["lr"]) for r in run.trains if isinstance(r.get("lr"), (int, float)))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=f"C{i % 10}", lw=1.4, label=run.name)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _final(run: RunData, key: str):
+    g = run.gap.get("sets", {}).get(key)
+    return g["final"] if g else None
+
+
+def render(runs: list[RunData], keys: list[str], set_plots: dict[str, str], lr_plot: str | None) -> str:
+    """The Markdown: an overview table (finals, tokens, wall time), then one gap table per evaluation set."""
+    lines = ["# Training report", "", "Runs: " + ", ".join(f"`{r.name}` ({r.path})" for r in runs), ""]
+    head = ["run", "steps", "tokens", "wall time"] + [f"final {k}" for k in keys]
+    lines += ["## Overview", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        cells = [r.name, _fmt(r.final_step), _fmt_tokens(r.tokens), _fmt_time(r.wall_s)]
+        cells += [_fmt(_final(r, k)) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for key in keys:
+        better = "lower" if direction(key) == "lower" else "higher"
+        lines += [f"## {key} ({better} is better)", ""]
+        lines += ["| run | start | worst (step) | gap depth | recovery step (tokens) | final | final change | outcome |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in runs:
+            g = r.gap.get("sets", {}).get(key)
+            if not g:
+                lines.append(f"| {r.name} | - | - | - | - | - | - | not evaluated |")
+                continue
+            if not g["gap"]:
+                recovery = "no gap"
+            elif g["recovery_step"] is None:
+                recovery = "not recovered"
+            else:
+                recovery = f"{g['recovery_step']} ({_fmt_tokens(g.get('recovery_tokens'))})"
+            worst = "-" if g["worst"] is None else f"{_fmt(g['worst'])} ({g['worst_step']})"
+            lines.append(f"| {r.name} | {_fmt(g['start'])} | {worst} | {_fmt(g['gap_depth'])} | {recovery} | "
+                         f"{_fmt(g['final'])} | {g['final_change']:+.4f} | {g['outcome']} |")
+        lines.append("")
+        if key in set_plots:
+            lines += [f"![{key}]({set_plots[key]})", ""]
+    wc = [(r, r.gap.get("weight_change")) for r in runs if r.gap.get("weight_change")]
+    if wc:
+        lines += ["## Relative weight change, bottom / top layers", "",
+                  "| run | first (step) | max (step) | final (step) |", "|---|---|---|---|"]
+        for r, w in wc:
+            lines.append(f"| {r.name} | {w['first']:.3f} ({w['first_step']}) | {w['max']:.3f} ({w['max_step']}) | "
+                         f"{w['final']:.3f} ({w['final_step']}) |")
+        lines.append("")
+    lines += ["## Learning rate", ""]
+    lines += [f"![learning rate]({lr_plot})", ""] if lr_plot else ["No `lr` in the train lines of these runs.", ""]
+    return "\n".join(lines)
+
+
+def write_report(run_dirs: list[Path], out_dir: Path, x: str = "auto") -> Path:
+    """Plots (one PNG per evaluation set, one for the LR) and report.md in `out_dir`; returns report.md."""
+    if not run_dirs:
+        raise ValueError("train report needs at least one run dir")
+    runs = [load_run(Path(d)) for d in run_dirs]
+    seen: dict[str, int] = {}
+    for r in runs:  # two runs with the same [run] name: tell them apart by folder
+        seen[r.name] = seen.get(r.name, 0) + 1
+    for r in runs:
+        if seen[r.name] > 1:
+            r.name = f"{r.name} ({r.path.parent.name}/{r.path.name})"
+    if x == "auto":
+        has_tokens = all(isinstance(e.get("tokens"), (int, float)) for r in runs for e in r.evals)
+        x = "tokens" if has_tokens else "step"
+    keys = sorted({k for r in runs for k in r.gap.get("sets", {})}, key=lambda k: (direction(k) != "lower", k))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_plots = {}
+    for key in keys:
+        name = f"eval_{_slug(key)}.png"
+        plot_set(runs, key, out_dir / name, x)
+        set_plots[key] = name
+    lr_path = plot_lr(runs, out_dir / "lr.png")
+    text = render(runs, keys, set_plots, lr_path.name if lr_path else None)
+    report = out_dir / "report.md"
+    write_text(report, text)
+    return report
