@@ -10,6 +10,42 @@ from continua.schema import path_field
 
 
 @dataclass
+class SlurmOptions:
+    """Arguments for datatrove's SlurmPipelineExecutor ([curate.slurm])."""
+
+    partition: str | None = None
+    time: str = "24:00:00"
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: int = 2
+    qos: str = "normal"
+    job_name: str = "curate"
+    sbatch_args: dict[str, str] = field(default_factory=dict)
+    venv_path: str | None = None
+    max_array_launch_parallel: bool = False
+
+
+@dataclass
+class RayOptions:
+    """Arguments for datatrove's RayPipelineExecutor ([curate.ray])."""
+
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: int = 2
+    nodes_per_task: int = 1
+    tasks_per_job: int = 1
+    timeout: int | None = None
+
+
+@dataclass
+class MinhashOptions:
+    """datatrove MinhashConfig for near-duplicate marking ([curate.minhash])."""
+
+    n_grams: int = 5
+    num_buckets: int = 14
+    hashes_per_bucket: int = 8
+    seed: int = 1
+
+
+@dataclass
 class CurateConfig:
     # fastText quality classifiers: column name -> model file (column becomes fasttext_<name>)
     classifiers: dict[str, Path] = field(default_factory=dict, metadata={"path": True, "must_exist": False})
@@ -27,7 +63,16 @@ class CurateConfig:
     # CCNet buckets: score column -> two percentiles, e.g. ppl_ngram_med = [30, 60] gives
     # bucket_ppl_ngram_med = head (best 30%) / middle / tail over the whole table
     buckets: dict[str, list[float]] = field(default_factory=dict)
+    # label of the classifiers' positive class (fastText `__label__<positive_label>`)
+    positive_label: str = "hq"
+    # documents per batch for token counting and fastText prediction
+    batch_size: int = 256
+    # duplicate marking after scoring: exact (text_hash) and/or MinHash near-duplicates
+    dedup: list[Literal["exact", "minhash"]] = field(default_factory=list)
+    minhash: MinhashOptions = field(default_factory=MinhashOptions)
     executor: Literal["local", "slurm", "ray"] = "local"
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    ray: RayOptions = field(default_factory=RayOptions)
     tasks: int = 1
     workers: int = 1
     out: Path | None = path_field(None, must_exist=False)  # default: <run.out_dir>/curate
@@ -35,3 +80,5 @@ class CurateConfig:
     def validate(self) -> None:
         if self.tasks < 1 or self.workers < 1:
             raise ValueError("tasks and workers must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")

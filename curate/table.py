@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import polars as pl
 
 BASE_COLUMNS = ("doc_id", "source", "path", "row", "n_chars", "n_tokens", "text_hash")
+
+
+def text_hash(text: str) -> str:
+    """Hex of a 64-bit BLAKE2b digest of the UTF-8 text: equal texts, equal hashes (exact dedup)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def source_dir(curate_dir: Path, source: str) -> Path:
+    return Path(curate_dir) / source
+
+
+def dedup_path(curate_dir: Path, source: str) -> Path:
+    """Sibling of the score table with duplicate marks (doc_id, dup_exact, dup_minhash_*)."""
+    return Path(curate_dir) / source / "dedup.parquet"
+
+
+def selection_path(curate_dir: Path, source: str) -> Path:
+    return Path(curate_dir) / source / "selection.parquet"
 
 
 def scores_folder(curate_dir: Path, source: str) -> Path:
@@ -18,9 +37,15 @@ def score_files(curate_dir: Path, source: str) -> list[Path]:
 
 
 def scan_scores(curate_dir: Path, source: str) -> pl.LazyFrame:
-    """All scored documents of a source; a clear error when `curate score` has not run for it."""
+    """All scored documents of a source (with duplicate marks joined when `dedup.parquet` exists);
+    a clear error when `curate score` has not run for it."""
     files = score_files(curate_dir, source)
     if not files:
         raise FileNotFoundError(f"no score table for source '{source}' under {scores_folder(curate_dir, source)}: "
                                 f"run `curate score` first")
-    return pl.scan_parquet(files)
+    # tasks that saw no documents have only the base columns: concatenate diagonally
+    frame = pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")
+    marks = dedup_path(curate_dir, source)
+    if marks.exists():
+        frame = frame.join(pl.scan_parquet(marks), on="doc_id", how="left")
+    return frame

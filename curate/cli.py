@@ -1,0 +1,208 @@
+"""`curate`: score every document of a recipe's sources, train quality classifiers, select, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from continua.documents import InputError
+from continua.recipe import RecipeError, load_recipe
+
+DESCRIPTION = """\
+Score documents for quality, then select by score. Subcommands:
+
+  score             run the datatrove scoring pipeline over every [data.sources] entry and write
+                    curate/SOURCE/scores/*.parquet (one row per document, nothing dropped), rejects
+                    and stats.json; a re-run resumes, skipping finished tasks
+  train-classifier  train a DCLM-style bigram fastText classifier (positive vs negative examples)
+                    and report held-out precision/recall/F1/ROC AUC (MODEL.metrics.json)
+  select            keep documents by a score column or formula: threshold, top fraction or token
+                    target, after removing marked duplicates; writes curate/SOURCE/selection.parquet
+  stats             per-source counts, tokens, rejects, selection and score histograms (stats.md, PNG)
+"""
+
+
+def _add_recipe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", type=Path, help="recipe TOML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a recipe key (repeatable), e.g. --set curate.tasks=8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curate", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("score", help="score every document of the recipe's sources (resumable)",
+                       description="Run reader -> token count -> fastText -> perplexity -> heuristics -> "
+                       "score table for each source with datatrove. Scoring never drops a document: "
+                       "unreadable items are written to curate/SOURCE/rejects/ and counted in stats.json. "
+                       "Finished tasks are skipped on a re-run (completion markers in curate/SOURCE/logs).")
+    _add_recipe(p)
+    p.add_argument("--source", action="append", default=None, help="score only this source (repeatable)")
+    p.add_argument("--tasks", type=int, default=None, help="datatrove tasks per source (default: [curate] tasks)")
+    p.add_argument("--workers", type=int, default=None, help="tasks run at once (default: [curate] workers)")
+    p.add_argument("--restart", action="store_true",
+                   help="delete existing outputs of the scored sources and start afresh")
+    p.add_argument("--out", type=Path, default=None, help="curate folder (default: [curate] out or OUT_DIR/curate)")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("train-classifier", help="train a bigram fastText quality classifier",
+                       description="Train a supervised fastText classifier (__label__hq vs __label__lq) from "
+                       "positive/negative example files (--pos/--neg, JSONL/Parquet/datasets), or from two "
+                       "recipe sources (--pos-source/--neg-source with --recipe; negatives sampled to balance). "
+                       "A held-out fraction measures precision, recall, F1 and ROC AUC.")
+    p.add_argument("--pos", nargs="+", type=Path, default=[], help="files of positive (high-quality) examples")
+    p.add_argument("--neg", nargs="+", type=Path, default=[], help="files of negative examples")
+    p.add_argument("--recipe", type=Path, default=None, help="recipe whose sources --pos-source/--neg-source name")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="recipe override (with --recipe)")
+    p.add_argument("--pos-source", default=None, help="recipe source used as positives")
+    p.add_argument("--neg-source", default=None, help="recipe source used as negatives")
+    p.add_argument("--out", type=Path, required=True, help="model file to write (e.g. quality.bin)")
+    p.add_argument("--text-field", default="text", help="text field of --pos/--neg files (default: text)")
+    p.add_argument("--max-per-class", type=int, default=None, help="use at most this many examples per class")
+    p.add_argument("--balance", action="store_true",
+                   help="sample the larger class down to the smaller (always on with --neg-source)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--word-ngrams", type=int, default=2)
+    p.add_argument("--dim", type=int, default=100)
+    p.add_argument("--min-count", type=int, default=1)
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="fastText threads (default: all cores; 1 is deterministic)")
+    p.set_defaults(func=cmd_train_classifier)
+
+    p = sub.add_parser("select", help="keep documents by score: threshold, top fraction or token target",
+                       description="Read curate/SOURCE/scores lazily, drop marked duplicates (dup_exact, "
+                       "dup_minhash_keep), then keep documents by --min/--max on a column or formula, the "
+                       "--top fraction (e.g. 10%%) or the best documents up to --tokens (e.g. 5B). Writes "
+                       "curate/SOURCE/selection.parquet (doc_id, kept, reason).")
+    _add_recipe(p)
+    p.add_argument("--source", required=True, help="source to select from")
+    p.add_argument("--by", default=None,
+                   help="score column or formula, e.g. fasttext_q or '0.7*fasttext_q+0.3*ppl_x' (higher is better)")
+    p.add_argument("--top", default=None, help="keep this fraction of documents, e.g. 10%% or 0.1")
+    p.add_argument("--tokens", default=None, help="keep the best documents up to this many tokens, e.g. 5B, 300M")
+    p.add_argument("--min", type=float, default=None, help="keep documents with score >= this")
+    p.add_argument("--max", type=float, default=None, help="keep documents with score <= this")
+    p.add_argument("--min-percentile", type=float, default=None, help="keep documents at or above this percentile (0-100)")
+    p.add_argument("--ascending", action="store_true", help="lower scores are better (e.g. perplexity)")
+    p.add_argument("--keep-duplicates", action="store_true", help="do not drop documents marked as duplicates")
+    p.add_argument("--out", type=Path, default=None, help="curate folder (default from the recipe)")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("stats", help="report counts, tokens, rejects, selection and score histograms",
+                       description="Per source: documents, tokens, rejects by reason, kept/dropped by reason "
+                       "(when `curate select` ran) and a PNG histogram per score column; printed as a table "
+                       "and written to curate/stats.md.")
+    _add_recipe(p)
+    p.add_argument("--out", type=Path, default=None, help="curate folder (default from the recipe)")
+    p.set_defaults(func=cmd_stats)
+    return parser
+
+
+def _curate_dir(recipe, out: Path | None) -> Path:
+    from continua.layout import curate_dir
+
+    return Path(out) if out else curate_dir(recipe)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from curate.pipeline import score_source
+    from curate.stats import print_source_stats
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    cdir = _curate_dir(recipe, args.out)
+    sources = args.source or list(recipe.data.sources)
+    if not sources:
+        raise RecipeError(f"{args.recipe}: no [data.sources] to score")
+    tasks = args.tasks or recipe.curate.tasks
+    workers = args.workers or recipe.curate.workers
+    if tasks < 1 or workers < 1:
+        raise RecipeError("--tasks and --workers must be at least 1")
+    console = Console(stderr=True)
+    results = {}
+    for source in sources:
+        console.print(f"[bold]curate score[/bold] {source}: {tasks} task(s), {workers} worker(s) -> {cdir / source}")
+        results[source] = score_source(recipe, source, cdir, tasks, min(workers, tasks), restart=args.restart)
+    done = {k: v for k, v in results.items() if v is not None}
+    if done:
+        print_source_stats(done)
+    for source in set(results) - set(done):
+        console.print(f"{source}: jobs submitted with the {recipe.curate.executor} executor; "
+                      f"run `curate score` again once they finish to write stats.json")
+    return 0
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from curate.classifier import TrainParams, read_texts, sample, train_classifier
+    from curate.stats import print_classifier_metrics
+
+    params = TrainParams(epochs=args.epochs, lr=args.lr, word_ngrams=args.word_ngrams, dim=args.dim,
+                         min_count=args.min_count, valid_fraction=args.valid_fraction, seed=args.seed)
+    if args.threads:
+        params.threads = args.threads
+    balance = args.balance
+    if args.pos_source or args.neg_source:
+        if not (args.recipe and args.pos_source and args.neg_source):
+            raise RecipeError("--pos-source and --neg-source go together, with --recipe RECIPE")
+        from continua.documents import iter_documents
+
+        recipe = load_recipe(args.recipe, args.overrides)
+        for name in (args.pos_source, args.neg_source):
+            if name not in recipe.data.sources:
+                raise RecipeError(f"{args.recipe}: no source '{name}' (known: {', '.join(recipe.data.sources)})")
+        pos = [r.text for r in iter_documents(args.pos_source, recipe.data.sources[args.pos_source])]
+        neg = [r.text for r in iter_documents(args.neg_source, recipe.data.sources[args.neg_source])]
+        balance = True
+    else:
+        if not args.pos or not args.neg:
+            raise RecipeError("give --pos FILE... and --neg FILE..., or --recipe with --pos-source/--neg-source")
+        pos = read_texts(args.pos, args.text_field)
+        neg = read_texts(args.neg, args.text_field)
+    if args.max_per_class:
+        pos, neg = sample(pos, args.max_per_class, args.seed), sample(neg, args.max_per_class, args.seed + 1)
+    if balance:
+        n = min(len(pos), len(neg))
+        pos, neg = sample(pos, n, args.seed), sample(neg, n, args.seed + 1)
+    metrics = train_classifier(pos, neg, args.out, params)
+    print_classifier_metrics(metrics)
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from curate.select import SelectSpec, parse_fraction, parse_tokens, run_select
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    spec = SelectSpec(by=args.by, top=parse_fraction(args.top) if args.top else None,
+                      tokens=parse_tokens(args.tokens) if args.tokens else None, min=args.min, max=args.max,
+                      min_percentile=args.min_percentile, ascending=args.ascending,
+                      drop_duplicates=not args.keep_duplicates)
+    run_select(_curate_dir(recipe, args.out), args.source, spec)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from curate.stats import run_stats
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    run_stats(_curate_dir(recipe, args.out), list(recipe.data.sources))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (RecipeError, InputError, FileNotFoundError, ValueError) as e:
+        print(f"curate {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""datatrove's heuristic quality filters recorded as columns (pass + reason), never dropping.
+
+datatrove splits English words with spaCy, which is not installed on offline machines; the filters
+accept any `WordTokenizer` in place of a language code, so we give them a regex tokenizer that
+splits words and punctuation the way spaCy's blank English model does for ordinary prose.
+"""
+
+from __future__ import annotations
+
+import regex
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
+from datatrove.utils.text import TERMINAL_PUNCTUATION
+from datatrove.utils.word_tokenizers import WordTokenizer, simple_span_tokenize, strip_strings
+
+GROUPS = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
+
+
+class RegexWordTokenizer(WordTokenizer):
+    """Offline word/sentence splitter: words are runs of letters/digits, punctuation marks are tokens."""
+
+    def __init__(self) -> None:
+        super().__init__("en")
+        self._word = regex.compile(r"\w+(?:['’]\w+)*|[^\w\s]", regex.UNICODE)
+        self._sent = regex.compile(
+            rf"(?:(?:\p{{Lu}}\.)|.)+?[{regex.escape(''.join(TERMINAL_PUNCTUATION))}\n]+[\"'”]?", regex.UNICODE)
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return self._word.findall(text)
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return strip_strings(self._sent.findall(text))
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return list(simple_span_tokenize(text, self.sent_tokenize(text)))
+
+
+def make_filter(group: str, tokenizer: WordTokenizer) -> BaseFilter:
+    """The datatrove filter of a heuristic group, with its published default thresholds."""
+    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
+                                            GopherRepetitionFilter)
+
+    if group == "gopher_quality":
+        return GopherQualityFilter(language=tokenizer)
+    if group == "gopher_repetition":
+        return GopherRepetitionFilter(language=tokenizer)
+    if group == "c4":  # C4BadWordsFilter is left out: it downloads word lists
+        return C4QualityFilter(language=tokenizer)
+    if group == "fineweb":
+        return FineWebQualityFilter(language=tokenizer)
+    raise ValueError(f"unknown heuristic group {group!r} (known: {', '.join(GROUPS)})")
+
+
+class HeuristicSignals(PipelineStep):
+    """Adds `heur_<group>_pass` (bool) and `heur_<group>_reason` ("" when passing) for one filter."""
+
+    name = "🧮 heuristic signals"
+    type = "📊 - SCORER"
+
+    def __init__(self, group: str):
+        super().__init__()
+        self.group = group
+        self.filter = make_filter(group, RegexWordTokenizer())
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            with self.track_time():
+                probe = Document(text=doc.text, id=doc.id, metadata={})  # some filters rewrite the text
+                passed, reason = get_filter_result(self.filter.filter(probe))
+            doc.metadata[f"heur_{self.group}_pass"] = bool(passed)
+            doc.metadata[f"heur_{self.group}_reason"] = "" if passed else (reason or "failed")
+            self.stat_update("pass" if passed else f"fail_{reason}")
+            yield doc

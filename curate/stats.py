@@ -1,0 +1,129 @@
+"""Reports people read: score-run counts, classifier metrics, and `curate stats` (table + PNG + stats.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from continua.io import read_json, write_text
+from curate.table import scan_scores, score_files, selection_path
+
+
+def _console() -> Console:
+    return Console()
+
+
+def print_source_stats(stats: dict[str, dict[str, Any]]) -> None:
+    """Table of documents_in / scored / rejected (by reason) per source after `curate score`."""
+    t = Table(title="curate score")
+    for col in ("source", "documents_in", "scored", "rejected", "rejects by reason"):
+        t.add_column(col, justify="right" if col not in ("source", "rejects by reason") else "left")
+    for source, s in stats.items():
+        reasons = ", ".join(f"{k}: {v}" for k, v in s["rejected_by_reason"].items()) or "-"
+        t.add_row(source, f"{s['documents_in']:,}", f"{s['scored']:,}", f"{s['rejected']:,}", reasons)
+    _console().print(t)
+
+
+def print_classifier_metrics(metrics: dict[str, Any]) -> None:
+    t = Table(title=f"held-out metrics: {metrics['model']}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("train pos / neg", f"{metrics['train']['positive']:,} / {metrics['train']['negative']:,}")
+    t.add_row("valid pos / neg", f"{metrics['valid']['positive']:,} / {metrics['valid']['negative']:,}")
+    held = metrics.get("held_out")
+    if held:
+        for k in ("precision", "recall", "f1", "accuracy", "roc_auc"):
+            t.add_row(k, f"{held[k]:.4f}")
+    else:
+        t.add_row("held out", "none (valid_fraction too small)")
+    _console().print(t)
+
+
+def score_columns(frame: pl.LazyFrame) -> list[str]:
+    """Numeric score columns worth a histogram (fastText, perplexity and other float signals)."""
+    schema = frame.collect_schema()
+    skip = {"row", "n_chars", "dup_minhash_cluster"}
+    return [c for c, dt in schema.items() if dt.is_float() and c not in skip]
+
+
+def histogram_png(values: dict[str, list[float]], column: str, path: Path) -> None:
+    """One PNG: the distribution of `column` for each source, overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for source, vals in values.items():
+        if vals:
+            ax.hist(vals, bins=50, alpha=0.5, label=f"{source} (n={len(vals):,})")
+    ax.set_xlabel(column)
+    ax.set_ylabel("documents")
+    ax.set_title(f"{column} by source")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def source_summary(curate_dir: Path, source: str) -> dict[str, Any]:
+    frame = scan_scores(curate_dir, source)
+    agg = frame.select(pl.len().alias("documents"), pl.col("n_tokens").sum().alias("tokens"),
+                       pl.col("n_chars").sum().alias("chars")).collect().row(0, named=True)
+    stats_file = Path(curate_dir) / source / "stats.json"
+    run_stats = read_json(stats_file) if stats_file.exists() else {}
+    summary = {"source": source, **agg, "rejected": run_stats.get("rejected"),
+               "rejected_by_reason": run_stats.get("rejected_by_reason", {})}
+    sel = selection_path(curate_dir, source)
+    if sel.exists():
+        by_reason = (pl.scan_parquet(sel).join(frame.select("doc_id", "n_tokens"), on="doc_id", how="left")
+                     .group_by("kept", "reason").agg(pl.len().alias("documents"), pl.col("n_tokens").sum().alias("tokens"))
+                     .sort("kept", "reason", descending=[True, False]).collect())
+        summary["selection"] = by_reason.to_dicts()
+    return summary
+
+
+def run_stats(curate_dir: Path, sources: list[str]) -> dict[str, Any]:
+    """Print and write curate/stats.md with per-source counts and one histogram PNG per score column."""
+    curate_dir = Path(curate_dir)
+    scored = [s for s in sources if score_files(curate_dir, s)]
+    if not scored:
+        raise FileNotFoundError(f"no score tables under {curate_dir}: run `curate score` first")
+    summaries = {s: source_summary(curate_dir, s) for s in scored}
+    columns: dict[str, dict[str, list[float]]] = {}
+    for s in scored:
+        frame = scan_scores(curate_dir, s)
+        for c in score_columns(frame):
+            columns.setdefault(c, {})[s] = frame.select(pl.col(c).drop_nulls()).collect().to_series().to_list()
+    plots = {}
+    for c, vals in columns.items():
+        path = curate_dir / "plots" / f"hist_{c}.png"
+        histogram_png(vals, c, path)
+        plots[c] = path
+
+    t = Table(title=f"curate stats: {curate_dir}")
+    for col in ("source", "documents", "tokens", "rejected", "rejects by reason", "selection"):
+        t.add_column(col)
+    md = [f"# curate stats\n\nFolder: `{curate_dir}`\n", "| source | documents | tokens | rejected | rejects by reason | selection |",
+          "| --- | ---: | ---: | ---: | --- | --- |"]
+    for s, v in summaries.items():
+        rej = ", ".join(f"{k}: {n}" for k, n in v["rejected_by_reason"].items()) or "-"
+        sel = "; ".join(f"{'kept' if r['kept'] else 'dropped'} {r['reason']}: {r['documents']:,} docs, "
+                        f"{(r['tokens'] or 0):,} tok" for r in v.get("selection", [])) or "-"
+        row = [s, f"{v['documents']:,}", f"{(v['tokens'] or 0):,}", f"{v['rejected'] if v['rejected'] is not None else '-'}",
+               rej, sel]
+        t.add_row(*row)
+        md.append("| " + " | ".join(row) + " |")
+    if plots:
+        md.append("\n## Score histograms\n")
+        md.extend(f"![{c}](plots/{p.name})" for c, p in plots.items())
+    _console().print(t)
+    write_text(curate_dir / "stats.md", "\n".join(md) + "\n")
+    return {"sources": summaries, "plots": {c: str(p) for c, p in plots.items()}}

@@ -1,0 +1,134 @@
+"""The plumbing steps of a `curate score` pipeline: read a source, count tokens, write the score table.
+
+Each step is a datatrove `PipelineStep` with one job. Scorers (fastText, heuristics, perplexity)
+sit between `TokenCounter` and `ScoreWriter` and only add `doc.metadata` entries; the writer turns
+every metadata entry into a column, so a new scorer needs no change here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.utils.batching import batched
+
+from continua.documents import Record, iter_source
+from continua.io import atomic_open, atomic_path, write_json
+from continua.recipe import SourceConfig
+from continua.tokenizer import TextTokenizer
+from curate.table import text_hash
+
+# metadata keys the reader sets; everything else in metadata is a score column
+LOCATION_KEYS = ("source", "path", "row")
+
+
+def task_name(rank: int) -> str:
+    return f"{rank:05d}"
+
+
+class SourceReader(PipelineStep):
+    """Turns a recipe source into datatrove Documents; unreadable items go to rejects/NNNNN.jsonl.
+
+    Also writes tasks/NNNNN.json with the task's documents_in and rejects by reason, so the
+    source's stats can prove documents_in == scored + rejected.
+    """
+
+    name = "📖 continua source"
+    type = "📖 - READER"
+
+    def __init__(self, source: str, cfg: SourceConfig, source_dir: str | Path):
+        super().__init__()
+        self.source = source
+        self.cfg = cfg
+        self.source_dir = Path(source_dir)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        rejected: Counter[str] = Counter()
+        documents_in = 0
+        with atomic_open(self.source_dir / "rejects" / f"{task_name(rank)}.jsonl") as rej:
+            for item in iter_source(self.source, self.cfg, rank, world_size):
+                documents_in += 1
+                if isinstance(item, Record):
+                    self.stat_update("documents")
+                    yield Document(text=item.text, id=item.doc_id,
+                                   metadata={"source": self.source, "path": item.path, "row": item.row})
+                else:
+                    rejected[item.reason] += 1
+                    self.stat_update(f"rejected_{item.reason}")
+                    rej.write(json.dumps(item.to_json(self.source), ensure_ascii=False) + "\n")
+        write_json(self.source_dir / "tasks" / f"{task_name(rank)}.json",
+                   {"rank": rank, "world_size": world_size, "documents_in": documents_in,
+                    "rejected": dict(sorted(rejected.items()))})
+
+
+class TokenCounter(PipelineStep):
+    """Adds `n_tokens` (incl. BOS/EOS per the tokenizer's policy), counted in batches."""
+
+    name = "🔢 token count"
+    type = "🔢 - TOKENIZER"
+
+    def __init__(self, tokenizer: TextTokenizer, batch_size: int = 256):
+        super().__init__()
+        self.tokenizer = tokenizer  # pickles without its backend; reloads lazily in the worker
+        self.batch_size = batch_size
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for batch in batched(data, self.batch_size):
+            with self.track_time("batch"):
+                counts = self.tokenizer.count_batch([d.text for d in batch])
+            for doc, n in zip(batch, counts):
+                doc.metadata["n_tokens"] = n
+                yield doc
+
+
+class ScoreWriter(PipelineStep):
+    """Writes scores/NNNNN.parquet for the task, atomically, once every document has passed through."""
+
+    name = "💾 score table"
+    type = "💾 - WRITER"
+
+    def __init__(self, source_dir: str | Path, show_progress: bool = True):
+        super().__init__()
+        self.source_dir = Path(source_dir)
+        self.show_progress = show_progress
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from tqdm import tqdm
+
+        base: dict[str, list] = {k: [] for k in ("doc_id", "source", "path", "row", "n_chars", "n_tokens", "text_hash")}
+        extra: dict[str, list] = {}
+        n = 0
+        for doc in tqdm(data, desc=f"score {self.source_dir.name} task {rank}", unit="doc",
+                        disable=not self.show_progress, mininterval=2.0, position=rank if world_size > 1 else None):
+            md = doc.metadata
+            base["doc_id"].append(doc.id)
+            base["source"].append(md["source"])
+            base["path"].append(md["path"])
+            base["row"].append(md["row"])
+            base["n_chars"].append(len(doc.text))
+            base["n_tokens"].append(md.get("n_tokens"))
+            base["text_hash"].append(text_hash(doc.text))
+            for key, value in md.items():
+                if key in LOCATION_KEYS or key == "n_tokens":
+                    continue
+                col = extra.setdefault(key, [None] * n)
+                col.append(value)
+            n += 1
+            for col in extra.values():  # a scorer that skipped this doc leaves a null, never a shifted column
+                if len(col) < n:
+                    col.append(None)
+            self.stat_update("scored")
+            yield doc
+        frame = pl.DataFrame(base, schema={"doc_id": pl.String, "source": pl.String, "path": pl.String,
+                                           "row": pl.Int64, "n_chars": pl.Int64, "n_tokens": pl.Int64,
+                                           "text_hash": pl.String})
+        if extra:
+            frame = frame.with_columns(pl.DataFrame({k: extra[k] for k in sorted(extra)}, strict=False))
+        with atomic_path(self.source_dir / "scores" / f"{task_name(rank)}.parquet") as tmp:
+            frame.write_parquet(tmp)

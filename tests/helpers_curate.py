@@ -1,0 +1,79 @@
+"""Tiny generated corpora, tokenizer and recipes for the curate tests (no real data, no downloads)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+MED = ("patient clinical dose therapy diagnosis symptoms treatment chronic infection cardiac renal tumor "
+       "insulin trial cohort mortality prognosis lesion biopsy antibiotic syndrome").split()
+GEN = ("river castle album football village election painter novel railway season mountain festival "
+       "band university kingdom bridge island church poet harbour").split()
+COMMON = "the of and a in to was is with for on by as at from that".split()
+
+
+def sentence(rng: random.Random, vocab: list[str]) -> str:
+    words = [rng.choice(vocab) if rng.random() < 0.6 else rng.choice(COMMON) for _ in range(rng.randint(8, 16))]
+    return " ".join(words).capitalize() + "."
+
+
+def document(rng: random.Random, vocab: list[str], n_sent: int | None = None) -> str:
+    sents = [sentence(rng, vocab) for _ in range(n_sent or rng.randint(6, 12))]
+    return "\n".join(" ".join(sents[i:i + 3]) for i in range(0, len(sents), 3))
+
+
+def styled_texts(style: str, n: int, seed: int) -> list[str]:
+    rng = random.Random(f"{style}-{seed}")
+    vocab = MED if style == "med" else GEN
+    return [document(rng, vocab) for _ in range(n)]
+
+
+def write_jsonl(path: Path, texts: list[str], field: str = "text") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps({field: t}) + "\n")
+    return path
+
+
+def make_tokenizer(folder: Path) -> Path:
+    """A 300-token byte-level BPE with </s> as EOS, trained on generated text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(styled_texts("med", 50, 99) + styled_texts("gen", 50, 99), trainer)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+    return folder
+
+
+def write_recipe(path: Path, sources: dict[str, list[Path]], tokenizer: Path | None,
+                 classifiers: dict[str, Path] | None = None, heuristics: list[str] | None = None,
+                 extra: str = "") -> Path:
+    lines = ["[run]", f'out_dir = "{path.parent / "out"}"', "", "[data]"]
+    if tokenizer:
+        lines.append(f'tokenizer = "{tokenizer}"')
+    for name, paths in sources.items():
+        lines += [f"[data.sources.{name}]", "paths = [" + ", ".join(f'"{p}"' for p in paths) + "]"]
+    lines += ["", "[curate]", "heuristics = [" + ", ".join(f'"{h}"' for h in (heuristics or [])) + "]"]
+    if classifiers:
+        lines.append("[curate.classifiers]")
+        lines += [f'{k} = "{v}"' for k, v in classifiers.items()]
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def train_tiny_classifier(tmp: Path) -> Path:
+    """A fastText model separating the two styles (med = positive)."""
+    from curate.classifier import TrainParams, train_classifier
+
+    model = tmp / "style.bin"
+    train_classifier(styled_texts("med", 150, 1), styled_texts("gen", 150, 2), model,
+                     TrainParams(epochs=5, dim=16, threads=1, valid_fraction=0.2, seed=0))
+    return model
