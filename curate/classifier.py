@@ -8,14 +8,16 @@ saved beside the model as MODEL.metrics.json.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from continua.documents import iter_documents
+from continua.documents import Record, iter_source
 from continua.io import atomic_path, write_json
 from continua.recipe import SourceConfig
 from curate.fasttext_scorer import positive_probabilities, prepare
@@ -39,14 +41,24 @@ class TrainParams:
 
 
 def read_texts(paths: Iterable[str | Path], text_field: str = "text", limit: int | None = None) -> list[str]:
-    """Texts of example files (any format continua.documents reads); unreadable lines are skipped."""
+    """Texts of example files (any format continua.documents reads); unreadable items are counted
+    and reported on stderr with the file and reasons, never dropped without a word."""
     out: list[str] = []
     for path in paths:
         cfg = SourceConfig(paths=[Path(path)], text_field=text_field)
-        for rec in iter_documents("examples", cfg):
-            out.append(rec.text)
-            if limit is not None and len(out) >= limit:
-                return out
+        rejected: Counter[str] = Counter()
+        for item in iter_source("examples", cfg):
+            if isinstance(item, Record):
+                out.append(item.text)
+                if limit is not None and len(out) >= limit:
+                    break
+            else:
+                rejected[item.reason] += 1
+        if rejected:
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items()))
+            print(f"warning: {path}: skipped {sum(rejected.values())} unreadable items ({reasons})", file=sys.stderr)
+        if limit is not None and len(out) >= limit:
+            break
     return out
 
 

@@ -65,6 +65,7 @@ def write_recipe(path: Path, sources: dict[str, list[Path]], tokenizer: Path | N
     if classifiers:
         lines.append("[curate.classifiers]")
         lines += [f'{k} = "{v}"' for k, v in classifiers.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
 
@@ -75,5 +76,5 @@ def train_tiny_classifier(tmp: Path) -> Path:
 
     model = tmp / "style.bin"
     train_classifier(styled_texts("med", 150, 1), styled_texts("gen", 150, 2), model,
-                     TrainParams(epochs=5, dim=16, threads=1, valid_fraction=0.2, seed=0))
+                     TrainParams(epochs=20, lr=0.5, dim=16, threads=1, valid_fraction=0.2, seed=0))
     return model

@@ -1,0 +1,80 @@
+"""`curate train-classifier`: held-out metrics, AUC arithmetic, the two ways to give examples."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from curate.classifier import binary_metrics, roc_auc
+from curate.cli import main
+from curate.fasttext_scorer import load_fasttext, positive_probabilities
+from helpers_curate import styled_texts, write_jsonl, write_recipe
+
+
+def _auc_bruteforce(labels, scores) -> float:
+    pos = [s for s, l in zip(scores, labels) if l]
+    neg = [s for s, l in zip(scores, labels) if not l]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_roc_auc_matches_pairwise_definition_with_ties():
+    rng = np.random.default_rng(0)
+    labels = rng.random(200) < 0.4
+    scores = np.round(rng.random(200) + labels * 0.3, 1)  # rounding makes many ties
+    assert roc_auc(labels, scores) == pytest.approx(_auc_bruteforce(labels, scores))
+    assert roc_auc([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1]) == 1.0
+    assert roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9]) == 0.0
+    assert roc_auc([1, 0], [0.5, 0.5]) == 0.5
+    with pytest.raises(ValueError):
+        roc_auc([1, 1], [0.1, 0.2])
+
+
+def test_binary_metrics_counts():
+    m = binary_metrics(np.array([1, 1, 0, 0], bool), np.array([0.9, 0.4, 0.6, 0.1]))
+    assert m["precision"] == 0.5 and m["recall"] == 0.5 and m["f1"] == 0.5 and m["accuracy"] == 0.5
+
+
+def test_train_from_files_separates_held_out_styles(tmp_path):
+    pos = write_jsonl(tmp_path / "pos.jsonl", styled_texts("med", 200, 1))
+    neg = write_jsonl(tmp_path / "neg.jsonl", styled_texts("gen", 200, 2), field="body")
+    model = tmp_path / "q.bin"
+    rc = main(["train-classifier", "--pos", str(pos), "--neg", str(neg), "--out", str(model),
+               "--epochs", "20", "--lr", "0.5", "--dim", "16", "--threads", "1", "--text-field", "text"])
+    # negatives use another field: they are unreadable with --text-field text -> clear error, no model
+    assert rc == 2 and not model.exists()
+    neg = write_jsonl(tmp_path / "neg.jsonl", styled_texts("gen", 200, 2))
+    assert main(["train-classifier", "--pos", str(pos), "--neg", str(neg), "--out", str(model),
+                 "--epochs", "20", "--lr", "0.5", "--dim", "16", "--threads", "1", "--valid-fraction", "0.2"]) == 0
+    metrics = json.loads((tmp_path / "q.metrics.json").read_text())
+    assert metrics["valid"] == {"positive": 40, "negative": 40}
+    assert metrics["train"] == {"positive": 160, "negative": 160}
+    assert metrics["held_out"]["roc_auc"] >= 0.95 and metrics["held_out"]["f1"] >= 0.9
+    # fresh documents of each style, never seen in training
+    ft = load_fasttext(model)
+    p = positive_probabilities(ft, styled_texts("med", 50, 77), "__label__hq")
+    n = positive_probabilities(ft, styled_texts("gen", 50, 77), "__label__hq")
+    assert roc_auc(np.array([True] * 50 + [False] * 50), np.array(p + n)) >= 0.95
+
+
+def test_train_from_recipe_sources_balances_negatives(tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", styled_texts("med", 60, 1))
+    b = write_jsonl(tmp_path / "b.jsonl", styled_texts("gen", 300, 2))
+    recipe = write_recipe(tmp_path / "r.toml", {"med": [a], "gen": [b]}, None)
+    model = tmp_path / "m.bin"
+    assert main(["train-classifier", "--recipe", str(recipe), "--pos-source", "med", "--neg-source", "gen",
+                 "--out", str(model), "--epochs", "20", "--lr", "0.5", "--dim", "16", "--threads", "1"]) == 0
+    metrics = json.loads((tmp_path / "m.metrics.json").read_text())
+    assert metrics["train"]["positive"] + metrics["valid"]["positive"] == 60
+    assert metrics["train"]["negative"] + metrics["valid"]["negative"] == 60  # sampled down to balance
+    assert metrics["held_out"]["roc_auc"] >= 0.9
+
+
+def test_unknown_source_is_named(tmp_path, capsys):
+    a = write_jsonl(tmp_path / "a.jsonl", styled_texts("med", 5, 1))
+    recipe = write_recipe(tmp_path / "r.toml", {"med": [a]}, None)
+    assert main(["train-classifier", "--recipe", str(recipe), "--pos-source", "med", "--neg-source", "web",
+                 "--out", str(tmp_path / "m.bin")]) == 2
+    assert "'web'" in capsys.readouterr().err
