@@ -1,0 +1,147 @@
+"""Perplexity of documents under a local causal LM (Ankner et al., 2024: prune by a small LM's perplexity).
+
+Why these choices:
+* Every document is scored as `start token + its tokens`: one BOS (or EOS when the tokenizer has no
+  BOS, GPT-2 style) is prepended by us, whatever the tokenizer's own special-token policy, so the
+  first real token is predicted too and documents of any tokenizer are comparable.
+* Truncation, not a sliding window: only the first `max_length` tokens (start token included)
+  count. Quality pruning needs a ranking, not exact long-document perplexity, and a window would
+  multiply the cost for long documents.
+* Batches are length-bucketed: documents are sorted by length and packed so that batch size x
+  longest length <= `batch_tokens`, which keeps padding (wasted compute) small. Padding is on the
+  right with an attention mask and padded positions are excluded from the mean, so a document's
+  score does not depend on its batch-mates (checked by the tests).
+* bf16 weights on GPU, float32 on CPU; log-softmax always in float32.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+
+class LMScorerError(ValueError):
+    pass
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LMScorerError(f"lm_device is {device!r} but torch sees no CUDA device")
+    return device
+
+
+def pack_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
+    """Indices grouped so that len(group) * longest <= batch_tokens (a single long doc may exceed it)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) + 1) * lengths[current[0]] > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class LMScorer:
+    """Loads a Hugging Face causal LM folder on first use; `perplexity(texts)` -> one float per text."""
+
+    def __init__(self, path: str | Path, batch_tokens: int = 16384, max_length: int = 1024, device: str = "auto"):
+        self.path = Path(path)
+        if max_length < 2:
+            raise LMScorerError(f"lm_max_length must be at least 2 (a start token and one scored token), got {max_length}")
+        if batch_tokens < max_length:
+            raise LMScorerError(f"lm_batch_tokens ({batch_tokens}) must be at least lm_max_length ({max_length})")
+        self.batch_tokens, self.max_length, self.device_name = batch_tokens, max_length, device
+
+    def _gguf(self) -> dict:
+        """A folder holding only a GGUF checkpoint (see shared/tools/get-smollm2.sh) loads through gguf_file."""
+        if (self.path / "config.json").exists():
+            return {}
+        found = sorted(self.path.glob("*.gguf"))
+        return {"gguf_file": found[0].name} if found else {}
+
+    @cached_property
+    def device(self) -> str:
+        return resolve_device(self.device_name)
+
+    @cached_property
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        if not self.path.is_dir():
+            raise LMScorerError(f"{self.path}: LM scorer path is not a local model folder")
+        return AutoTokenizer.from_pretrained(str(self.path), **self._gguf())
+
+    @cached_property
+    def model(self):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=dtype, **self._gguf())
+        except (OSError, ValueError) as e:
+            raise LMScorerError(f"{self.path}: cannot load a causal LM from this folder: {e}") from e
+        return model.to(self.device).eval()
+
+    @cached_property
+    def start_id(self) -> int:
+        tok = self.tokenizer
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if start is None:
+            raise LMScorerError(f"{self.path}: the tokenizer has neither a BOS nor an EOS token to start documents with")
+        return start
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """The ids that get scored: start token + text tokens, cut to max_length."""
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [([self.start_id] + x)[: self.max_length] for x in ids]
+
+    def score_ids(self, docs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """(sum of natural-log probabilities, number of predicted tokens) per document."""
+        import torch
+
+        logp_sum = np.zeros(len(docs))
+        count = np.zeros(len(docs), dtype=np.int64)
+        lengths = [len(d) for d in docs]
+        with torch.inference_mode():
+            for batch in pack_batches(lengths, self.batch_tokens):
+                width = lengths[batch[0]]
+                ids = torch.zeros((len(batch), width), dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    ids[row, : lengths[i]] = torch.tensor(docs[i])
+                    mask[row, : lengths[i]] = 1
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+                target = ids[:, 1:]
+                tok_logp = -torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none").view(target.shape)
+                keep = mask[:, 1:].bool()
+                sums = torch.where(keep, tok_logp, 0.0).sum(1).double().cpu().numpy()
+                logp_sum[batch] = sums
+                count[batch] = keep.sum(1).cpu().numpy()
+        return logp_sum, count
+
+    def perplexity(self, texts: list[str]) -> np.ndarray:
+        """exp(-mean log p) over each document's scored tokens; NaN only for a document with none."""
+        if not texts:
+            return np.zeros(0)
+        logp_sum, count = self.score_ids(self.encode(texts))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.exp(-logp_sum / count)
+
+    def __getstate__(self):  # pickles cheaply to datatrove workers; model and tokenizer reload there
+        state = dict(self.__dict__)
+        for lazy in ("device", "tokenizer", "model", "start_id"):
+            state.pop(lazy, None)
+        return state

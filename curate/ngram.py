@@ -1,0 +1,398 @@
+"""Reference n-gram language model (interpolated modified Kneser-Ney), trained and scored with numpy.
+
+Guo et al. (2024) pick domain data by its perplexity under a KenLM model trained on a high-quality
+reference corpus. KenLM is not available offline, so this module is a compact re-implementation:
+
+* Tokens are words from a normalizing regex tokenizer (lower case, digits -> 0) or the ids of any
+  `tokenizers` tokenizer. Internal ids: 0 = <s>, 1 = </s>, 2 = <unk>, real tokens from 3.
+* Each document is `<s>^(N-1) tokens </s>`; every token and </s> is predicted, <s> never is.
+* Every n-gram is a 64-bit hash computed position-wise over the whole batch at once, so counting is
+  `np.unique` and lookup is `np.searchsorted` on sorted key arrays: no Python loop per token.
+* Chen & Goodman's interpolated modified Kneser-Ney: the top order uses raw counts, lower orders
+  continuation counts (n-grams that begin with <s> keep their raw counts, as in KenLM); three
+  discounts per order from the count-of-counts. The unigram level interpolates with a uniform
+  distribution over the vocabulary (which holds </s> and <unk>), so unseen words get mass.
+
+For every n-gram type the model stores a(hw) = (c(hw) - D(c)) / c(h.) and for every context
+gamma(h) = (D1 N1(h.) + D2 N2(h.) + D3 N3+(h.)) / c(h.); then p(w|h) = a(hw) + gamma(h) p(w|h')
+with a = 0 for unseen n-grams and gamma = 1 for unseen contexts. The file is an uncompressed .npz
+of those arrays plus a JSON header (and the word list): no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from continua.io import atomic_path
+
+BOS, EOS, UNK = 0, 1, 2
+OFFSET = 3  # first id of a real token
+FORMAT = "continua-ngram"
+VERSION = 1
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+_DIGITS = str.maketrans("123456789", "000000000")
+_M1, _M2, _P = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
+class NgramError(ValueError):
+    """A model file or training input that cannot be used: the message names it."""
+
+
+def words(text: str) -> list[str]:
+    """The built-in tokenizer: CCNet-style normalization (lower case, every digit -> 0), then words
+    and single punctuation marks, so that surface variants of a word share one n-gram."""
+    return _WORD.findall(text.lower().translate(_DIGITS))
+
+
+# ---------------------------------------------------------------------------------------- encoders
+
+
+class WordEncoder:
+    """Words of the built-in tokenizer -> internal ids; words outside the vocabulary -> <unk>."""
+
+    kind = "words"
+
+    def __init__(self, vocab: list[str]):
+        self.vocab = vocab
+        self.index = {w: i + OFFSET for i, w in enumerate(vocab)}
+
+    @property
+    def n_symbols(self) -> int:  # predictable symbols: the words, </s> and <unk>
+        return len(self.vocab) + 2
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        get = self.index.get
+        out = []
+        for text in texts:
+            toks = words(text)
+            out.append(np.fromiter((get(w, UNK) for w in toks), dtype=np.int64, count=len(toks)))
+        return out
+
+    def header(self) -> dict:
+        return {"kind": self.kind, "vocab": len(self.vocab)}
+
+
+class TokenizerEncoder:
+    """Ids of a `tokenizers` tokenizer (tokenizer.json or a model folder), shifted past <s> </s> <unk>."""
+
+    kind = "tokenizer"
+
+    def __init__(self, path: str | Path):
+        from continua.tokenizer import load_tokenizer
+
+        self.path = Path(path)
+        self.tokenizer = load_tokenizer(self.path)
+
+    @property
+    def n_symbols(self) -> int:
+        return self.tokenizer.vocab_size + 2
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        backend = self.tokenizer.backend
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [np.asarray(e.ids, dtype=np.int64) + OFFSET for e in encode(texts, add_special_tokens=False)]
+
+    def header(self) -> dict:
+        return {"kind": self.kind, "path": str(self.path), "vocab_size": self.tokenizer.vocab_size}
+
+
+# ----------------------------------------------------------------------------------- shared kernels
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: spreads the bits so sorted keys are uniform and collisions ~ 2^-64."""
+    x = x ^ (x >> _S30)
+    x *= _M1
+    x ^= x >> _S27
+    x *= _M2
+    x ^= x >> _S31
+    return x
+
+
+def _hashes(seq: np.ndarray, order: int) -> list[np.ndarray]:
+    """H[k-1][i] = hash of the k-gram seq[i-k+1 .. i] (garbage for i < k-1, never read there)."""
+    s = seq.astype(np.uint64)
+    out = [_mix(s + _P)]
+    for k in range(2, order + 1):
+        h = np.zeros_like(s)
+        if len(s) >= k:
+            h[k - 1:] = _mix(out[-1][k - 1:] * _P + s[: len(s) - k + 1] + np.uint64(1))
+        out.append(h)
+    return out
+
+
+def _pad(docs: list[np.ndarray], order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate `<s>^(N-1) doc </s>` for every doc: (sequence, target positions, doc of each target)."""
+    lens = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+    seg = lens + order  # N-1 pads + tokens + </s>
+    starts = np.cumsum(seg) - seg
+    seq = np.full(int(seg.sum()), BOS, dtype=np.int64)
+    if lens.sum():
+        body_start = np.repeat(starts + order - 1, lens)
+        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        seq[body_start + within] = np.concatenate(docs)
+    seq[starts + order - 1 + lens] = EOS
+    targets = np.flatnonzero(seq != BOS)
+    return seq, targets, np.repeat(np.arange(len(docs)), lens + 1)
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, queries: np.ndarray, missing: float) -> np.ndarray:
+    """values[key] for each query found in the sorted `keys`, else `missing` (as float64)."""
+    if len(keys) == 0:
+        return np.full(len(queries), missing, dtype=np.float64)
+    idx = np.searchsorted(keys, queries)
+    np.minimum(idx, len(keys) - 1, out=idx)
+    return np.where(keys[idx] == queries, values[idx], np.float64(missing))
+
+
+# ------------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class NgramModel:
+    """Per order k (1-based, index k-1): sorted n-gram keys with a(hw), sorted context keys with gamma(h)."""
+
+    order: int
+    encoder: WordEncoder | TokenizerEncoder
+    keys: list[np.ndarray]
+    prob: list[np.ndarray]
+    ctx: list[np.ndarray]
+    gamma: list[np.ndarray]
+    info: dict = field(default_factory=dict)
+
+    # --- scoring
+    def _probs(self, seq: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """p(seq[t] | up to N-1 tokens before it) for every target position t, all orders at once."""
+        H = _hashes(seq, self.order)
+        p = _lookup(self.keys[0], self.prob[0], H[0][targets], 0.0) + float(self.gamma[0][0]) / self.encoder.n_symbols
+        for k in range(2, self.order + 1):
+            a = _lookup(self.keys[k - 1], self.prob[k - 1], H[k - 1][targets], 0.0)
+            g = _lookup(self.ctx[k - 1], self.gamma[k - 1], H[k - 2][targets - 1], 1.0)
+            p = a + g * p
+        return p
+
+    def logprobs(self, docs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Natural-log probability of every predicted token (each doc's tokens and its </s>), and its doc."""
+        seq, targets, doc = _pad(docs, self.order)
+        return np.log(self._probs(seq, targets)), doc
+
+    def perplexity(self, texts: list[str]) -> np.ndarray:
+        """exp(-mean log p) per document, </s> included (so an empty text still gets a finite score)."""
+        if not texts:
+            return np.zeros(0)
+        logp, doc = self.logprobs(self.encoder.encode(texts))
+        total = np.bincount(doc, weights=logp, minlength=len(texts))
+        count = np.bincount(doc, minlength=len(texts))
+        return np.exp(-total / count)
+
+    def cond_prob(self, context: list[int], word: int | Iterable[int]) -> np.ndarray:
+        """p(word | context) for internal ids; a context shorter than N-1 means the document start."""
+        words_ = np.atleast_1d(np.asarray(list(word) if not np.isscalar(word) else [word], dtype=np.int64))
+        n = self.order
+        ctx = list(context)[-(n - 1):] if n > 1 else []
+        head = np.array([BOS] * (n - 1 - len(ctx)) + ctx, dtype=np.int64)
+        seq = np.concatenate([np.concatenate([head, [w]]) for w in words_])
+        targets = np.arange(n - 1, len(seq), n)
+        return self._probs(seq, targets)
+
+    # --- files
+    def save(self, path: str | Path) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        for k in range(self.order):
+            arrays[f"keys{k + 1}"], arrays[f"prob{k + 1}"] = self.keys[k], self.prob[k]
+            arrays[f"ctx{k + 1}"], arrays[f"gamma{k + 1}"] = self.ctx[k], self.gamma[k]
+        header = {"format": FORMAT, "version": VERSION, "order": self.order, "tokenizer": self.encoder.header(),
+                  "n_symbols": self.encoder.n_symbols, **self.info}
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        if isinstance(self.encoder, WordEncoder):
+            arrays["vocab"] = np.frombuffer("\n".join(self.encoder.vocab).encode("utf-8"), dtype=np.uint8)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NgramModel":
+        path = Path(path)
+        if not path.is_file():
+            raise NgramError(f"{path}: n-gram model file does not exist (train one with `curate train-reference`)")
+        try:
+            data = np.load(path, allow_pickle=False)
+            header = json.loads(bytes(data["header"]).decode())
+        except (OSError, ValueError, KeyError) as e:
+            raise NgramError(f"{path}: not an n-gram model written by `curate train-reference`: {e}") from e
+        if header.get("format") != FORMAT or header.get("version") != VERSION:
+            raise NgramError(f"{path}: unsupported model format {header.get('format')!r} v{header.get('version')}")
+        tok = header["tokenizer"]
+        if tok["kind"] == "words":
+            raw = bytes(data["vocab"]).decode("utf-8")
+            encoder: WordEncoder | TokenizerEncoder = WordEncoder(raw.split("\n") if raw else [])
+        else:
+            if not Path(tok["path"]).exists():
+                raise NgramError(f"{path}: the model was trained with tokenizer {tok['path']}, which does not exist")
+            encoder = TokenizerEncoder(tok["path"])
+            if encoder.tokenizer.vocab_size != tok["vocab_size"]:
+                raise NgramError(f"{path}: tokenizer {tok['path']} has {encoder.tokenizer.vocab_size} tokens, "
+                                 f"the model was trained with {tok['vocab_size']}")
+        n = header["order"]
+        get = lambda name: np.ascontiguousarray(data[name])  # noqa: E731
+        info = {k: v for k, v in header.items() if k not in ("format", "version", "order", "tokenizer", "n_symbols")}
+        return cls(n, encoder, [get(f"keys{k}") for k in range(1, n + 1)], [get(f"prob{k}") for k in range(1, n + 1)],
+                   [get(f"ctx{k}") for k in range(1, n + 1)], [get(f"gamma{k}") for k in range(1, n + 1)], info)
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class _Types:
+    """Distinct n-grams of one order: key, raw count, context key, suffix key, suffix starts with <s>."""
+
+    key: np.ndarray
+    count: np.ndarray
+    ctx: np.ndarray
+    suffix: np.ndarray
+    suffix_bos: np.ndarray
+
+    @staticmethod
+    def merge(parts: list["_Types"]) -> "_Types":
+        if len(parts) == 1:
+            return parts[0]
+        cat = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("key", "count", "ctx", "suffix", "suffix_bos")}
+        key, first, inv = np.unique(cat["key"], return_index=True, return_inverse=True)
+        count = np.bincount(inv, weights=cat["count"]).astype(np.int64)
+        return _Types(key, count, cat["ctx"][first], cat["suffix"][first], cat["suffix_bos"][first])
+
+
+def _count_chunk(docs: list[np.ndarray], order: int) -> list[_Types]:
+    seq, targets, _ = _pad(docs, order)
+    H = _hashes(seq, order)
+    out = []
+    for k in range(1, order + 1):
+        key, first, count = np.unique(H[k - 1][targets], return_index=True, return_counts=True)
+        rep = targets[first]
+        if k == 1:
+            zero = np.zeros(len(key), dtype=np.uint64)
+            out.append(_Types(key, count, zero, zero, np.zeros(len(key), dtype=bool)))
+        else:
+            out.append(_Types(key, count, H[k - 2][rep - 1], H[k - 2][rep], seq[rep - k + 2] == BOS))
+    return out
+
+
+def _discounts(c: np.ndarray) -> tuple[float, float, float]:
+    """Chen & Goodman's D1, D2, D3+ from the count-of-counts; sane fixed values when they are degenerate."""
+    n1, n2, n3, n4 = (int(np.count_nonzero(c == r)) for r in (1, 2, 3, 4))
+    try:
+        y = n1 / (n1 + 2 * n2)
+        d = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
+    except ZeroDivisionError:
+        d = (0.5, 1.0, 1.5)
+    if not (0 < d[0] < 1 and 0 < d[1] < 2 and 0 < d[2] < 3):
+        d = (min(max(d[0], 0.1), 0.9), min(max(d[1], 0.2), 1.8), min(max(d[2], 0.3), 2.7))
+    return d
+
+
+def _estimate(types: list[_Types]) -> tuple[list, list, list, list, list]:
+    """Adjusted counts per order, then a(hw) and gamma(h) per order."""
+    n = len(types)
+    adj: list[np.ndarray] = [np.empty(0)] * n
+    adj[n - 1] = types[n - 1].count.astype(np.float64)
+    for k in range(n - 1, 0, -1):  # order k from the types of order k+1 (0-based index k)
+        upper = types[k]
+        weight = np.where(upper.suffix_bos, adj[k], 1.0)  # n-grams starting with <s> keep raw counts
+        sfx, inv = np.unique(upper.suffix, return_inverse=True)
+        sums = np.bincount(inv, weights=weight)
+        lower = types[k - 1]
+        if len(sfx) != len(lower.key) or not np.array_equal(sfx, lower.key):
+            raise AssertionError("n-gram tables are inconsistent (hash collision?); retrain with another order")
+        adj[k - 1] = sums
+    keys, probs, ctxs, gammas, discounts = [], [], [], [], []
+    for k in range(n):
+        c = adj[k]
+        d1, d2, d3 = _discounts(c)
+        disc = np.where(c >= 3, d3, np.where(c >= 2, d2, d1))
+        cx, inv = np.unique(types[k].ctx, return_inverse=True)
+        total = np.bincount(inv, weights=c)
+        mass = np.bincount(inv, weights=disc)
+        keys.append(types[k].key)
+        probs.append(((c - disc) / total[inv]).astype(np.float32))
+        ctxs.append(cx)
+        gammas.append((mass / total).astype(np.float32))
+        discounts.append([round(d1, 4), round(d2, 4), round(d3, 4)])
+    return keys, probs, ctxs, gammas, discounts
+
+
+def _chunks(texts: Iterable[str], docs_per_chunk: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for t in texts:
+        batch.append(t)
+        if len(batch) >= docs_per_chunk:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def train_ngram(texts: Iterable[str], order: int = 4, tokenizer: str | Path | None = None, min_count: int = 1,
+                docs_per_chunk: int = 2000, progress: Callable[[int, int], None] | None = None) -> NgramModel:
+    """Fit the model on reference texts. `min_count` > 1 maps rarer words to <unk> (built-in tokenizer).
+
+    Memory: the token ids of the whole corpus (8 bytes a token) plus the distinct n-grams of every
+    order (~33 bytes each while counting); counting runs chunk by chunk and merges as it goes.
+    `progress(docs, tokens)` is called after each chunk.
+    """
+    if not 1 <= order <= 8:
+        raise NgramError(f"order must be between 1 and 8, got {order}")
+    encoder: WordEncoder | TokenizerEncoder
+    vocab: dict[str, int] = {}
+    if tokenizer is not None:
+        encoder = TokenizerEncoder(tokenizer)
+    chunks: list[list[np.ndarray]] = []
+    n_docs = n_tokens = 0
+    for batch in _chunks(texts, docs_per_chunk):
+        if tokenizer is not None:
+            ids = encoder.encode(batch)
+        else:  # grow the vocabulary while reading; ids are first-seen order
+            ids = []
+            for text in batch:
+                toks = words(text)
+                ids.append(np.fromiter((vocab.setdefault(w, len(vocab) + OFFSET) for w in toks), np.int64, len(toks)))
+        chunks.append(ids)
+        n_docs += len(ids)
+        n_tokens += sum(len(x) for x in ids)
+        if progress:
+            progress(n_docs, n_tokens)
+    if n_docs == 0:
+        raise NgramError("the reference corpus holds no documents")
+    if tokenizer is None:
+        words_ = list(vocab)
+        if min_count > 1:  # rare words -> <unk>, the kept ones renumbered densely
+            freq = np.bincount(np.concatenate([np.concatenate(c) for c in chunks]), minlength=len(words_) + OFFSET)
+            keep = freq[OFFSET:] >= min_count
+            remap = np.full(len(words_) + OFFSET, UNK, dtype=np.int64)
+            remap[:OFFSET] = np.arange(OFFSET)
+            remap[OFFSET:][keep] = np.arange(int(keep.sum())) + OFFSET
+            chunks = [[remap[x] for x in c] for c in chunks]
+            words_ = [w for w, k in zip(words_, keep) if k]
+        encoder = WordEncoder(words_)
+    merged: list[list[_Types]] = [[] for _ in range(order)]
+    pending = 0
+    for c in chunks:
+        for k, t in enumerate(_count_chunk(c, order)):
+            merged[k].append(t)
+        pending += sum(len(x) for x in c)
+        if pending > 4_000_000:  # bound memory: fold the pending chunks into the running tables
+            merged = [[_Types.merge(m)] for m in merged]
+            pending = 0
+    types = [_Types.merge(m) for m in merged]
+    keys, probs, ctxs, gammas, discounts = _estimate(types)
+    info = {"n_docs": n_docs, "n_tokens": n_tokens, "types": [len(k) for k in keys], "discounts": discounts,
+            "min_count": min_count}
+    return NgramModel(order, encoder, keys, probs, ctxs, gammas, info)
