@@ -1,0 +1,156 @@
+"""The training sampler: the plan's token budget per source, interleaved, packed, resumable.
+
+Each source is a stream of its unique documents, read epoch after epoch in a fresh seeded order
+(resample "dynamic": each epoch is a fresh draw of `target_tokens / epochs` tokens from the pool).
+Streams are packed into windows of seq_len+1 tokens that overlap by one token, so every window
+trains on exactly seq_len new tokens. Windows are dealt to sources by largest deficit against the
+plan's shares, so every batch holds each source's share to within one sequence (compute-equivalent
+replay inside each batch). The whole state is a few integers: where each stream is and how many
+windows have been dealt; the orders are recomputed from the seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mix.manifest import Manifest, SourceEntry
+from mix.shards import ShardSet
+
+
+@dataclass
+class SourceStream:
+    """One source's documents as an endless token stream, in seeded per-epoch orders."""
+
+    name: str
+    docs: ShardSet
+    seed: int
+    index: int
+    epoch_tokens: int  # tokens per epoch: the whole pool ("fixed") or a fresh subset of it ("dynamic")
+    dynamic: bool
+    epoch: int = 0
+    pos: int = 0  # document position within the epoch's order
+    off: int = 0  # token offset within that document
+    _lengths: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _orders: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._lengths = self.docs.doc_lengths()
+        if self._lengths.size == 0 or int(self._lengths.sum()) == 0:
+            raise ValueError(f"{self.docs.folder}: source {self.name!r} has no training tokens but the plan "
+                             "asks for some")
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Document order of `epoch`: a permutation of the pool (cut to `epoch_tokens` when dynamic)."""
+        if epoch not in self._orders:
+            rng = np.random.default_rng([self.seed, self.index, epoch])
+            perm = rng.permutation(self._lengths.size)
+            if self.dynamic:
+                cum = np.cumsum(self._lengths[perm])
+                perm = perm[: int(np.searchsorted(cum, self.epoch_tokens)) + 1]
+            self._orders = {k: v for k, v in self._orders.items() if k >= epoch - 1}  # keep memory flat
+            self._orders[epoch] = perm
+        return self._orders[epoch]
+
+    def _walk(self, state: tuple[int, int, int], n: int) -> tuple[list[np.ndarray], tuple[int, int, int]]:
+        epoch, pos, off = state
+        pieces, got = [], 0
+        while got < n:
+            order = self.order(epoch)
+            if pos >= order.size:
+                epoch, pos, off = epoch + 1, 0, 0
+                continue
+            doc = self.docs.doc(int(order[pos]))
+            piece = doc[off: off + n - got]
+            pieces.append(piece)
+            got += piece.size
+            off += piece.size
+            if off >= doc.size:
+                pos, off = pos + 1, 0
+        return pieces, (epoch, pos, off)
+
+    def window(self, seq_len: int) -> np.ndarray:
+        """The next seq_len+1 tokens; the stream moves on by seq_len (the last token is shared)."""
+        pieces, after = self._walk((self.epoch, self.pos, self.off), seq_len)
+        last, _ = self._walk(after, 1)
+        self.epoch, self.pos, self.off = after
+        return np.concatenate(pieces + last).astype(np.int64)
+
+
+class Sampler:
+    """Deterministic, stateful batches for one rank, drawn from the manifest's training shards."""
+
+    def __init__(self, shards_dir: Path, manifest: Manifest, seq_len: int, batch_size: int, seed: int,
+                 rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise ValueError(f"[train] batch_size {batch_size} must be divisible by the number of processes {world}")
+        self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
+        self.rank, self.world = rank, world
+        planned = {n: s for n, s in manifest.sources.items() if s.target_tokens > 0}
+        if not planned:
+            raise ValueError(f"{Path(shards_dir) / 'manifest.json'}: no source has target_tokens > 0")
+        self.names = sorted(planned)
+        total = sum(planned[n].target_tokens for n in self.names)
+        self.shares = np.array([planned[n].target_tokens / total for n in self.names])
+        self.streams = [self._stream(Path(shards_dir), n, planned[n], i) for i, n in enumerate(self.names)]
+        self.counts = np.zeros(len(self.names), dtype=np.int64)  # windows dealt to each source
+        self.dealt = 0  # windows dealt in total (all ranks)
+
+    def _stream(self, shards_dir: Path, name: str, entry: SourceEntry, index: int) -> SourceStream:
+        docs = ShardSet.open(shards_dir / name / "train")
+        if entry.resample not in ("fixed", "dynamic"):
+            raise ValueError(f"{shards_dir / 'manifest.json'}: source {name!r} has resample {entry.resample!r}; "
+                             "expected 'fixed' or 'dynamic'")
+        pool = docs.num_tokens
+        dynamic = entry.resample == "dynamic" and entry.epochs > 0
+        epoch_tokens = min(pool, int(round(entry.target_tokens / entry.epochs))) if dynamic else pool
+        return SourceStream(name, docs, self.seed, index, max(1, epoch_tokens), dynamic)
+
+    def _next_source(self) -> int:
+        deficit = self.shares * (self.dealt + 1) - self.counts
+        return int(np.argmax(deficit))
+
+    def next_batch(self) -> np.ndarray:
+        """This rank's slice of the next global batch: (batch_size / world, seq_len + 1) int64 tokens."""
+        per_rank = self.batch_size // self.world
+        lo = self.rank * per_rank
+        rows = []
+        for j in range(self.batch_size):  # every rank deals the whole batch so all states stay equal
+            s = self._next_source()
+            win = self.streams[s].window(self.seq_len)
+            self.counts[s] += 1
+            self.dealt += 1
+            if lo <= j < lo + per_rank:
+                rows.append(win)
+        return np.stack(rows)
+
+    def tokens_by_source(self) -> dict[str, int]:
+        """Training tokens (targets) dealt to each source so far, over all ranks."""
+        return {n: int(c) * self.seq_len for n, c in zip(self.names, self.counts)}
+
+    def state_dict(self) -> dict:
+        return {"seq_len": self.seq_len, "batch_size": self.batch_size, "seed": self.seed, "dealt": self.dealt,
+                "sources": {s.name: [s.epoch, s.pos, s.off, int(c)] for s, c in zip(self.streams, self.counts)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = (self.seq_len, self.batch_size, self.seed, self.names)
+        theirs = (state["seq_len"], state["batch_size"], state["seed"], sorted(state["sources"]))
+        if mine != theirs:
+            raise ValueError(f"checkpoint's sampler (seq_len, batch_size, seed, sources) = {theirs} does not match "
+                             f"this run's {mine}; start fresh with --no-resume")
+        self.dealt = int(state["dealt"])
+        for i, s in enumerate(self.streams):
+            s.epoch, s.pos, s.off, count = (int(v) for v in state["sources"][s.name])
+            self.counts[i] = count
+
+
+def planned_steps(manifest: Manifest, batch_size: int, seq_len: int) -> int:
+    """Optimizer steps the plan implies: all sources' target tokens / tokens per step."""
+    total = sum(s.target_tokens for s in manifest.sources.values())
+    steps = total // (batch_size * seq_len)
+    if steps < 1:
+        raise ValueError(f"the plan's {total} target tokens are less than one step "
+                         f"({batch_size} x {seq_len} tokens); lower [train] batch_size or seq_len, or set steps")
+    return int(steps)

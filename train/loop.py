@@ -1,0 +1,246 @@
+"""The training loop: setup, then for each step: batch, forward/backward, clip, step, schedule, log,
+maybe evaluate, maybe checkpoint. The mechanics live in train.{model,parallel,data,checkpoint,metrics}.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from continua.io import write_text
+from continua.layout import shards_dir, train_dir
+from continua.recipe import Recipe
+from mix.manifest import Manifest
+from mix.shards import ShardSet
+from train import checkpoint as ckpt
+from train.data import Sampler, planned_steps
+from train.evaluate import eval_steps, evaluate_losses, validation_windows
+from train.metrics import MetricsLog, Progress, TensorBoard, WeightChange, measure_peak_flops
+from train.model import build_model, export_pretrained, flops_per_token
+from train.parallel import Dist, all_reduce_sum, decoder_layers, init_distributed, shard_model, shutdown
+from train.schedules import build_schedule
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the optimizer was not stepped and nothing was saved."""
+
+
+def run(recipe: Recipe, resume: bool = True, stop_at: int | None = None) -> dict:
+    """Train as the recipe says (in this process, as one rank of torchrun or alone); returns a summary."""
+    d = init_distributed(recipe.train.device)
+    try:
+        return train(recipe, d, resume=resume, stop_at=stop_at)
+    finally:
+        shutdown()
+
+
+def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = None) -> dict:
+    tc, run_dir, shards = recipe.train, train_dir(recipe), shards_dir(recipe)
+    manifest = Manifest.load(shards)
+    steps = tc.steps or planned_steps(manifest, tc.batch_size, tc.seq_len)
+    recipe.train.steps = steps  # the resolved recipe records what ran
+    micro = tc.micro_batch_size or tc.batch_size // d.world
+    if (tc.batch_size // d.world) % micro:
+        raise ValueError(f"[train] batch_size / processes = {tc.batch_size // d.world} is not a multiple of "
+                         f"micro_batch_size {micro}")
+    bf16 = tc.dtype == "bfloat16" or (tc.dtype == "auto" and d.device.type == "cuda")
+    say = _sayer(d)
+
+    # model, optimizer, schedule, data
+    model = build_model(recipe.model, manifest.tokenizer, recipe.run.seed)
+    flops_tok = flops_per_token(model, tc.seq_len)
+    if tc.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if tc.compile:
+        for block in decoder_layers(model):
+            block.compile()
+    model.to(d.device)
+    shard_model(model, torch.bfloat16 if bf16 else None)
+    weights = WeightChange(decoder_layers(model))
+    o = recipe.optim
+    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                  weight_decay=o.weight_decay, **_fast_adamw(d.device))
+    lr_at = build_schedule(recipe.schedule, o.lr, steps)
+    sampler = Sampler(shards, manifest, tc.seq_len, tc.batch_size, recipe.run.seed, d.rank, d.world)
+
+    # resume, or start fresh (optionally with an earlier run's optimizer moments)
+    start, elapsed0, latest = 0, 0.0, ckpt.latest_checkpoint(run_dir) if resume else None
+    if latest is not None:
+        state = ckpt.load_checkpoint(latest, model, optimizer, d)
+        sampler.load_state_dict(state["sampler"])
+        start, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
+        say(f"resumed from {latest} (step {start} of {steps})")
+    elif tc.optimizer_from is not None:
+        ckpt.load_optimizer_only(tc.optimizer_from, model, optimizer)
+        say(f"optimizer state restored from {tc.optimizer_from}")
+    if start >= steps:
+        say(f"{run_dir}: already trained {start} of {steps} steps; nothing to do (--no-resume starts over)")
+        return {"status": "finished", "step": start, "steps": steps, "run_dir": str(run_dir)}
+
+    # evaluation sets, logs
+    windows = _validation_sets(shards, manifest, tc.seq_len, recipe.eval.max_batches * recipe.eval.batch_size)
+    evals = set(eval_steps(recipe.eval, steps))
+    mcq = _benchmarks(recipe, manifest)
+    if d.is_main:
+        write_text(run_dir / "recipe.toml", recipe.to_toml())
+    log = MetricsLog(run_dir / "metrics.jsonl", d.is_main, keep_until_step=start if latest else None)
+    board = TensorBoard(run_dir / "tensorboard", tc.tensorboard and d.is_main)
+    peak = tc.peak_flops or measure_peak_flops(d.device, seconds=0.3)
+    tokens_per_step = tc.batch_size * tc.seq_len
+
+    def evaluate(step: int) -> dict:
+        metrics = {f"loss/{k}": v for k, v in evaluate_losses(model, windows, recipe.eval.batch_size, d.device).items()}
+        metrics.update(_score_benchmarks(model, mcq, recipe.eval.batch_size, d.device))
+        metrics.update(weights.compute())
+        row = {"kind": "eval", "step": step, "tokens": step * tokens_per_step, "metrics": metrics}
+        log.write(row)
+        board.write(row)
+        return metrics
+
+    stop = _StopFlag()
+    progress = Progress(steps, start, d.is_main)
+    if start == 0 and 0 in evals:
+        evaluate(0)
+    status, t_run, step = "finished", time.perf_counter(), start
+    try:
+        for step in range(start + 1, steps + 1):
+            t0 = time.perf_counter()
+            lr = lr_at(step - 1)  # optimizer step s (0-based) uses lr(s)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = torch.from_numpy(sampler.next_batch()).to(d.device)
+            loss = forward_backward(model, batch, micro)
+            stats = all_reduce_sum(torch.tensor([loss, float(stop.requested)], dtype=torch.float64, device=d.device))
+            loss = float(stats[0]) / d.world
+            grad_norm = _full(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                raise NonFiniteLoss(
+                    f"step {step}: loss {loss}, gradient norm {grad_norm}: stopped before the optimizer update; "
+                    f"nothing was saved (last good checkpoint: {ckpt.latest_checkpoint(run_dir) or 'none'}). "
+                    "Lower [optim] lr, raise [schedule] warmup, or check the data.")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            row = {"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                   "tokens": step * tokens_per_step, "tokens_per_s": tokens_per_step / dt,
+                   "mfu": flops_tok * tokens_per_step / dt / (peak * d.world),
+                   "elapsed_s": elapsed0 + time.perf_counter() - t_run}
+            log.write(row)
+            board.write(row)
+            progress.update(row)
+            if step in evals:
+                evaluate(step)
+            halt = stats[1].item() > 0 or step == stop_at
+            if halt or step == steps or (tc.checkpoint_every and step % tc.checkpoint_every == 0):
+                trainer_state = {"sampler": sampler.state_dict(), "elapsed_s": row["elapsed_s"]}
+                ckpt.save_checkpoint(run_dir, step, model, optimizer, trainer_state, tc.keep_checkpoints, d)
+            if halt and step < steps:
+                status = "interrupted" if stats[1].item() > 0 else "stopped"
+                say(f"{status} at step {step}; checkpoint saved, `train run` resumes from it")
+                break
+    finally:
+        progress.close()
+        log.close()
+        board.close()
+        stop.restore()
+
+    summary = {"status": status, "step": step, "steps": steps, "run_dir": str(run_dir),
+               "tokens_by_source": sampler.tokens_by_source()}
+    if status == "finished":
+        export_pretrained(model, run_dir / "export", _tokenizer_path(manifest, shards), manifest.tokenizer, d.is_main)
+        if d.is_main:
+            from train.gap import write_gap
+
+            write_gap(run_dir)
+            say(f"done: {run_dir} (export/, metrics.jsonl, gap.json)")
+    return summary
+
+
+def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int) -> float:
+    """Mean token loss of this rank's batch, gradients accumulated over micro-batches (synced on the last)."""
+    x, y = batch[:, :-1], batch[:, 1:]
+    n = x.size(0) // micro
+    total = torch.zeros((), device=batch.device)
+    for i in range(n):
+        if hasattr(model, "set_requires_gradient_sync"):
+            model.set_requires_gradient_sync(i == n - 1)  # FSDP: reduce-scatter once per step
+        xs, ys = x[i * micro:(i + 1) * micro], y[i * micro:(i + 1) * micro]
+        logits = model(input_ids=xs).logits
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), ys.reshape(-1)) / n
+        loss.backward()
+        total += loss.detach()
+    return float(total)
+
+
+def _fast_adamw(device: torch.device) -> dict:
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+
+
+def _full(t: torch.Tensor) -> float:
+    return float(t.full_tensor() if hasattr(t, "full_tensor") else t)
+
+
+def _tokenizer_path(manifest: Manifest, shards: Path) -> Path | None:
+    """The manifest's tokenizer path; a relative one is read against the shards folder, then the cwd."""
+    raw = manifest.tokenizer.get("path")
+    if not raw:
+        return None
+    p = Path(raw)
+    return p if p.is_absolute() or not (shards / p).exists() else shards / p
+
+
+def _validation_sets(shards: Path, manifest: Manifest, seq_len: int, max_windows: int) -> dict:
+    out = {}
+    for name, entry in sorted(manifest.sources.items()):
+        if entry.valid.docs > 0:
+            out[name] = validation_windows(ShardSet.open(shards / name / "valid"), seq_len, max_windows)
+    return out
+
+
+def _benchmarks(recipe: Recipe, manifest: Manifest) -> tuple:
+    if not recipe.eval.benchmarks:
+        return None, {}
+    from continua.tokenizer import load_tokenizer
+    from train.mcq import load_benchmarks
+
+    tok = load_tokenizer(_tokenizer_path(manifest, Path(shards_dir(recipe))))
+    return tok, load_benchmarks(recipe.eval.benchmarks, recipe.eval.mcq_max_items)
+
+
+def _score_benchmarks(model: torch.nn.Module, mcq: tuple, batch_size: int, device: torch.device) -> dict:
+    tok, sets = mcq
+    out = {}
+    for name, items in sets.items():
+        from train.mcq import evaluate_mcq
+
+        r = evaluate_mcq(model, tok, items, device, batch_size=batch_size)
+        out[f"acc/{name}"], out[f"acc_norm/{name}"] = r["acc"], r["acc_norm"]
+    return out
+
+
+class _StopFlag:
+    """SIGTERM asks for a checkpoint at the end of the current step, then a clean exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._old)
+
+
+def _sayer(d: Dist):
+    def say(msg: str) -> None:
+        if d.is_main:
+            print(f"[train] {msg}", file=sys.stderr, flush=True)
+
+    return say

@@ -1,0 +1,165 @@
+"""What a run reports: metrics.jsonl (the record), a progress bar (for people), MFU, TensorBoard.
+
+Only rank 0 writes. On resume the log is cut back to the checkpoint's step, so every step and
+every evaluation appears exactly once even after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from continua.io import atomic_open
+
+log = logging.getLogger("train")
+
+
+class MetricsLog:
+    """Append-only JSON Lines, one object per train step or evaluation, flushed as written."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None = None):
+        self.path = Path(path)
+        self.enabled = enabled
+        self._f = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_until_step is None:
+            self.path.unlink(missing_ok=True)
+        elif self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
+            with atomic_open(self.path) as f:
+                f.write("".join(line + "\n" for line in kept))
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        if self._f is not None:
+            self._f.write(json.dumps(row) + "\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def measure_peak_flops(device: torch.device, seconds: float = 0.5) -> float:
+    """FLOP/s of a large matmul in the training dtype: a measured ceiling where no spec sheet applies."""
+    on_gpu = device.type == "cuda"
+    n = 4096 if on_gpu else 1024
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or reps < 3:
+        a @ b
+        reps += 1
+        if on_gpu and reps % 10 == 0:
+            _sync(device)
+    _sync(device)
+    return 2.0 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Progress:
+    """A tqdm bar on rank 0 with loss, LR, tokens/s and MFU."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+    def update(self, row: dict) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
+                                 tok_s=f"{row['tokens_per_s']:,.0f}", mfu=f"{100 * row['mfu']:.1f}%", refresh=False)
+            self.bar.update(1)
+
+    def write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class TensorBoard:
+    """Scalars to <run dir>/tensorboard when tensorboard is installed; otherwise says so once and skips."""
+
+    def __init__(self, folder: Path, enabled: bool):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.info("tensorboard is not installed; metrics go to metrics.jsonl only")
+            return
+        self.writer = SummaryWriter(str(folder))
+
+    def write(self, row: dict) -> None:
+        if self.writer is None:
+            return
+        if row["kind"] == "train":
+            for k in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu"):
+                self.writer.add_scalar(f"train/{k}", row[k], row["step"])
+        else:
+            for k, v in row["metrics"].items():
+                self.writer.add_scalar(f"eval/{k}", v, row["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class WeightChange:
+    """|w_t - w_0| / |w_0| per decoder layer (Guo et al.: lower layers move more during the gap).
+
+    Works on FSDP shards: each rank sums squares of its local shard and the sums are all-reduced.
+    """
+
+    def __init__(self, layers: list[torch.nn.Module]):
+        self.layers = layers
+        self.w0 = [[_local(p).detach().clone() for p in layer.parameters()] for layer in layers]
+
+    @torch.no_grad()
+    def compute(self) -> dict[str, float]:
+        if not self.layers:
+            return {}
+        device = _local(next(self.layers[0].parameters())).device
+        sq = torch.zeros(len(self.layers), 2, dtype=torch.float64, device=device)
+        for i, (layer, init) in enumerate(zip(self.layers, self.w0)):
+            for p, p0 in zip(layer.parameters(), init):
+                sq[i, 0] += (_local(p).double() - p0.double()).pow(2).sum()
+                sq[i, 1] += p0.double().pow(2).sum()
+        from train.parallel import all_reduce_sum
+
+        all_reduce_sum(sq)
+        rel = (sq[:, 0] / sq[:, 1].clamp_min(1e-30)).sqrt().tolist()
+        out = {f"weight_change/layer_{i}": r for i, r in enumerate(rel)}
+        if rel[-1] > 0:  # undefined before the first update
+            out["weight_change/bottom_top_ratio"] = rel[0] / rel[-1]
+        return out
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    return p.to_local() if hasattr(p, "to_local") else p

@@ -1,0 +1,125 @@
+"""Processes and sharding: one code path for 1 process, torchrun, CPU (gloo) and GPU (nccl).
+
+A single process still gets a world-size-1 process group and FSDP2 wrapping, so the model, the
+optimizer and the checkpoints have the same (DTensor) form whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+
+@dataclass
+class Dist:
+    """Where this process stands: rank, world size, and the device it computes on."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def under_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def pick_device(pref: str, local_rank: int) -> torch.device:
+    if pref == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("[train] device = 'cuda' but torch sees no CUDA device")
+    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_distributed(device_pref: str = "auto") -> Dist:
+    """Join torchrun's process group, or make a world-size-1 group when run directly."""
+    if not under_torchrun():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ["LOCAL_RANK"])
+    device = pick_device(device_pref, local_rank)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(minutes=30),
+                                device_id=device if device.type == "cuda" else None)
+    return Dist(rank, world, local_rank, device)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
+    """Run `train` again as `nproc` torchrun workers on this machine; returns their exit code."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "train.cli", *argv]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return subprocess.call(cmd, env=env)
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of a Hugging Face causal LM (model.model.layers for Llama-likes)."""
+    base = getattr(model, model.base_model_prefix, model) if hasattr(model, "base_model_prefix") else model
+    for attr in ("layers", "h", "blocks"):
+        layers = getattr(base, attr, None)
+        if isinstance(layers, nn.ModuleList):
+            return list(layers)
+    raise ValueError(f"{type(model).__name__}: cannot find its decoder layers (looked for .layers, .h, .blocks)")
+
+
+def shard_model(model: nn.Module, mp_dtype: torch.dtype | None) -> nn.Module:
+    """FSDP2: each decoder block is one unit, untied embeddings and head are their own, then the root.
+
+    With `mp_dtype` (bf16 on GPU) parameters are gathered in that dtype and gradients reduced in fp32.
+    """
+    mp = MixedPrecisionPolicy(param_dtype=mp_dtype, reduce_dtype=torch.float32) if mp_dtype else MixedPrecisionPolicy()
+    layers = decoder_layers(model)
+    for i, block in enumerate(layers):
+        # the last block is needed again at once by backward: keep it gathered
+        fully_shard(block, mp_policy=mp, reshard_after_forward=i < len(layers) - 1)
+    tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+    if not tied:
+        emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+        if emb is not None:
+            fully_shard(emb, mp_policy=mp)
+        if head is not None:
+            fully_shard(head, mp_policy=mp, reshard_after_forward=False)
+    fully_shard(model, mp_policy=mp)
+    return model
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
