@@ -22,7 +22,7 @@ __all__ = ["Recipe", "RecipeError", "RunConfig", "DataConfig", "SourceConfig", "
 class RunConfig:
     """Where every artifact of the experiment goes, and the seed all stages derive theirs from."""
 
-    out_dir: Path = path_field("out", must_exist=False)
+    out_dir: Path = path_field("out", must_exist=False, from_cwd=True)
     seed: int = 0
     name: str = "experiment"
 

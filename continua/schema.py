@@ -17,9 +17,11 @@ class RecipeError(ValueError):
     """A recipe that cannot be used: the message names the file and the key."""
 
 
-def path_field(default: Any = dataclasses.MISSING, *, must_exist: bool = True, help: str = "") -> Any:
-    """A field holding a path: resolved against the recipe's folder, checked to exist if asked."""
-    meta = {"path": True, "must_exist": must_exist, "help": help}
+def path_field(default: Any = dataclasses.MISSING, *, must_exist: bool = True, from_cwd: bool = False,
+               help: str = "") -> Any:
+    """A field holding a path: resolved against the recipe's folder (or the working directory, for
+    outputs: `out_dir = "runs/x"` should land where the user runs the command), checked to exist if asked."""
+    meta = {"path": True, "must_exist": must_exist, "from_cwd": from_cwd, "help": help}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -108,7 +110,9 @@ def convert(value: Any, tp: Any, key: str, where: str, base_dir: Path | None, me
 
 def _resolve_path(value: str, key: str, where: str, base_dir: Path | None, meta: dict) -> Any:
     path = Path(value).expanduser()
-    if not path.is_absolute() and base_dir is not None:
+    if meta.get("from_cwd"):
+        path = path.resolve()
+    elif not path.is_absolute() and base_dir is not None:
         path = (base_dir / path).resolve()
     if meta.get("must_exist") and not path.exists():
         raise RecipeError(f"{where}: key '{key}' names a path that does not exist: {path}")
@@ -130,6 +134,8 @@ def build(cls: type, table: dict, where: str, base_dir: Path | None, prefix: str
             kwargs[name] = convert(table[name], hints[name], dotted, where, base_dir, dict(f.metadata))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise RecipeError(f"{where}: missing required key '{dotted}'")
+        elif f.metadata.get("path") and isinstance(f.default, str):
+            kwargs[name] = _resolve_path(f.default, dotted, where, base_dir, dict(f.metadata))
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if callable(check):

@@ -1,0 +1,83 @@
+"""Recipes: unknown keys, wrong types and missing files are errors naming the key and the file."""
+
+from pathlib import Path
+
+import pytest
+
+from continua.recipe import RecipeError, load_recipe, parse_overrides
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_recipe_resolves_paths_relative_to_recipe(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "x"}\n')
+    r = load_recipe(write(tmp_path, '[data.sources.med]\npaths = ["d.jsonl"]\n[mix]\nbudget = "40%"\n'))
+    assert r.data.sources["med"].paths == [tmp_path / "d.jsonl"]
+    assert r.mix.budget == "40%"
+    assert r.train.seq_len > 0  # defaults filled in
+    assert r.out_dir == Path.cwd() / "out"  # outputs land where the command runs
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "[mix]\nbudgett = 1\n")
+    with pytest.raises(RecipeError, match=r"r\.toml.*unknown key 'mix\.budgett'"):
+        load_recipe(path)
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(RecipeError, match=r"unknown section \[mixx\]"):
+        load_recipe(write(tmp_path, "[mixx]\nbudget = 1\n"))
+
+
+def test_wrong_type_names_key(tmp_path):
+    with pytest.raises(RecipeError, match=r"key 'train\.steps' must be an integer"):
+        load_recipe(write(tmp_path, '[train]\nsteps = "many"\n'))
+
+
+def test_missing_file_names_key_and_path(tmp_path):
+    with pytest.raises(RecipeError, match=r"key 'data\.sources\.med\.paths\[0\]' names a path that does not exist"):
+        load_recipe(write(tmp_path, '[data.sources.med]\npaths = ["nope.jsonl"]\n'))
+
+
+def test_missing_required_key(tmp_path):
+    with pytest.raises(RecipeError, match=r"missing required key 'data\.sources\.med\.paths'"):
+        load_recipe(write(tmp_path, "[data.sources.med]\nrole = 'domain'\n"))
+
+
+def test_invalid_literal(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "x"}\n')
+    with pytest.raises(RecipeError, match=r"'data\.sources\.med\.role' must be one of"):
+        load_recipe(write(tmp_path, '[data.sources.med]\npaths = ["d.jsonl"]\nrole = "web"\n'))
+
+
+def test_invalid_toml_names_file(tmp_path):
+    with pytest.raises(RecipeError, match=r"r\.toml: not valid TOML"):
+        load_recipe(write(tmp_path, "[mix\n"))
+
+
+def test_overrides_win_and_are_typed(tmp_path):
+    r = load_recipe(write(tmp_path, "[train]\nsteps = 5\n"), ["train.steps=7", "mix.budget=2B", "optim.lr=1e-3"])
+    assert r.train.steps == 7 and r.mix.budget == "2B" and r.optim.lr == pytest.approx(1e-3)
+    with pytest.raises(RecipeError, match="unknown key 'train.stepz'"):
+        load_recipe(write(tmp_path, ""), ["train.stepz=1"])
+
+
+def test_parse_overrides_rejects_malformed():
+    with pytest.raises(RecipeError):
+        parse_overrides(["nokey"])
+    with pytest.raises(RecipeError):
+        parse_overrides(["steps=1"])
+
+
+def test_resolved_recipe_round_trips_through_toml(tmp_path):
+    import tomllib
+
+    (tmp_path / "d.jsonl").write_text('{"text": "x"}\n')
+    r = load_recipe(write(tmp_path, '[data.sources.med]\npaths = ["d.jsonl"]\n'))
+    again = tomllib.loads(r.to_toml())
+    assert again["data"]["sources"]["med"]["paths"] == [str(tmp_path / "d.jsonl")]
+    assert again["train"]["steps"] == r.train.steps
