@@ -40,15 +40,22 @@ class SourceReader(PipelineStep):
     name = "📖 continua source"
     type = "📖 - READER"
 
-    def __init__(self, source: str, cfg: SourceConfig, source_dir: str | Path):
+    def __init__(self, source: str, cfg: SourceConfig, source_dir: str | Path, record_rejects: bool = True):
         super().__init__()
         self.source = source
         self.cfg = cfg
         self.source_dir = Path(source_dir)
+        self.record_rejects = record_rejects  # False when re-reading a source already scored (dedup)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
+        if not self.record_rejects:
+            for item in iter_source(self.source, self.cfg, rank, world_size):
+                if isinstance(item, Record):
+                    yield Document(text=item.text, id=item.doc_id,
+                                   metadata={"source": self.source, "path": item.path, "row": item.row})
+            return
         rejected: Counter[str] = Counter()
         documents_in = 0
         with atomic_open(self.source_dir / "rejects" / f"{task_name(rank)}.jsonl") as rej:
