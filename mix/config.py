@@ -1,23 +1,50 @@
-"""The [mix] recipe section: the budget and the strategies of the plan, and the shard layout."""
+"""The [mix] recipe section: the budget and the strategies of the plan, and the shard layout.
+
+Defaults follow /work/shared/docs/strategies.md: 4 epochs is where repetition stops being
+(nearly) free (Muennighoff et al. 2023) and where Guo et al. 2024 found the best subset; 16 is
+a hard cap beyond which repeated data is worth almost nothing.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from continua.schema import path_field
 
 
 @dataclass
 class MixConfig:
-    budget: str = "100%"  # percent of one epoch over the domain corpus, or tokens: 500M, 2B, 123456
-    score: str | None = None  # score column (or "a+b" combination) ranking domain quality, higher = better
+    budget: str = "100%"  # percent of one epoch over the (filtered) domain corpus, or tokens: 500M, 2B, 123456
+    # quality subset of the domain data
+    score: str | None = None  # score column or expression ("0.5*fasttext_q - 0.5*ppl_ngram_med") ranking domain docs
+    prefer: Literal["high", "low"] = "high"  # which end of `score` is better ("low" for perplexities)
     top: str | None = None  # size of the quality subset: "10%" of domain tokens, or a token count
     epochs: float | None = None  # fix the number of epochs over the subset (else chosen by the planner)
-    replay: float = 0.0  # compute-equivalent replay: this fraction of the budget comes from general sources
+    auto_epochs: float = 4.0  # epochs the planner aims for when a score ranks quality and neither top nor epochs is set
+    max_epochs: float = 16.0  # refuse plans that repeat any source more often than this
+    warn_epochs: float = 4.0  # warn above this many epochs
+    min_subset_docs: int = 100  # warn when the subset has fewer documents than this ...
+    min_subset_fraction: float = 0.01  # ... or fewer tokens than this fraction of the domain corpus
+    dedup: bool = True  # drop exact duplicates (text_hash; dup_exact / dup_minhash_keep columns) before selection
+    resample: Literal["fixed", "dynamic"] = "fixed"  # domain share: same subset each epoch, or fresh draw per epoch
+    # replay of general data
+    replay: float = 0.0  # compute-equivalent replay (Ibrahim et al.): this fraction of the budget from general sources
+    preset: str | None = None  # pre-training mixture to imitate: "llama1", "redpajama", or "custom"
+    preset_weights: dict[str, float] = field(default_factory=dict)  # custom preset: group -> proportion (sum 1)
+    preset_web: list[str] = field(default_factory=list)  # custom preset: the web groups domain data replaces
+    replay_select: Literal["random", "dsir"] = "random"  # how replay documents are drawn from a general source
+    dsir_target: str | None = None  # DSIR reference sample: a recipe source name or a .jsonl/.parquet file
+    dsir_text_field: str = "text"  # text field of a dsir_target file
+    dsir_buckets: int = 10000  # hashed unigram+bigram feature buckets (Xie et al. 2023)
+    # validation split, held out per source before any selection
     valid_fraction: float = 0.02  # share of each source's documents held out for validation
     valid_max_docs: int = 2000
     min_valid_docs: int = 1
+    # shards
+    shard_tokens: int = 100_000_000  # at most this many tokens per .ds file
+    workers: int = 1  # tokenizer processes for `mix build` (1 = in-process, multi-threaded tokenizer)
     out: Path | None = path_field(None, must_exist=False)  # default: <run.out_dir>/mix
 
     def validate(self) -> None:
@@ -27,3 +54,15 @@ class MixConfig:
             raise ValueError(f"valid_fraction must be in (0, 0.5), got {self.valid_fraction}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
+        if self.max_epochs < 1 or self.warn_epochs <= 0 or self.auto_epochs < 1:
+            raise ValueError("max_epochs and auto_epochs must be >= 1 and warn_epochs > 0")
+        if self.valid_max_docs < 0 or self.min_valid_docs < 0 or self.min_subset_docs < 0:
+            raise ValueError("valid_max_docs, min_valid_docs and min_subset_docs must be >= 0")
+        if not 0.0 <= self.min_subset_fraction < 1.0:
+            raise ValueError(f"min_subset_fraction must be in [0, 1), got {self.min_subset_fraction}")
+        if self.shard_tokens < 1 or self.workers < 1 or self.dsir_buckets < 2:
+            raise ValueError("shard_tokens and workers must be >= 1 and dsir_buckets >= 2")
+        if self.replay > 0 and (self.preset or self.preset_weights):
+            raise ValueError("replay and preset are two ways to set the replay share: choose one")
+        if self.replay_select == "dsir" and not self.dsir_target:
+            raise ValueError("replay_select = \"dsir\" needs dsir_target (a recipe source or a file of reference text)")

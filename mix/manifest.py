@@ -27,6 +27,7 @@ class SourceEntry:
     valid: SplitEntry
     resample: str = "fixed"  # "fixed" (same docs each epoch) or "dynamic" (fresh draw per epoch)
     group: str | None = None  # pre-training source it stands for (replay)
+    epoch_tokens: int = 0  # tokens one epoch draws: train.tokens when fixed, a fresh sample of that size when dynamic
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Manifest:
     plan: dict = field(default_factory=dict)
     inputs: list[dict] = field(default_factory=list)
     total_target_tokens: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / MANIFEST_NAME

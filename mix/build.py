@@ -1,0 +1,248 @@
+"""`mix build`: tokenize the planned documents into shards, one set per source and split.
+
+Per source: the documents are re-read from the source files (continua.documents) and matched by
+doc_id against the plan's selection; texts are tokenized in chunks (in-process with the fast
+tokenizer's own threads, or by a pool of `workers` processes), appended to an unshuffled work
+shard, then copied in a seeded random order into shards of at most `shard_tokens` tokens. Each
+unique document is stored once; epochs and shares go to the manifest for the sampler.
+
+Resumable: every shard appears under its final name only when complete (ShardWriter), and a
+source is finished when its `complete.json` exists and names the plan's sha256; a re-run skips
+such sources and rebuilds any other.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import polars as pl
+
+from continua.documents import expand_inputs, iter_documents
+from continua.io import file_sha256, read_json, write_json
+from continua.layout import mix_dir, shards_dir
+from continua.recipe import Recipe, SourceConfig
+from continua.tokenizer import TextTokenizer, load_tokenizer
+from mix.manifest import Manifest, SourceEntry, SplitEntry
+from mix.planner import PLAN_NAME
+from mix.shards import Shard, ShardWriter
+from mix.tables import PlanError
+
+COMPLETE = "complete.json"
+SPLITS = ("train", "valid")
+CHUNK_DOCS = 1024
+TOKEN_TOLERANCE = 0.01
+
+_worker_tok: TextTokenizer | None = None
+
+
+def _init_worker(tok: TextTokenizer) -> None:
+    global _worker_tok
+    _worker_tok = tok
+
+
+def _encode_chunk(args: tuple[list[int], list[str]]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    splits, texts = args
+    return _encode(_worker_tok, splits, texts)
+
+
+def _encode(tok: TextTokenizer, splits: list[int], texts: list[str]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(split of each doc, flat token ids, document lengths) for one chunk."""
+    ids = tok.encode_batch(texts)
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter((t for x in ids for t in x), dtype=tok.token_dtype, count=int(lengths.sum()))
+    return splits, flat, lengths
+
+
+def _chunks(docs: Iterator[tuple[int, str]], size: int) -> Iterator[tuple[list[int], list[str]]]:
+    splits: list[int] = []
+    texts: list[str] = []
+    for split, text in docs:
+        splits.append(split)
+        texts.append(text)
+        if len(texts) >= size:
+            yield splits, texts
+            splits, texts = [], []
+    if texts:
+        yield splits, texts
+
+
+class Builder:
+    """Builds the shards of every source of a plan; `workers` > 1 uses a process pool."""
+
+    def __init__(self, recipe: Recipe, workers: int | None = None, log=print):
+        self.recipe = recipe
+        self.log = log
+        self.workers = workers or recipe.mix.workers
+        if recipe.data.tokenizer is None:
+            raise PlanError("[data] tokenizer is not set: `mix build` needs the tokenizer the model will use")
+        self.tok = load_tokenizer(recipe.data.tokenizer)
+        self.mix_dir = mix_dir(recipe)
+        self.plan_path = self.mix_dir / PLAN_NAME
+        if not self.plan_path.exists():
+            raise PlanError(f"{self.plan_path}: no plan; run `mix plan` first")
+        self.plan = read_json(self.plan_path)
+        self.plan_sha = file_sha256(self.plan_path)
+        sel_path = self.mix_dir / self.plan["selection"]
+        if not sel_path.exists() or file_sha256(sel_path) != self.plan.get("selection_sha256"):
+            raise PlanError(f"{sel_path} is missing or changed since {self.plan_path} was written: run `mix plan` again")
+        self.selection = pl.read_parquet(sel_path)
+        self.out = shards_dir(recipe)
+        self.seed = recipe.run.seed
+        self._pool = None
+
+    # ------------------------------------------------------------------ public
+
+    def run(self) -> Path:
+        missing = [n for n in self.plan["sources"] if n not in self.recipe.data.sources]
+        if missing:
+            raise PlanError(f"the plan names source(s) {', '.join(missing)} that the recipe does not have; "
+                            f"run `mix plan` again")
+        entries: dict[str, SourceEntry] = {}
+        inputs = list(self.plan["inputs"])
+        warnings: list[str] = []
+        try:
+            for name, planned in self.plan["sources"].items():
+                done = self._completed(name)
+                if done is None:
+                    done = self._build_source(name, self.recipe.data.sources[name], planned)
+                else:
+                    self.log(f"{name}: shards complete for this plan, skipped")
+                entries[name] = SourceEntry(
+                    role=planned["role"], epochs=planned["epochs"], target_tokens=planned["target_tokens"],
+                    share=planned["share"], train=SplitEntry(**done["train"]), valid=SplitEntry(**done["valid"]),
+                    resample=planned["resample"], group=planned.get("group"), epoch_tokens=planned["epoch_tokens"])
+                inputs.extend(done["inputs"])
+                warnings.extend(done["warnings"])
+        finally:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool.join()
+        manifest = Manifest(tokenizer=self.tok.describe(), seed=self.seed, sources=entries,
+                            plan={"path": str(self.plan_path), "sha256": self.plan_sha}, inputs=inputs,
+                            total_target_tokens=sum(e.target_tokens for e in entries.values()), warnings=warnings)
+        return manifest.save(self.out)
+
+    # ------------------------------------------------------------------ per source
+
+    def _completed(self, name: str) -> dict | None:
+        marker = self.out / name / COMPLETE
+        if not marker.exists():
+            return None
+        done = read_json(marker)
+        if done.get("plan_sha256") != self.plan_sha or done.get("tokenizer") != str(self.tok.path):
+            return None
+        for split in SPLITS:
+            if not all((self.out / p).exists() for p in done[split]["shards"]):
+                return None
+        return done
+
+    def _build_source(self, name: str, cfg: SourceConfig, planned: dict) -> dict:
+        from tqdm import tqdm
+
+        folder = self.out / name
+        if folder.exists():
+            shutil.rmtree(folder)  # stale or partial outputs of another plan
+        sel = self.selection.filter(pl.col("source") == name)
+        split_of = dict(zip(sel["doc_id"].to_list(), (sel["split"] == "valid").cast(pl.Int8).to_list()))
+        work = folder / ".work"
+        writers = [ShardWriter(work / f"{s}.ds", self.tok.token_dtype, str(self.tok.path)) for s in SPLITS]
+        found = 0
+        bar = tqdm(total=len(split_of), desc=f"tokenize {name}", unit="doc", leave=False)
+
+        def wanted() -> Iterator[tuple[int, str]]:
+            nonlocal found
+            for rec in iter_documents(name, cfg):
+                s = split_of.get(rec.doc_id)
+                if s is not None:
+                    found += 1
+                    yield s, rec.text
+                    if found == len(split_of):
+                        return
+
+        try:
+            for splits, flat, lengths in self._encoded(_chunks(wanted(), CHUNK_DOCS)):
+                ends = np.cumsum(lengths)
+                starts = ends - lengths
+                for s, a, b in zip(splits, starts.tolist(), ends.tolist()):
+                    writers[s].write(flat[a:b])
+                bar.update(len(splits))
+        except BaseException:
+            for w in writers:
+                w.abort()
+            raise
+        finally:
+            bar.close()
+        for w in writers:
+            w.close()
+        if found != len(split_of):
+            raise PlanError(f"source '{name}': {len(split_of) - found} planned document(s) were not found in its files "
+                            f"(the files changed since `curate score`); run `curate score` and `mix plan` again")
+        result: dict = {"plan_sha256": self.plan_sha, "tokenizer": str(self.tok.path), "warnings": []}
+        for i, split in enumerate(SPLITS):
+            result[split] = self._shuffle_into(work / f"{split}.ds", folder / split, name, i)
+        shutil.rmtree(work)
+        planned_tokens = {"train": planned["selected"]["tokens"], "valid": planned["valid"]["tokens"]}
+        for split in SPLITS:
+            got, want = result[split]["tokens"], planned_tokens[split]
+            if want and abs(got - want) > TOKEN_TOLERANCE * want:
+                result["warnings"].append(
+                    f"{name}/{split}: {got:,} tokens in the shards vs {want:,} in the plan's score table: the score "
+                    f"table was counted with another tokenizer than {self.tok.path}")
+        result["inputs"] = [{"source": name, "path": str(p), "sha256": file_sha256(p)} for p, _, _ in expand_inputs(cfg)]
+        write_json(folder / COMPLETE, result)
+        self.log(f"{name}: train {result['train']['docs']:,} docs / {result['train']['tokens']:,} tokens, "
+                 f"valid {result['valid']['docs']:,} docs / {result['valid']['tokens']:,} tokens")
+        return result
+
+    def _encoded(self, chunks: Iterator[tuple[list[int], list[str]]]):
+        if self.workers <= 1:
+            for splits, texts in chunks:
+                yield _encode(self.tok, splits, texts)
+            return
+        if self._pool is None:
+            # spawn: forking a process that already runs polars' and the tokenizer's threads can deadlock
+            ctx = mp.get_context("spawn")
+            self._pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.tok,))
+        yield from self._pool.imap(_encode_chunk, chunks, chunksize=1)
+
+    def _shuffle_into(self, work_shard: Path, folder: Path, name: str, split_index: int) -> dict:
+        """Copy the work shard's documents in a seeded random order into shards of <= shard_tokens tokens."""
+        src = Shard(work_shard, np.dtype(self.tok.token_dtype).newbyteorder("<"))
+        n = src.num_docs
+        folder.mkdir(parents=True, exist_ok=True)
+        if n == 0:
+            return {"docs": 0, "tokens": 0, "shards": []}
+        rng = np.random.default_rng([self.seed, zlib.crc32(name.encode()), split_index])
+        order = rng.permutation(n)
+        ends = src.ends
+        starts = np.concatenate([[0], ends[:-1]])
+        tokens = src.tokens
+        limit = self.recipe.mix.shard_tokens
+        paths: list[Path] = []
+        writer: ShardWriter | None = None
+        try:
+            for i in order.tolist():
+                a, b = int(starts[i]), int(ends[i])
+                if writer is None or (writer.num_tokens and writer.num_tokens + (b - a) > limit):
+                    if writer is not None:
+                        writer.close()
+                    paths.append(folder / f"{len(paths):05d}.ds")
+                    writer = ShardWriter(paths[-1], self.tok.token_dtype, str(self.tok.path))
+                writer.write(tokens[a:b])
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        assert writer is not None
+        writer.close()
+        return {"docs": n, "tokens": int(ends[-1]), "shards": [str(p.relative_to(self.out)) for p in paths]}
+
+
+def build_recipe(recipe: Recipe, workers: int | None = None, log=print) -> Path:
+    """Build all shards of the recipe's plan and write the manifest; returns the manifest path."""
+    return Builder(recipe, workers, log).run()

@@ -1,0 +1,117 @@
+"""`mix plan | build | show`: plan a token-budgeted mixture, build its shards, look at it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from continua.documents import InputError
+from continua.recipe import RecipeError, load_recipe
+from continua.tokenizer import TokenizerError
+
+_console = Console(stderr=True)
+
+
+def _log(message: str) -> None:
+    _console.print(f"[dim]{escape(message)}[/dim]")
+
+
+def _recipe(args: argparse.Namespace):
+    overrides = list(args.overrides or [])
+    for flag, key in (("budget", "budget"), ("top", "top"), ("epochs", "epochs"), ("score", "score"),
+                      ("replay", "replay"), ("preset", "preset"), ("resample", "resample"), ("workers", "workers")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"mix.{key}={value}" if not isinstance(value, str) else f"mix.{key}={_toml_str(value)}")
+    return load_recipe(args.recipe, overrides)
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from mix.planner import plan_recipe
+    from mix.show import plot_plan, print_plan
+
+    recipe = _recipe(args)
+    path, result = plan_recipe(recipe, log=_log)
+    print_plan(result.plan)
+    png = plot_plan(result.plan, path.with_suffix(".png"))
+    _log(f"wrote {path}, {path.parent / result.plan['selection']} and {png}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from mix.build import build_recipe
+
+    recipe = _recipe(args)
+    manifest = build_recipe(recipe, workers=args.workers, log=_log)
+    _log(f"wrote {manifest}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from mix.show import load_plan, plot_plan, print_plan
+
+    plan, path = load_plan(args.plan)
+    print_plan(plan)
+    png = plot_plan(plan, Path(args.out) if args.out else path.with_suffix(".png"))
+    _log(f"wrote {png}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mix", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def recipe_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("recipe", help="the experiment's TOML recipe")
+        p.add_argument("--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE",
+                       help="override a recipe key (repeatable), e.g. --set mix.top=10%%")
+
+    p = sub.add_parser("plan", help="choose documents, epochs and shares for a token budget; writes mix/plan.json",
+                       description="Read the score tables of the recipe's sources, hold out validation documents, "
+                       "apply the [mix] strategies and write mix/plan.json (every decision with its reason), "
+                       "mix/selection.parquet and mix/plan.png.")
+    recipe_args(p)
+    p.add_argument("--budget", help="training tokens: '40%%' of one epoch over the domain corpus, or 500M, 2B, 123456")
+    p.add_argument("--top", help="quality subset size: '10%%' of the domain tokens or a token count")
+    p.add_argument("--epochs", type=float, help="fix the epochs over the domain subset")
+    p.add_argument("--score", help="score column or expression ranking domain documents, e.g. fasttext_q")
+    p.add_argument("--replay", type=float, help="compute-equivalent replay fraction, e.g. 0.05")
+    p.add_argument("--preset", help="pre-training mixture to imitate: llama1, redpajama")
+    p.add_argument("--resample", choices=["fixed", "dynamic"], help="domain data per epoch: fixed or dynamic")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("build", help="tokenize the planned documents into shards and write the manifest",
+                       description="Tokenize the documents of mix/plan.json with the recipe's tokenizer into "
+                       "mix/shards/SOURCE/{train,valid}/NNNNN.ds and write mix/shards/manifest.json. Re-running "
+                       "skips sources already complete for the same plan.")
+    recipe_args(p)
+    p.add_argument("--workers", type=int, help="tokenizer processes (default [mix] workers; 1 = in-process, threaded)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("show", help="print a plan's table and plot its mixture",
+                       description="Print the per-source table of a plan and write a PNG of the mixture.")
+    p.add_argument("plan", help="mix/plan.json or the folder holding it")
+    p.add_argument("--out", help="PNG path (default: beside the plan, plan.png)")
+    p.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (RecipeError, InputError, TokenizerError, FileNotFoundError, ValueError) as e:
+        _console.print(f"[red]mix {args.command}: error:[/red] {escape(str(e))}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

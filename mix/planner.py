@@ -1,0 +1,527 @@
+"""`mix plan`: turn score tables and a token budget into a mixture, with every decision explained.
+
+Order of work (each step recorded in the plan with its reason):
+1. hold out validation documents per source (seeded hash of doc_id), before anything else;
+2. drop training candidates that are exact copies of any validation document, or duplicates;
+3. resolve the budget (a percentage refers to one epoch over the filtered domain corpus);
+4. split the budget into a domain share and replay shares (preset mixture or compute-equivalent);
+5. choose the domain subset and its epochs together so subset x epochs fills the domain share;
+6. draw replay documents per general source (random or DSIR);
+7. write plan.json (for people) and selection.parquet (for `mix build`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from continua.documents import iter_documents
+from continua.io import atomic_path, file_sha256, write_json
+from continua.layout import curate_dir, mix_dir
+from continua.recipe import Recipe, SourceConfig
+from continua.schema import to_dict
+from mix.budget import Amount, human_tokens, parse_amount
+from mix.presets import Preset, get_preset
+from mix.score import score_columns, score_expr
+from mix.tables import KEY, PlanError, SourceTable, dedup_pool, describe_inputs, eligible, hold_out, open_table
+
+PLAN_VERSION = 1
+SELECTION_NAME = "selection.parquet"
+PLAN_NAME = "plan.json"
+
+
+@dataclass
+class Notes:
+    """The plan's log: decisions with their reasons, and warnings a person should read."""
+
+    decisions: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def decide(self, step: str, decision: str, reason: str) -> None:
+        self.decisions.append({"step": step, "decision": decision, "reason": reason})
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+@dataclass
+class Picked:
+    """Documents chosen for training from one source (or the pooled domain sources)."""
+
+    docs: pl.DataFrame  # doc_id, source, n_tokens (+ score)
+    epochs: float
+    target_tokens: int
+    epoch_tokens: int  # tokens one epoch draws (== unique tokens when resample is fixed)
+    resample: str
+    method: str
+
+    @property
+    def tokens(self) -> int:
+        return int(self.docs["n_tokens"].sum()) if self.docs.height else 0
+
+
+@dataclass
+class PlanResult:
+    plan: dict
+    selection: pl.DataFrame
+
+
+# ---------------------------------------------------------------- shares of the budget
+
+
+def budget_shares(domain: list[str], general: dict[str, SourceConfig], pool_tokens: dict[str, int],
+                  preset: Preset | None, replay: float, notes: Notes) -> tuple[float, dict[str, float]]:
+    """(domain share, {general source: share}) of the budget, shares summing to 1."""
+    if preset is not None:
+        return _preset_shares(general, pool_tokens, preset, notes)
+    if replay > 0:
+        if not general:
+            raise PlanError(f"[mix] replay = {replay} needs at least one source with role = \"general\"")
+        shares = _split(replay, {n: pool_tokens[n] for n in general})
+        notes.decide("shares", f"domain {1 - replay:.1%}, replay {replay:.1%} over {', '.join(general)}",
+                     f"compute-equivalent replay (Ibrahim et al. 2024): {replay:.1%} of every batch comes from "
+                     f"general data and the domain tokens are cut by the same amount; several general sources "
+                     f"split the replay share in proportion to their available tokens")
+        return 1.0 - replay, shares
+    if general:
+        notes.warn(f"general source(s) {', '.join(general)} get no training tokens (neither [mix] replay nor preset "
+                   f"is set); they still give validation sets")
+    notes.decide("shares", "domain 100%", "no replay and no preset mixture: the whole budget is domain data")
+    return 1.0, {n: 0.0 for n in general}
+
+
+def _split(total: float, weights: dict[str, int]) -> dict[str, float]:
+    s = sum(weights.values())
+    if s <= 0:
+        return {n: total / len(weights) for n in weights}
+    return {n: total * w / s for n, w in weights.items()}
+
+
+def _preset_shares(general: dict[str, SourceConfig], pool_tokens: dict[str, int], preset: Preset,
+                   notes: Notes) -> tuple[float, dict[str, float]]:
+    """Web share -> domain; the other groups -> general sources by `group`, missing groups redistributed."""
+    replay_groups = preset.replay_weights()
+    by_group: dict[str, list[str]] = {}
+    shares = {n: 0.0 for n in general}
+    for name, cfg in general.items():
+        if cfg.group is None:
+            notes.warn(f"general source '{name}' has no group; preset '{preset.name}' gives it no tokens "
+                       f"(set [data.sources.{name}] group = one of {', '.join(replay_groups)})")
+            continue
+        g = preset.find_group(cfg.group)
+        if g is None or g in preset.web:
+            notes.warn(f"general source '{name}' has group '{cfg.group}', which is not a replay group of preset "
+                       f"'{preset.name}' ({', '.join(replay_groups)}): it gets no tokens")
+            continue
+        by_group.setdefault(g, []).append(name)
+    if not by_group:
+        raise PlanError(f"preset '{preset.name}' keeps {1 - preset.web_share:.1%} of the budget as replay of "
+                        f"{', '.join(replay_groups)}, but no general source maps to those groups: add "
+                        f"[data.sources.NAME] role = \"general\", group = \"Wikipedia\" (for example)")
+    present = {g: replay_groups[g] for g in by_group}
+    missing = {g: w for g, w in replay_groups.items() if g not in by_group}
+    replay_total = 1.0 - preset.web_share
+    scale = replay_total / sum(present.values())
+    for g, names in by_group.items():
+        shares.update(_split(present[g] * scale, {n: pool_tokens[n] for n in names}))
+    if missing:
+        notes.warn(f"preset '{preset.name}' groups without a source: {', '.join(f'{g} ({w:.1%})' for g, w in missing.items())}; "
+                   f"their share is redistributed proportionally over {', '.join(present)}")
+    notes.decide("shares", f"domain {preset.web_share:.1%} (web groups {', '.join(preset.web)}), replay "
+                 + ", ".join(f"{g} {present[g] * scale:.2%} -> {', '.join(by_group[g])}" for g in by_group),
+                 f"mixture like the original pre-training (Guo et al. 2024, strategy 3; {preset.reference}): the web "
+                 f"share goes to domain data, the other groups stay as replay in their original proportions")
+    return preset.web_share, shares
+
+
+# ---------------------------------------------------------------- domain subset x epochs
+
+
+def _take(ranked: pl.DataFrame, tokens: float) -> pl.DataFrame:
+    """The shortest prefix of `ranked` holding at least `tokens` tokens (whole documents)."""
+    if tokens <= 0:
+        return ranked.head(0)
+    starts = ranked["n_tokens"].cum_sum() - ranked["n_tokens"]
+    n = int((starts < tokens).sum())
+    return ranked.head(n)
+
+
+def choose_domain(pool: pl.DataFrame, domain_tokens: int, mix, has_score: bool, notes: Notes) -> Picked:
+    """Subset size and epochs together, so that subset x epochs = the domain share of the budget.
+
+    `pool` is ranked best first (or in seeded random order without a score) and deduplicated.
+    """
+    avail = int(pool["n_tokens"].sum())
+    d = domain_tokens
+    top = parse_amount(mix.top, "[mix] top") if mix.top else None
+    if top is not None:
+        s_req = top.resolve(avail)
+        if s_req > avail:
+            raise PlanError(f"[mix] top = {mix.top!r} asks for {s_req:,} tokens but the domain pool holds {avail:,}")
+        if mix.epochs is not None and abs(s_req * mix.epochs - d) > 0.01 * d:
+            raise PlanError(f"[mix] top = {mix.top!r} ({s_req:,} tokens) x epochs = {mix.epochs:g} gives "
+                            f"{s_req * mix.epochs:,.0f} tokens, but the domain share of the budget is {d:,}: "
+                            f"set only one of top and epochs")
+        why = (f"top = {mix.top!r} fixes the subset ({top.describe(avail, 'the domain pool')}); epochs follow "
+               f"from the domain share of the budget")
+    elif mix.epochs is not None:
+        s_req = d / mix.epochs
+        if s_req > avail:
+            raise PlanError(f"[mix] epochs = {mix.epochs:g} over a domain share of {d:,} tokens needs a subset of "
+                            f"{s_req:,.0f} tokens, but the domain pool holds {avail:,}: raise epochs to at least "
+                            f"{d / avail:.3g} or lower the budget")
+        why = f"epochs = {mix.epochs:g} is fixed; the subset is the domain share / epochs"
+    elif has_score:
+        e = mix.auto_epochs
+        floor = mix.min_subset_fraction * avail
+        if d / e < floor:
+            e = max(1.0, d / floor) if floor > 0 else e
+        s_req = min(d / e, avail)
+        why = (f"a score ranks quality, so the planner keeps the best documents and repeats them: it aims at "
+               f"{mix.auto_epochs:g} epochs (Guo et al. 2024 best at 4; Muennighoff et al. 2023: up to ~4 epochs "
+               f"cost almost nothing), fewer when the subset would fall below min_subset_fraction = "
+               f"{mix.min_subset_fraction:g} of the pool, more when the pool is too small")
+    else:
+        s_req = min(float(d), avail)
+        why = ("no score and neither top nor epochs: fresh data beats repeated data, so the planner takes a random "
+               "subset as large as the domain share (one epoch), repeating only when the budget exceeds the pool")
+    subset = _take(pool, s_req)
+    s_act = int(subset["n_tokens"].sum())
+    if s_act == 0:
+        raise PlanError(f"the domain subset is empty (budget share {d:,} tokens, pool {avail:,} tokens)")
+    epochs = float(mix.epochs) if (mix.epochs is not None and top is None) else d / s_act
+    target = int(round(s_act * epochs))
+    if epochs > mix.max_epochs:
+        raise PlanError(f"the budget asks for {epochs:.2f} epochs over the domain subset ({s_act:,} tokens of a pool "
+                        f"of {avail:,}), above max_epochs = {mix.max_epochs:g}: the data cannot give {d:,} "
+                        f"tokens; lower the budget, enlarge the subset (top), or raise max_epochs")
+    notes.decide("domain subset", f"{subset.height:,} documents, {s_act:,} tokens ({s_act / avail:.1%} of the pool) "
+                 f"x {epochs:.3g} epochs = {target:,} tokens", why)
+    if epochs > mix.warn_epochs:
+        notes.warn(f"domain subset is repeated {epochs:.2f} times (> {mix.warn_epochs:g}): returns fall fast beyond "
+                   f"~4 epochs (Muennighoff et al. 2023)")
+    if epochs < 1:
+        notes.warn(f"domain epochs {epochs:.2f} < 1: only part of the subset will be seen; a smaller top would "
+                   f"keep only the best documents")
+    if subset.height < mix.min_subset_docs or s_act < mix.min_subset_fraction * avail:
+        notes.warn(f"domain subset of {subset.height:,} documents / {s_act:,} tokens may be too small to be "
+                   f"representative (min_subset_docs = {mix.min_subset_docs}, min_subset_fraction = "
+                   f"{mix.min_subset_fraction:g} of the pool = {mix.min_subset_fraction * avail:,.0f} tokens)")
+    if mix.resample == "dynamic" and epochs > 1:
+        pool_tokens = min(float(target), float(avail))
+        picked = _take(pool, pool_tokens)
+        p_act = int(picked["n_tokens"].sum())
+        notes.decide("domain resampling", f"dynamic: a pool of the best {picked.height:,} documents ({p_act:,} tokens); "
+                     f"each epoch draws a fresh {s_act:,}-token sample from it",
+                     "resample = \"dynamic\" (Guo et al. 2024, 'rate fixed, data dynamic'): the domain rate in the "
+                     "mixture stays fixed while the documents are re-drawn every epoch; the pool is the top-ranked "
+                     "data sized for all epochs (subset x epochs tokens, capped by the pool), so the sampler draws "
+                     "epoch_tokens tokens afresh each epoch (seeded by the epoch) instead of re-reading one subset")
+        return Picked(picked, epochs, target, s_act, "dynamic", "quality pool" if picked.height else "")
+    if mix.resample == "dynamic":
+        notes.decide("domain resampling", "fixed", "resample = \"dynamic\" but the plan has at most one epoch: "
+                     "there is nothing to re-draw, so the subset is read once")
+    else:
+        notes.decide("domain resampling", "fixed", "resample = \"fixed\": every epoch re-reads the same subset")
+    return Picked(subset, epochs, target, s_act, "fixed", "")
+
+
+# ---------------------------------------------------------------- replay
+
+
+def choose_general(name: str, pool: pl.DataFrame, target: int, mix, order: np.ndarray | None, method: str,
+                   notes: Notes) -> Picked:
+    """Documents of one general source: the first ones in `order` (DSIR) or key order until `target` tokens."""
+    ranked = pool if order is None else pool[order]
+    avail = int(pool["n_tokens"].sum())
+    if target <= 0:
+        return Picked(pool.head(0), 0.0, 0, 0, "fixed", method)
+    if avail == 0:
+        raise PlanError(f"general source '{name}' has no documents left for training after validation and dedup")
+    if target <= avail:
+        picked = _take(ranked, target)
+    else:
+        picked = ranked
+    tokens = int(picked["n_tokens"].sum())
+    epochs = target / tokens
+    if epochs > mix.max_epochs:
+        raise PlanError(f"general source '{name}' would be repeated {epochs:.2f} times ({target:,} tokens from "
+                        f"{avail:,}), above max_epochs = {mix.max_epochs:g}: lower the budget or the replay share, "
+                        f"or add general data")
+    if epochs > mix.warn_epochs:
+        notes.warn(f"general source '{name}' is repeated {epochs:.2f} times (> {mix.warn_epochs:g})")
+    notes.decide(f"replay {name}", f"{picked.height:,} documents, {tokens:,} tokens x {epochs:.3g} epochs = "
+                 f"{target:,} tokens", f"{method}: " + ("the pool is smaller than the share, so all of it is "
+                                                        "repeated" if target > avail else "documents taken in "
+                                                        "that order until the share is filled"))
+    return Picked(picked, epochs, target, tokens, "fixed", method)
+
+
+def dsir_order(name: str, cfg: SourceConfig, pool: pl.DataFrame, target_counts: np.ndarray, buckets: int,
+               seed: int) -> np.ndarray:
+    """Gumbel top-k order of the pool under DSIR importance weights toward the reference sample."""
+    from tqdm import tqdm
+
+    from mix.dsir import featurize, gumbel_top_order, log_importance_weights
+
+    wanted = set(pool["doc_id"].to_list())
+    docs = ((r.doc_id, r.text) for r in tqdm(iter_documents(name, cfg), desc=f"dsir features {name}", unit="doc",
+                                              leave=False) if r.doc_id in wanted)
+    feats = featurize(docs, buckets)
+    if feats.num_docs != len(wanted):
+        raise PlanError(f"general source '{name}': {len(wanted) - feats.num_docs} scored document(s) were not found "
+                        f"in its files; the files changed since `curate score`")
+    logw = log_importance_weights(feats, target_counts)
+    pos = {d: i for i, d in enumerate(feats.doc_ids)}
+    weights = logw[np.fromiter((pos[d] for d in pool["doc_id"].to_list()), dtype=np.int64, count=pool.height)]
+    return gumbel_top_order(weights, seed)
+
+
+def reference_counts(recipe: Recipe, buckets: int) -> tuple[np.ndarray, str]:
+    """Hashed feature counts of the DSIR reference sample (a recipe source or a file)."""
+    from mix.dsir import featurize
+
+    target = recipe.mix.dsir_target
+    if target in recipe.data.sources:
+        cfg, name, what = recipe.data.sources[target], target, f"recipe source '{target}'"
+    else:
+        path = Path(target)
+        if not path.is_absolute() and recipe.path is not None:
+            path = recipe.path.parent.resolve() / path
+        if not path.exists():
+            raise PlanError(f"[mix] dsir_target {target!r} is neither a recipe source "
+                            f"({', '.join(recipe.data.sources)}) nor an existing file ({path})")
+        cfg, name, what = SourceConfig(paths=[path], text_field=recipe.mix.dsir_text_field), "reference", f"file {path}"
+    feats = featurize(((r.doc_id, r.text) for r in iter_documents(name, cfg)), buckets)
+    if feats.num_docs == 0:
+        raise PlanError(f"[mix] dsir_target {what} holds no documents")
+    return feats.totals(), f"{what} ({feats.num_docs:,} documents)"
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def make_plan(recipe: Recipe, log=print) -> PlanResult:
+    """Compute the plan for a recipe (nothing is written)."""
+    mix = recipe.mix
+    seed = recipe.run.seed
+    notes = Notes()
+    amount: Amount = parse_amount(mix.budget)
+    preset = get_preset(mix.preset, mix.preset_weights, mix.preset_web)
+    cdir = curate_dir(recipe)
+
+    reference_source = mix.dsir_target if (mix.dsir_target in recipe.data.sources) else None
+    if mix.dsir_target and mix.replay_select != "dsir":
+        notes.warn(f"[mix] dsir_target = {mix.dsir_target!r} is ignored: replay_select is {mix.replay_select!r}")
+        reference_source = None
+    if reference_source:
+        notes.decide("sources", f"'{reference_source}' is the DSIR reference sample only",
+                     "named by [mix] dsir_target: it describes the distribution replay should resemble, so it is "
+                     "neither trained on nor held out")
+    names = [n for n in recipe.data.sources if n != reference_source]
+    domain = [n for n in names if recipe.data.sources[n].role == "domain"]
+    general = {n: recipe.data.sources[n] for n in names if recipe.data.sources[n].role == "general"}
+    if not domain:
+        raise PlanError("the recipe has no source with role = \"domain\" ([data.sources.NAME] role = \"domain\")")
+
+    tables: dict[str, SourceTable] = {n: open_table(cdir, n, recipe.data.sources[n]) for n in names}
+    score_cols: list[str] = []
+    if mix.score:
+        from mix.score import columns_in
+
+        for n in domain:
+            score_expr(mix.score, score_columns(tables[n].schema))  # names the missing column and the available ones
+        score_cols = columns_in(mix.score)
+
+    # 1. validation first
+    log("holding out validation documents ...")
+    valid: dict[str, pl.DataFrame] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    for n in names:
+        valid[n], docs, toks = hold_out(tables[n], seed, mix.valid_fraction, mix.valid_max_docs, mix.min_valid_docs)
+        sizes[n] = (docs, toks)
+    notes.decide("validation", ", ".join(f"{n}: {valid[n].height:,} docs" for n in names),
+                 f"held out per source before any selection: the documents with the smallest hash of (doc_id, seed "
+                 f"{seed}), {mix.valid_fraction:g} of the documents, at most {mix.valid_max_docs}, at least "
+                 f"{mix.min_valid_docs}; they are never trained on, nor is any exact copy of them (text_hash) in any source")
+    valid_ids = pl.concat([v["doc_id"] for v in valid.values()])
+    valid_hashes = pl.concat([v["text_hash"] for v in valid.values()]).unique()
+
+    # 2. candidates, deduplicated
+    log("reading candidate pools ...")
+    pools: dict[str, pl.DataFrame] = {}
+    frames = []
+    for n in domain:
+        frame, marks = eligible(tables[n], valid_ids, valid_hashes, mix.dedup, ["doc_id", "source", "n_tokens",
+                                                                                "text_hash", *score_cols])
+        for m in marks:
+            notes.decide(f"duplicates {n}", m, "curate marked these documents as duplicates")
+        frames.append(frame.with_columns(pl.lit(n).alias("source")))
+    dpool = dedup_pool(pl.concat(frames, how="vertical_relaxed"), seed, mix.dedup)
+    if mix.score:
+        expr = score_expr(mix.score, score_cols).alias("score")
+        dpool = dpool.with_columns(expr).sort(["score", KEY], descending=[mix.prefer == "high", False],
+                                              nulls_last=True)
+    dpool_df = dpool.drop(["text_hash", *[c for c in score_cols if c != "score"]]).collect()
+    for n in general:
+        frame, marks = eligible(tables[n], valid_ids, valid_hashes, mix.dedup, ["doc_id", "source", "n_tokens",
+                                                                                "text_hash"])
+        for m in marks:
+            notes.decide(f"duplicates {n}", m, "curate marked these documents as duplicates")
+        pools[n] = dedup_pool(frame.with_columns(pl.lit(n).alias("source")), seed, mix.dedup).drop("text_hash").collect()
+
+    domain_avail = int(dpool_df["n_tokens"].sum())
+    if dpool_df.height == 0 or domain_avail == 0:
+        raise PlanError(f"domain source(s) {', '.join(domain)}: no documents left for training after holding out "
+                        f"validation documents and removing duplicates")
+    cand = {n: (dpool_df.filter(pl.col("source") == n).height, int(dpool_df.filter(pl.col("source") == n)["n_tokens"].sum()))
+            for n in domain}
+    cand.update({n: (pools[n].height, int(pools[n]["n_tokens"].sum())) for n in general})
+    if mix.dedup:
+        notes.decide("dedup", ", ".join(f"{n}: {sizes[n][0] - valid[n].height - cand[n][0]:,} removed" for n in names),
+                     "exact duplicates (same text_hash; also within and across domain sources) are removed before "
+                     "selection so repeated texts do not count twice; the copy with the smallest seeded key stays")
+    if mix.score and dpool_df["score"].null_count():
+        notes.warn(f"{dpool_df['score'].null_count():,} domain documents have no value for score {mix.score!r}: "
+                   f"they rank last")
+
+    # 3. budget
+    budget_tokens = amount.resolve(domain_avail)
+    notes.decide("budget", amount.describe(domain_avail, "one epoch over the filtered domain corpus"),
+                 "a percentage refers to the 'original training budget' of the studies: one epoch over the domain "
+                 "corpus after validation hold-out and dedup")
+
+    # 4. shares
+    domain_share, general_shares = budget_shares(domain, general, {n: cand[n][1] for n in general}, preset,
+                                                 mix.replay, notes)
+    general_targets = {n: int(round(budget_tokens * s)) for n, s in general_shares.items()}
+    domain_tokens = budget_tokens - sum(general_targets.values())
+
+    # 5. domain subset and epochs
+    if not mix.score:
+        notes.decide("domain ranking", "seeded random order", "no [mix] score: every domain document is equally good")
+    else:
+        notes.decide("domain ranking", f"by {mix.score} ({'higher' if mix.prefer == 'high' else 'lower'} is better)",
+                     "quality subset (Guo et al. 2024, strategy 2): the best documents by the chosen score; ties and "
+                     "missing scores are ordered by the seeded key")
+    dom = choose_domain(dpool_df, domain_tokens, mix, bool(mix.score), notes)
+    if mix.score and dom.docs.height:
+        cut = dom.docs["score"][-1]
+        notes.decide("score cutoff", f"{mix.score} {'>=' if mix.prefer == 'high' else '<='} {cut:.6g}",
+                     f"mean in the subset {dom.docs['score'].mean():.6g} vs {dpool_df['score'].mean():.6g} in the pool")
+
+    # 6. replay
+    target_counts = None
+    picks: dict[str, Picked] = {}
+    for n, cfg in general.items():
+        order, method = None, "seeded random order"
+        if general_targets[n] > 0 and mix.replay_select == "dsir":
+            if target_counts is None:
+                log("DSIR: reading the reference sample ...")
+                target_counts, what = reference_counts(recipe, mix.dsir_buckets)
+                notes.decide("replay selection", f"DSIR toward {what}",
+                             f"importance resampling (Xie et al. 2023): hashed unigram+bigram features in "
+                             f"{mix.dsir_buckets} buckets, log w = sum of (log p_target - log p_raw), Gumbel top-k "
+                             f"so replay resembles the reference")
+            order = dsir_order(n, cfg, pools[n], target_counts, mix.dsir_buckets, seed)
+            method = "DSIR (Gumbel top-k by importance weight)"
+        picks[n] = choose_general(n, pools[n], general_targets[n], mix, order, method, notes)
+
+    return PlanResult(*_assemble(recipe, amount, budget_tokens, domain, general, tables, sizes, valid, cand, dom,
+                                 picks, notes))
+
+
+def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[str], general: dict,
+              tables: dict[str, SourceTable], sizes: dict, valid: dict, cand: dict, dom: Picked,
+              picks: dict[str, Picked], notes: Notes) -> tuple[dict, pl.DataFrame]:
+    mix, train = recipe.mix, recipe.train
+    tps = train.seq_len * train.batch_size
+    sources: dict[str, dict] = {}
+    sel_parts = []
+    dom_tokens = dom.tokens
+    for n in [*domain, *general]:
+        cfg = recipe.data.sources[n]
+        if n in picks:
+            p = picks[n]
+            docs = p.docs
+            target, epochs, epoch_tokens, resample, method = p.target_tokens, p.epochs, p.epoch_tokens, "fixed", p.method
+        else:
+            docs = dom.docs.filter(pl.col("source") == n)
+            part = int(docs["n_tokens"].sum())
+            frac = part / dom_tokens if dom_tokens else 0.0
+            target = int(round(dom.target_tokens * frac))
+            epoch_tokens = int(round(dom.epoch_tokens * frac))
+            epochs = target / epoch_tokens if epoch_tokens else 0.0
+            resample = dom.resample
+            method = (f"quality subset by {mix.score}" if mix.score else "random subset") + (
+                ", dynamic pool" if resample == "dynamic" else "")
+        sel_tokens = int(docs["n_tokens"].sum())
+        repeats = target / sel_tokens if sel_tokens else 0.0
+        sel_parts.append(docs.select("doc_id", pl.lit(n).alias("source"), pl.lit("train").alias("split"),
+                                     pl.lit(repeats, dtype=pl.Float64).alias("repeats")))
+        v = valid[n]
+        sel_parts.append(v.select("doc_id", pl.lit(n).alias("source"), pl.lit("valid").alias("split"),
+                                  pl.lit(1.0, dtype=pl.Float64).alias("repeats")))
+        sources[n] = {
+            "role": cfg.role, "group": cfg.group, "method": method if target else "unused (no share)",
+            "available": {"docs": sizes[n][0], "tokens": sizes[n][1]},
+            "valid": {"docs": v.height, "tokens": int(v["n_tokens"].sum())},
+            "candidates": {"docs": cand[n][0], "tokens": cand[n][1]},
+            "selected": {"docs": docs.height, "tokens": sel_tokens},
+            "epochs": round(epochs, 6), "epoch_tokens": epoch_tokens, "target_tokens": target,
+            "resample": resample, "expected_steps": round(target / tps, 2),
+        }
+    total = sum(s["target_tokens"] for s in sources.values())
+    for s in sources.values():
+        s["share"] = round(s["target_tokens"] / total, 6) if total else 0.0
+    steps = total / tps
+    if train.steps and abs(train.steps - steps) > 0.1 * steps:
+        notes.warn(f"[train] steps = {train.steps} but the budget fills {steps:,.1f} steps of "
+                   f"{train.seq_len} x {train.batch_size} = {tps:,} tokens; set train.steps = {math.ceil(steps)} "
+                   f"(or 0: derived from the plan) to train on the whole plan")
+    selection = pl.concat(sel_parts).with_columns(pl.col("repeats").cast(pl.Float64))
+    plan = {
+        "version": PLAN_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "recipe": str(recipe.path) if recipe.path else None,
+        "name": recipe.run.name,
+        "seed": recipe.run.seed,
+        "budget": {"given": amount.given, "tokens": budget_tokens, "human": human_tokens(budget_tokens),
+                   "reference_tokens": cand and sum(cand[n][1] for n in domain),
+                   "reference": "one epoch over the filtered domain corpus (after validation hold-out and dedup)"},
+        "total_target_tokens": total,
+        "train": {"seq_len": train.seq_len, "batch_size": train.batch_size, "tokens_per_step": tps,
+                  "expected_steps": round(steps, 2), "recipe_steps": train.steps},
+        "tokenizer": str(recipe.data.tokenizer) if recipe.data.tokenizer else None,
+        "mix": to_dict(mix),
+        "hashing": f"polars {pl.__version__} Expr.hash (stable within a polars version)",
+        "inputs": [entry for n in tables for entry in describe_inputs(tables[n])],
+        "decisions": notes.decisions,
+        "warnings": notes.warnings,
+        "sources": sources,
+        "selection": SELECTION_NAME,
+    }
+    return plan, selection
+
+
+def write_plan(result: PlanResult, folder: Path) -> Path:
+    """selection.parquet first, then plan.json naming its sha256: a plan never points at a missing selection."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sel_path = folder / SELECTION_NAME
+    with atomic_path(sel_path) as tmp:
+        result.selection.write_parquet(tmp)
+    result.plan["selection_sha256"] = file_sha256(sel_path)
+    plan_path = folder / PLAN_NAME
+    write_json(plan_path, result.plan)
+    return plan_path
+
+
+def plan_recipe(recipe: Recipe, log=print) -> tuple[Path, PlanResult]:
+    result = make_plan(recipe, log=log)
+    return write_plan(result, mix_dir(recipe)), result

@@ -1,0 +1,97 @@
+"""What a plan looks like to a person: a rich table per source and a PNG of the mixture."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from continua.io import read_json
+from mix.budget import human_tokens
+
+
+def load_plan(path: str | Path) -> tuple[dict, Path]:
+    """A plan.json, or a folder holding one (the mix folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "plan.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no plan; run `mix plan RECIPE` first")
+    return read_json(path), path
+
+
+def plan_table(plan: dict) -> Table:
+    b = plan["budget"]
+    t = plan["train"]
+    table = Table(title=f"mix plan '{plan.get('name', '')}': budget {b['given']} = {b['tokens']:,} tokens "
+                        f"({b['human']}), {t['expected_steps']:,} steps of {t['tokens_per_step']:,} tokens")
+    for col, just in (("source", "left"), ("role", "left"), ("method", "left"), ("documents", "right"),
+                      ("tokens", "right"), ("epochs", "right"), ("in budget", "right"), ("share", "right"),
+                      ("steps", "right"), ("valid docs", "right")):
+        table.add_column(col, justify=just)
+    for name, s in plan["sources"].items():
+        role = s["role"] + (f" ({s['group']})" if s.get("group") else "")
+        table.add_row(name, role, s["method"], f"{s['selected']['docs']:,}", human_tokens(s["selected"]["tokens"]),
+                      f"{s['epochs']:.2f}", human_tokens(s["target_tokens"]), f"{s['share']:.1%}",
+                      f"{s['expected_steps']:,.1f}", f"{s['valid']['docs']:,}")
+    return table
+
+
+def print_plan(plan: dict, console: Console | None = None) -> None:
+    console = console or wide_console()
+    console.print(plan_table(plan))
+    for w in plan.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
+
+
+def wide_console() -> Console:
+    """Stdout console; when not a terminal (logs, pipes) wide enough that the table stays readable."""
+    probe = Console()
+    return probe if probe.is_terminal else Console(width=160)
+
+
+def plot_plan(plan: dict, out: Path) -> Path:
+    """Left: tokens per source stacked by epoch (1st pass, 2nd pass, ...); right: budget shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(plan["sources"])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 1]})
+    max_epochs = max([math.ceil(s["epochs"]) for s in plan["sources"].values()] + [1])
+    cmap = plt.get_cmap("viridis", max(max_epochs, 2))
+    for e in range(max_epochs):
+        heights, bottoms = [], []
+        for n in names:
+            s = plan["sources"][n]
+            per_epoch = s["epoch_tokens"] or s["selected"]["tokens"]
+            done = min(e * per_epoch, s["target_tokens"])
+            heights.append(max(0, min(per_epoch, s["target_tokens"] - done)) / 1e6)
+            bottoms.append(done / 1e6)
+        ax1.bar(names, heights, bottom=bottoms, color=cmap(e), label=f"epoch {e + 1}", edgecolor="white")
+    ax1.set_ylabel("training tokens (M)")
+    ax1.set_title("tokens by source and epoch")
+    ax1.legend(fontsize=8, ncol=2)
+    bottom = 0.0
+    colors = plt.get_cmap("tab10")
+    for i, n in enumerate(names):
+        share = plan["sources"][n]["share"]
+        ax2.bar(["budget"], [share * 100], bottom=[bottom], color=colors(i % 10), label=f"{n} {share:.1%}")
+        bottom += share * 100
+    ax2.set_ylabel("share of the budget (%)")
+    ax2.set_ylim(0, 100)
+    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    b = plan["budget"]
+    fig.suptitle(f"budget {b['given']} = {human_tokens(b['tokens'])} tokens")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
