@@ -1,0 +1,3 @@
+from mix.cli import main
+
+raise SystemExit(main())
