@@ -1,0 +1,223 @@
+"""`mix plan` on a miniature of the studies' setup: budgets, subset x epochs, preset shares, errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mix_fixtures import build_world, write_recipe, write_score_table, write_jsonl  # noqa: E402
+
+from continua.recipe import load_recipe  # noqa: E402
+from continua.schema import RecipeError  # noqa: E402
+from mix.cli import main  # noqa: E402
+from mix.planner import make_plan  # noqa: E402
+from mix.tables import PlanError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("world"))
+
+
+def recipe(world, mix: dict, sources: dict | None = None, name: str = "r.toml", **kw):
+    path = write_recipe(world["root"] / name, sources or world["sources"], world["tok"], mix=mix, **kw)
+    return load_recipe(path)
+
+
+def domain_pool_tokens(world) -> int:
+    plan = make_plan(recipe(world, {"budget": "1K"}), log=lambda m: None).plan
+    return plan["budget"]["reference_tokens"]
+
+
+def test_forty_percent_with_a_ten_percent_subset_is_four_epochs(world):
+    r = recipe(world, {"budget": "40%", "top": "10%", "score": "fasttext_q"})
+    res = make_plan(r, log=lambda m: None)
+    p = res.plan
+    d = p["sources"]["domain"]
+    n = p["budget"]["reference_tokens"]
+    assert p["budget"]["tokens"] == round(0.4 * n)
+    assert d["selected"]["tokens"] == pytest.approx(0.1 * n, rel=0.01)
+    assert d["epochs"] == pytest.approx(4.0, rel=0.01)
+    assert d["target_tokens"] == p["budget"]["tokens"]  # no replay: the whole budget is domain
+    assert d["share"] == 1.0
+    for g in ("wiki", "arxiv", "se"):  # general sources unused, but still give validation sets
+        assert p["sources"][g]["target_tokens"] == 0
+        assert p["sources"][g]["valid"]["docs"] > 0
+    # the subset is the best by the score
+    table = world["tables"]["domain"]
+    sel = res.selection.filter((pl.col("source") == "domain") & (pl.col("split") == "train"))
+    scores = table.join(sel, on="doc_id")["fasttext_q"]
+    rest = table.join(sel, on="doc_id", how="anti")["fasttext_q"]
+    assert scores.min() >= rest.filter(rest < scores.min()).max()
+    assert scores.mean() > table["fasttext_q"].mean()
+    assert not any("repeated" in w for w in p["warnings"])  # 4 epochs (not above): no repetition warning
+    # expected steps from [train] seq_len x batch_size
+    assert p["train"]["tokens_per_step"] == 64 * 4
+    assert d["expected_steps"] == pytest.approx(d["target_tokens"] / 256, rel=1e-3)
+
+
+def test_llama1_preset_gives_82_percent_domain_and_replay_in_preset_proportions(world):
+    r = recipe(world, {"budget": "40%", "top": "10%", "score": "fasttext_q", "preset": "llama1"})
+    p = make_plan(r, log=lambda m: None).plan
+    s = p["sources"]
+    total = p["total_target_tokens"]
+    assert total == pytest.approx(p["budget"]["tokens"], abs=2)
+    assert s["domain"]["target_tokens"] / total == pytest.approx(0.82, abs=1e-3)
+    # Wikipedia 4.5 : ArXiv 2.5 : StackExchange 2.0, with GitHub and Books (absent) redistributed proportionally
+    assert s["wiki"]["share"] == pytest.approx(0.09, abs=1e-3)
+    assert s["arxiv"]["share"] == pytest.approx(0.05, abs=1e-3)
+    assert s["se"]["share"] == pytest.approx(0.04, abs=1e-3)
+    assert any("GitHub" in w and "redistributed" in w for w in p["warnings"])
+    # domain tokens come from the 10% subset, now repeated 0.82 * 4 times
+    assert s["domain"]["epochs"] == pytest.approx(0.82 * 4, rel=0.02)
+
+
+def test_compute_equivalent_replay_cuts_domain_tokens(world):
+    r = recipe(world, {"budget": "40%", "replay": 0.05})
+    p = make_plan(r, log=lambda m: None).plan
+    s = p["sources"]
+    total = p["budget"]["tokens"]
+    assert s["domain"]["target_tokens"] == pytest.approx(0.95 * total, abs=2)
+    replay = sum(s[g]["target_tokens"] for g in ("wiki", "arxiv", "se"))
+    assert replay == pytest.approx(0.05 * total, abs=3)
+    # no score: a random subset as large as the domain share, one epoch
+    assert s["domain"]["epochs"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_fixed_epochs_choose_the_subset(world):
+    p = make_plan(recipe(world, {"budget": "40%", "epochs": 2, "score": "ppl_ngram_med", "prefer": "low"}),
+                  log=lambda m: None).plan
+    d = p["sources"]["domain"]
+    assert d["epochs"] == 2.0
+    assert d["selected"]["tokens"] == pytest.approx(0.2 * p["budget"]["reference_tokens"], rel=0.01)
+
+
+def test_auto_epochs_with_a_score_aim_at_four(world):
+    p = make_plan(recipe(world, {"budget": "40%", "score": "fasttext_q"}), log=lambda m: None).plan
+    assert p["sources"]["domain"]["epochs"] == pytest.approx(4.0, rel=0.02)
+
+
+def test_dynamic_resampling_selects_a_pool_for_all_epochs(world):
+    p = make_plan(recipe(world, {"budget": "40%", "top": "10%", "score": "fasttext_q", "resample": "dynamic"}),
+                  log=lambda m: None).plan
+    d = p["sources"]["domain"]
+    n = p["budget"]["reference_tokens"]
+    assert d["resample"] == "dynamic"
+    assert d["selected"]["tokens"] == pytest.approx(0.4 * n, rel=0.01)  # the pool: subset x epochs
+    assert d["epoch_tokens"] == pytest.approx(0.1 * n, rel=0.01)  # each epoch draws a subset's worth
+    assert d["epochs"] == pytest.approx(4.0, rel=0.01)
+    assert any("dynamic" in x["decision"] and "fresh" in x["decision"] for x in p["decisions"])
+
+
+def test_validation_docs_and_their_exact_copies_never_train(world):
+    res = make_plan(recipe(world, {"budget": "100%", "valid_fraction": 0.2, "valid_max_docs": 100000}),
+                    log=lambda m: None)
+    sel = res.selection
+    tables = pl.concat([t.select("doc_id", "text_hash") for t in world["tables"].values()])
+    sel = sel.join(tables, on="doc_id")
+    valid, train = sel.filter(pl.col("split") == "valid"), sel.filter(pl.col("split") == "train")
+    assert valid.height > 0 and train.height > 0
+    assert not set(valid["doc_id"]) & set(train["doc_id"])
+    assert not set(valid["text_hash"]) & set(train["text_hash"])
+    # with 40 texts present three times each, some validation doc has a copy that was withheld
+    dups = world["tables"]["domain"].group_by("text_hash").len().filter(pl.col("len") > 1)["text_hash"]
+    assert set(valid["text_hash"]) & set(dups)
+    assert train["text_hash"].n_unique() == train.height  # exact duplicates removed
+
+
+def test_validation_split_is_deterministic_and_seeded(world):
+    a = make_plan(recipe(world, {"budget": "40%"}), log=lambda m: None).selection
+    b = make_plan(recipe(world, {"budget": "40%", "top": "5%", "score": "fasttext_q"}), log=lambda m: None).selection
+    c = make_plan(recipe(world, {"budget": "40%"}, seed=3), log=lambda m: None).selection
+    v = lambda s: set(s.filter(pl.col("split") == "valid")["doc_id"])  # noqa: E731
+    assert v(a) == v(b)  # the strategies never change the validation split
+    assert v(a) != v(c)
+
+
+def test_budget_larger_than_the_data_can_give(world):
+    with pytest.raises(PlanError, match="max_epochs = 16"):
+        make_plan(recipe(world, {"budget": "2000%"}), log=lambda m: None)
+    with pytest.raises(PlanError, match="max_epochs"):
+        make_plan(recipe(world, {"budget": "300%", "top": "10%", "score": "fasttext_q"}), log=lambda m: None)
+
+
+def test_warns_above_four_epochs_and_on_tiny_subsets(world):
+    p = make_plan(recipe(world, {"budget": "60%", "top": "10%", "score": "fasttext_q"}), log=lambda m: None).plan
+    assert any("repeated" in w for w in p["warnings"])
+    p = make_plan(recipe(world, {"budget": "4%", "top": "0.5%", "score": "fasttext_q"}), log=lambda m: None).plan
+    assert any("too small to be representative" in w for w in p["warnings"])
+
+
+def test_top_and_epochs_that_disagree_are_refused(world):
+    with pytest.raises(PlanError, match="set only one of top and epochs"):
+        make_plan(recipe(world, {"budget": "40%", "top": "10%", "epochs": 2, "score": "fasttext_q"}),
+                  log=lambda m: None)
+
+
+def test_unknown_score_column_names_the_available_ones(world):
+    with pytest.raises(RecipeError, match="no score column 'fasttext_medical'.*available: .*fasttext_q"):
+        make_plan(recipe(world, {"budget": "40%", "score": "fasttext_medical"}), log=lambda m: None)
+
+
+def test_preset_without_matching_general_source_is_an_error(world):
+    sources = {"domain": world["sources"]["domain"]}
+    with pytest.raises(PlanError, match="no general source maps"):
+        make_plan(recipe(world, {"budget": "40%", "preset": "llama1"}, sources=sources), log=lambda m: None)
+
+
+def test_custom_preset_weights_that_do_not_sum_to_one(world):
+    with pytest.raises(RecipeError, match="sum to 1"):
+        make_plan(recipe(world, {"budget": "40%", "preset_weights": {"Web": 0.8, "Wikipedia": 0.1},
+                                 "preset_web": ["Web"]}), log=lambda m: None)
+
+
+def test_custom_preset(world):
+    mix = {"budget": "40%", "preset_weights": {"Web": 0.7, "Wikipedia": 0.2, "ArXiv": 0.1}, "preset_web": ["Web"]}
+    p = make_plan(recipe(world, mix), log=lambda m: None).plan
+    assert p["sources"]["domain"]["share"] == pytest.approx(0.7, abs=1e-3)
+    assert p["sources"]["wiki"]["share"] == pytest.approx(0.2, abs=1e-3)
+    assert p["sources"]["arxiv"]["share"] == pytest.approx(0.1, abs=1e-3)
+    assert p["sources"]["se"]["share"] == 0.0  # StackExchange is not in this preset
+
+
+def test_empty_source_is_an_error(world, tmp_path):
+    f = write_jsonl(tmp_path / "e.jsonl", ["one doc"])
+    write_score_table(world["curate"], "empty", f, world["tok"], empty=True)
+    sources = dict(world["sources"], empty={"paths": [str(f)], "role": "general"})
+    with pytest.raises(PlanError, match="source 'empty': the score table has no documents"):
+        make_plan(recipe(world, {"budget": "40%"}, sources=sources, name="e.toml"), log=lambda m: None)
+
+
+def test_missing_score_table_is_an_error(world, tmp_path):
+    f = write_jsonl(tmp_path / "n.jsonl", ["one doc"])
+    sources = dict(world["sources"], unscored={"paths": [str(f)], "role": "general"})
+    with pytest.raises(PlanError, match="no score table for source 'unscored'.*curate score"):
+        make_plan(recipe(world, {"budget": "40%"}, sources=sources, name="n.toml"), log=lambda m: None)
+
+
+def test_cli_plan_writes_plan_selection_and_plot(world, capsys):
+    path = write_recipe(world["root"] / "cli.toml", world["sources"], world["tok"],
+                        mix={"out": str(world["root"] / "cli_mix")})
+    rc = main(["plan", str(path), "--budget", "40%", "--top", "10%", "--score", "fasttext_q", "--preset", "llama1"])
+    assert rc == 0
+    out = world["root"] / "cli_mix"
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["budget"]["given"] == "40%"
+    assert {"decisions", "warnings", "inputs", "sources", "seed", "selection_sha256"} <= set(plan)
+    assert all(len(i["sha256"]) == 64 for i in plan["inputs"])
+    for s in plan["sources"].values():
+        assert {"role", "available", "selected", "valid", "epochs", "target_tokens", "share", "expected_steps"} <= set(s)
+    sel = pl.read_parquet(out / "selection.parquet")
+    assert sel.columns == ["doc_id", "source", "split", "repeats"]
+    assert (out / "plan.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "domain" in printed and "82.0%" in printed
+    assert main(["show", str(out), "--out", str(world["root"] / "show.png")]) == 0
+    assert (world["root"] / "show.png").exists()
+    assert main(["plan", str(path), "--budget", "lots"]) == 2
+    assert "lots" in capsys.readouterr().err
