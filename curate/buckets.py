@@ -31,10 +31,10 @@ def ccnet_buckets(lf: pl.LazyFrame, column: str, percentiles: Sequence[float] = 
     p1, p2 = check_percentiles(percentiles, f"buckets.{column}")
     value = pl.col(column).cast(pl.Float64).fill_nan(None)
     rank = (value if lower_is_better else -value).rank(method="max")
-    share = rank / value.count() * 100
+    scaled, n = rank * 100, value.count()  # rank/n <= p/100 without the rounding of a division
     bucket = (pl.when(value.is_null()).then(pl.lit(None, dtype=pl.String))
-              .when(share <= p1).then(pl.lit("head"))
-              .when(share <= p2).then(pl.lit("middle"))
+              .when(scaled <= n * p1).then(pl.lit("head"))
+              .when(scaled <= n * p2).then(pl.lit("middle"))
               .otherwise(pl.lit("tail")))
     return lf.with_columns(bucket.alias(f"bucket_{column}"))
 

@@ -79,7 +79,13 @@ class LMScorer:
 
         if not self.path.is_dir():
             raise LMScorerError(f"{self.path}: LM scorer path is not a local model folder")
-        return AutoTokenizer.from_pretrained(str(self.path), **self._gguf())
+        if not self._gguf() and not any((self.path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+            raise LMScorerError(f"{self.path}: no tokenizer.json or tokenizer_config.json (save the tokenizer "
+                                "with the model: tokenizer.save_pretrained(folder))")
+        try:
+            return AutoTokenizer.from_pretrained(str(self.path), **self._gguf())
+        except (OSError, ValueError) as e:
+            raise LMScorerError(f"{self.path}: cannot load the tokenizer from this folder: {e}") from e
 
     @cached_property
     def model(self):
