@@ -14,7 +14,7 @@ def run_command(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.set)
     nproc = args.nproc or recipe.train.nproc
     if nproc > 1 and not under_torchrun():
-        argv = ["run", str(args.recipe), *[a for s in args.set for a in ("--set", s)], "--nproc", str(nproc)]
+        argv = ["run", str(args.recipe), *[a for s in args.set for a in ("--set", s)]]
         if args.no_resume:
             argv.append("--no-resume")
         if args.stop_at is not None:

@@ -145,6 +145,9 @@ class WeightChange:
     def compute(self) -> dict[str, float]:
         if not self.layers:
             return {}
+        for layer in self.layers:  # FSDP may keep a block gathered after forward: compare shards with shards
+            if hasattr(layer, "reshard"):
+                layer.reshard()
         device = _local(next(self.layers[0].parameters())).device
         sq = torch.zeros(len(self.layers), 2, dtype=torch.float64, device=device)
         for i, (layer, init) in enumerate(zip(self.layers, self.w0)):

@@ -46,32 +46,23 @@ def pick_device(pref: str, local_rank: int) -> torch.device:
 
 
 def init_distributed(device_pref: str = "auto") -> Dist:
-    """Join torchrun's process group, or make a world-size-1 group when run directly."""
-    if not under_torchrun():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ["LOCAL_RANK"])
+    """Join torchrun's process group, or make a world-size-1 group (in-process store) when run directly."""
+    alone = not under_torchrun()
+    rank = 0 if alone else int(os.environ["RANK"])
+    world = 1 if alone else int(os.environ["WORLD_SIZE"])
+    local_rank = 0 if alone else int(os.environ["LOCAL_RANK"])
     device = pick_device(device_pref, local_rank)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
+        kwargs = {"store": dist.HashStore()} if alone else {}
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(minutes=30),
-                                device_id=device if device.type == "cuda" else None)
+                                device_id=device if device.type == "cuda" else None, **kwargs)
     return Dist(rank, world, local_rank, device)
 
 
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:

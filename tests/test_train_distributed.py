@@ -1,0 +1,51 @@
+"""Two torchrun processes (gloo, FSDP2) train to the same losses as one process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from train_fixtures import make_shards, make_tokenizer, write_recipe
+
+from continua.recipe import load_recipe
+from train import loop
+from train.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows(run_dir: Path, kind: str) -> dict[int, dict]:
+    return {r["step"]: r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == kind}
+
+
+def test_two_processes_match_one_and_resume_with_one(tmp_path):
+    tok = make_tokenizer(tmp_path / "tok")
+    shards = tmp_path / "shards"
+    make_shards(shards, tok, {"med": {"docs": 30, "epochs": 2.0},
+                              "web": {"docs": 30, "role": "general", "target_tokens": 600}})
+    # untied embeddings: embeddings and head become FSDP units of their own
+    train = {"steps": 5, "batch_size": 4, "micro_batch_size": 1}
+    one = write_recipe(tmp_path / "one.toml", tmp_path / "one", shards, train=train, model={"tie_embeddings": False})
+    two = write_recipe(tmp_path / "two.toml", tmp_path / "two", shards, train=train, model={"tie_embeddings": False})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "train.cli", "run", str(two), "--nproc", "2", "--stop-at", "3"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "two" / "train" / "checkpoints" / "step_0000003").is_dir()
+    # the 2-process checkpoint (sharded DCP) resumes in a single process
+    assert loop.run(load_recipe(two))["status"] == "finished"
+    assert loop.run(load_recipe(one))["status"] == "finished"
+
+    a, b = rows(tmp_path / "one" / "train", "train"), rows(tmp_path / "two" / "train", "train")
+    assert sorted(b) == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose([b[s]["loss"] for s in a], [a[s]["loss"] for s in a], rtol=1e-4)
+    np.testing.assert_allclose([b[s]["grad_norm"] for s in a], [a[s]["grad_norm"] for s in a], rtol=1e-3)
+    ea, eb = rows(tmp_path / "one" / "train", "eval"), rows(tmp_path / "two" / "train", "eval")
+    assert sorted(ea) == sorted(eb) == [0, 4, 5]
+    for step in ea:
+        for key, value in ea[step]["metrics"].items():
+            assert eb[step]["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (step, key)

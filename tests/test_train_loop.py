@@ -1,0 +1,125 @@
+"""`train run` end to end on a tiny Llama, in this process: logs, export, resume, SIGTERM, NaN guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from train_fixtures import make_shards, make_tokenizer, write_recipe
+
+from continua.recipe import load_recipe
+from train import loop
+from train.cli import main
+from train.metrics import read_metrics
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    tok = make_tokenizer(root / "tok")
+    make_shards(root / "shards", tok, {"med": {"docs": 40, "epochs": 2.0},
+                                       "web": {"docs": 40, "role": "general", "target_tokens": 800}})
+    return root / "shards"
+
+
+def train_losses(run_dir) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"}
+
+
+def test_run_end_to_end_writes_logs_checkpoint_and_a_loadable_export(tmp_path, shards):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    recipe = write_recipe(tmp_path / "r.toml", tmp_path / "out", shards, train={"steps": 0, "batch_size": 8})
+    assert main(["run", str(recipe), "--set", "train.micro_batch_size=2"]) == 0
+    run_dir = tmp_path / "out" / "train"
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    eval_rows = [r for r in rows if r["kind"] == "eval"]
+    # steps = 0: the plan's total target tokens / (8 x 32)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    steps = sum(s["target_tokens"] for s in manifest["sources"].values()) // (8 * 32)
+    assert [r["step"] for r in train_rows] == list(range(1, steps + 1))
+    assert set(train_rows[0]) == {"kind", "step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "mfu",
+                                  "elapsed_s"}
+    assert train_rows[-1]["tokens"] == steps * 8 * 32
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"]
+    assert [r["step"] for r in eval_rows] == sorted({0, steps, *range(0, steps + 1, 4)})
+    assert set(eval_rows[-1]["metrics"]) >= {"loss/med", "loss/web", "weight_change/layer_0",
+                                             "weight_change/layer_1", "weight_change/bottom_top_ratio"}
+    assert "weight_change/bottom_top_ratio" not in eval_rows[0]["metrics"]
+    resolved = load_recipe(run_dir / "recipe.toml")
+    assert resolved.train.steps == steps and resolved.train.micro_batch_size == 2
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == [f"step_{steps:07d}"]
+    assert "sets" in json.loads((run_dir / "gap.json").read_text())
+
+    # the export loads with transformers and gives the last evaluation's loss on the same windows
+    from mix.shards import ShardSet
+    from train.evaluate import validation_windows
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "export")
+    tok = AutoTokenizer.from_pretrained(run_dir / "export")
+    assert tok.eos_token == "</s>" and model.config.architectures == ["LlamaForCausalLM"]
+    win = torch.as_tensor(validation_windows(ShardSet.open(shards / "med" / "valid"), 32, 2 * 4))
+    with torch.no_grad():
+        logits = model(input_ids=win[:, :-1]).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), win[:, 1:].reshape(-1))
+    assert float(loss) == pytest.approx(eval_rows[-1]["metrics"]["loss/med"], rel=1e-5)
+
+
+def test_stop_and_resume_matches_an_uninterrupted_run(tmp_path, shards):
+    common = {"steps": 6, "checkpoint_every": 2, "keep_checkpoints": 2}
+    straight = write_recipe(tmp_path / "a.toml", tmp_path / "a", shards, train=common)
+    assert loop.run(load_recipe(straight))["status"] == "finished"
+    sliced = write_recipe(tmp_path / "b.toml", tmp_path / "b", shards, train=common)
+    assert loop.run(load_recipe(sliced), stop_at=3)["status"] == "stopped"
+    ckpts = sorted(p.name for p in (tmp_path / "b" / "train" / "checkpoints").iterdir())
+    assert ckpts == ["step_0000002", "step_0000003"]  # keep_checkpoints = 2, no temporary folder left
+    assert loop.run(load_recipe(sliced))["status"] == "finished"
+    a, b = train_losses(tmp_path / "a" / "train"), train_losses(tmp_path / "b" / "train")
+    assert list(b) == list(range(1, 7))  # every step logged once
+    np.testing.assert_allclose([b[s] for s in a], list(a.values()), rtol=0, atol=1e-6)
+    evals = [r["step"] for r in read_metrics(tmp_path / "b" / "train" / "metrics.jsonl") if r["kind"] == "eval"]
+    assert evals == [0, 4, 6]
+    # a finished run has nothing left to do; --no-resume starts over
+    assert loop.run(load_recipe(sliced))["step"] == 6
+
+
+def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, shards, monkeypatch):
+    recipe = write_recipe(tmp_path / "r.toml", tmp_path / "out", shards, train={"steps": 8})
+    real = loop.forward_backward
+    calls = []
+
+    def forward_backward(model, batch, micro):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(model, batch, micro)
+
+    monkeypatch.setattr(loop, "forward_backward", forward_backward)
+    summary = loop.run(load_recipe(recipe))
+    assert summary["status"] == "interrupted" and summary["step"] == 3
+    assert (tmp_path / "out" / "train" / "checkpoints" / "step_0000003" / "trainer.json").exists()
+    assert not (tmp_path / "out" / "train" / "export").exists()
+    assert signal.getsignal(signal.SIGTERM) is not None
+
+
+def test_non_finite_loss_stops_before_the_update_and_saves_nothing(tmp_path, shards, monkeypatch):
+    recipe = write_recipe(tmp_path / "r.toml", tmp_path / "out", shards, train={"steps": 4})
+    real = loop.build_model
+
+    def poisoned(*args, **kwargs):
+        model = real(*args, **kwargs)
+        with torch.no_grad():
+            model.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
+        return model
+
+    monkeypatch.setattr(loop, "build_model", poisoned)
+    with pytest.raises(loop.NonFiniteLoss, match="step 1: loss nan.*before the optimizer update"):
+        loop.run(load_recipe(recipe))
+    assert not (tmp_path / "out" / "train" / "checkpoints").exists()
+    monkeypatch.setattr(loop, "build_model", poisoned)
+    assert main(["run", str(recipe), "--no-resume"]) == 1  # the CLI reports it as an error
