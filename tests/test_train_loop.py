@@ -123,3 +123,51 @@ def test_non_finite_loss_stops_before_the_update_and_saves_nothing(tmp_path, sha
     assert not (tmp_path / "out" / "train" / "checkpoints").exists()
     monkeypatch.setattr(loop, "build_model", poisoned)
     assert main(["run", str(recipe), "--no-resume"]) == 1  # the CLI reports it as an error
+
+
+def test_cpt_from_a_local_hf_model_with_optional_optimizer_restore(tmp_path, shards):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base = tmp_path / "base"
+    torch.manual_seed(1)
+    LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, max_position_embeddings=64)).save_pretrained(base)
+    first = write_recipe(tmp_path / "a.toml", tmp_path / "a", shards, train={"steps": 3}, model={"path": str(base)})
+    loop.run(load_recipe(first))
+    evals = [r for r in read_metrics(tmp_path / "a" / "train" / "metrics.jsonl") if r["kind"] == "eval"]
+    # step 0 evaluates the loaded weights, not a freshly built model's
+    other = write_recipe(tmp_path / "o.toml", tmp_path / "o", shards, train={"steps": 3})
+    loop.run(load_recipe(other))
+    fresh0 = [r for r in read_metrics(tmp_path / "o" / "train" / "metrics.jsonl") if r["kind"] == "eval"][0]
+    assert evals[0]["metrics"]["loss/med"] != pytest.approx(fresh0["metrics"]["loss/med"], rel=1e-3)
+
+    # stage 2 from stage 1's export: fresh AdamW by default, or the moments of stage 1's checkpoint
+    ckpt = tmp_path / "a" / "train" / "checkpoints" / "step_0000003"
+    model = {"path": str(tmp_path / "a" / "train" / "export")}
+    plain = write_recipe(tmp_path / "p.toml", tmp_path / "p", shards, train={"steps": 2}, model=model)
+    restored = write_recipe(tmp_path / "r.toml", tmp_path / "r", shards, model=model,
+                            train={"steps": 2, "optimizer_from": str(ckpt)})
+    loop.run(load_recipe(plain))
+    loop.run(load_recipe(restored))
+    lp, lr = train_losses(tmp_path / "p" / "train"), train_losses(tmp_path / "r" / "train")
+    assert lp[1] == pytest.approx(lr[1], abs=1e-6)  # same weights, same first batch
+    assert lp[2] != pytest.approx(lr[2], abs=1e-5)  # the first update differs: Adam moments were restored
+
+
+def test_activation_checkpointing_gives_the_same_losses(tmp_path, shards):
+    plain = write_recipe(tmp_path / "a.toml", tmp_path / "a", shards, train={"steps": 3})
+    ac = write_recipe(tmp_path / "b.toml", tmp_path / "b", shards, train={"steps": 3, "activation_checkpointing": True})
+    loop.run(load_recipe(plain))
+    loop.run(load_recipe(ac))
+    a, b = train_losses(tmp_path / "a" / "train"), train_losses(tmp_path / "b" / "train")
+    np.testing.assert_allclose(list(b.values()), list(a.values()), rtol=1e-5)
+
+
+def test_model_smaller_than_the_tokenizer_is_an_error(tmp_path, shards):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4)).save_pretrained(tmp_path / "small")
+    recipe = write_recipe(tmp_path / "r.toml", tmp_path / "out", shards, model={"path": str(tmp_path / "small")})
+    with pytest.raises(ValueError, match="100 embeddings but the shards' tokenizer has 300"):
+        loop.run(load_recipe(recipe))

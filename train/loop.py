@@ -56,7 +56,10 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     model = build_model(recipe.model, manifest.tokenizer, recipe.run.seed)
     flops_tok = flops_per_token(model, tc.seq_len)
     if tc.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if tc.compile:
         for block in decoder_layers(model):
             block.compile()
