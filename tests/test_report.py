@@ -1,0 +1,67 @@
+"""`train report`: two fake runs -> report.md table numbers and the PNGs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from train.commands import add_eval_commands
+from train.report import write_report
+
+
+def fake_run(folder: Path, name: str, med: list[float], gen: list[float], acc: list[float], lr: float,
+             elapsed: float, gap_json: dict | None = None) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "recipe.toml").write_text(f'[run]\nname = "{name}"\n')
+    lines = []
+    for i in range(len(med)):
+        step = i * 10
+        lines.append({"kind": "train", "step": step, "tokens": step * 512, "loss": med[i], "lr": lr * (1 - i / 10),
+                      "elapsed_s": elapsed * i / (len(med) - 1)})
+        lines.append({"kind": "eval", "step": step, "tokens": step * 512,
+                      "metrics": {"loss/medical": med[i], "loss/general": gen[i], "acc/medqa": acc[i]}})
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    if gap_json is not None:
+        (folder / "gap.json").write_text(json.dumps(gap_json))
+    return folder
+
+
+def test_report_two_runs(tmp_path):
+    a = fake_run(tmp_path / "a" / "train", "rewarm", [3.0, 3.3, 2.9, 2.6], [2.0, 2.5, 2.3, 2.2],
+                 [0.30, 0.25, 0.31, 0.33], 3e-4, 3725.0)
+    b = fake_run(tmp_path / "b" / "train", "replay", [3.0, 3.1, 2.8, 2.7], [2.0, 2.1, 1.95, 1.9],
+                 [0.30, 0.29, 0.28, 0.27], 1e-4, 95.0)
+    report = write_report([a, b], tmp_path / "out")
+    text = report.read_text()
+    overview = text.split("## Overview")[1].split("##")[0]
+    assert "| run | steps | tokens | wall time | final loss/general | final loss/medical | final acc/medqa |" in overview
+    assert "| rewarm | 30 | 15.36k | 1h02m05s | 2.2000 | 2.6000 | 0.3300 |" in overview
+    assert "| replay | 30 | 15.36k | 1m35s | 1.9000 | 2.7000 | 0.2700 |" in overview
+    general = text.split("## loss/general (lower is better)")[1].split("##")[0]
+    assert "| rewarm | 2.0000 | 2.5000 (10) | 0.5000 | not recovered | 2.2000 | +0.2000 | forgetting |" in general
+    assert "| replay | 2.0000 | 2.1000 (10) | 0.1000 | 20 (10.24k) | 1.9000 | -0.1000 | gain |" in general
+    acc = text.split("## acc/medqa (higher is better)")[1].split("##")[0]
+    assert "| rewarm | 0.3000 | 0.2500 (10) | 0.0500 | 20 (10.24k) | 0.3300 | +0.0300 | gain |" in acc
+    assert "| replay | 0.3000 | 0.2700 (30) | 0.0300 | not recovered | 0.2700 | -0.0300 | forgetting |" in acc
+    for png in ("eval_loss_medical.png", "eval_loss_general.png", "eval_acc_medqa.png", "lr.png"):
+        path = tmp_path / "out" / png
+        assert path.read_bytes()[:4] == b"\x89PNG" and f"]({png})" in text
+
+
+def test_report_uses_gap_json_and_cli(tmp_path, capsys):
+    gap = {"sets": {"loss/medical": {"direction": "lower", "evals": 2, "start_step": 0, "start": 9.0, "worst": 9.5,
+                                     "worst_step": 10, "worst_tokens": 5120, "gap": True, "gap_depth": 0.5,
+                                     "recovered": False, "recovery_step": None, "recovery_tokens": None,
+                                     "final": 9.25, "final_step": 10, "final_change": 0.25, "outcome": "forgetting"}},
+           "weight_change": {"key": "weight_change/bottom_top_ratio", "first_step": 10, "first": 1.5, "max": 1.5,
+                             "max_step": 10, "final_step": 10, "final": 1.5}}
+    run = fake_run(tmp_path / "run", "one", [3.0, 3.1], [2.0, 2.1], [0.3, 0.3], 1e-4, 10.0, gap_json=gap)
+    parser = argparse.ArgumentParser(prog="train")
+    add_eval_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", str(run)])
+    assert args.func(args) == 0
+    text = (run / "report.md").read_text()  # one run dir: the report goes into it
+    assert "| one | 10 | 5.12k | 0m10s | 9.2500 |" in text  # the numbers come from gap.json
+    assert "| one | 1.500 (10) | 1.500 (10) | 1.500 (10) |" in text
+    assert str(run / "report.md") in capsys.readouterr().out
