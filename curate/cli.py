@@ -20,6 +20,7 @@ Score documents for quality, then select by score. Subcommands:
   select            keep documents by a score column or formula: threshold, top fraction or token
                     target, after removing marked duplicates; writes curate/SOURCE/selection.parquet
   stats             per-source counts, tokens, rejects, selection and score histograms (stats.md, PNG)
+  train-reference   fit a reference n-gram LM for perplexity scoring ([curate] ngram_references)
 """
 
 
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-percentile", type=float, default=None, help="keep documents at or above this percentile (0-100)")
     p.add_argument("--ascending", action="store_true", help="lower scores are better (e.g. perplexity)")
     p.add_argument("--keep-duplicates", action="store_true", help="do not drop documents marked as duplicates")
+    p.add_argument("--bucket", action="append", default=[], metavar="COLUMN=head[,middle]",
+                   help="keep only these CCNet buckets of a [curate] buckets column, e.g. ppl_ngram_med=head")
     p.add_argument("--out", type=Path, default=None, help="curate folder (default from the recipe)")
     p.set_defaults(func=cmd_select)
 
@@ -101,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe(p)
     p.add_argument("--out", type=Path, default=None, help="curate folder (default from the recipe)")
     p.set_defaults(func=cmd_stats)
+
+    from curate.reference_cli import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -176,14 +183,14 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from curate.select import SelectSpec, parse_fraction, parse_tokens, run_select
+    from curate.select import SelectSpec, parse_bucket, parse_fraction, parse_tokens, run_select
 
     recipe = load_recipe(args.recipe, args.overrides)
     spec = SelectSpec(by=args.by, top=parse_fraction(args.top) if args.top else None,
                       tokens=parse_tokens(args.tokens) if args.tokens else None, min=args.min, max=args.max,
                       min_percentile=args.min_percentile, ascending=args.ascending,
-                      drop_duplicates=not args.keep_duplicates)
-    run_select(_curate_dir(recipe, args.out), args.source, spec)
+                      drop_duplicates=not args.keep_duplicates, keep_buckets=parse_bucket(args.bucket))
+    run_select(_curate_dir(recipe, args.out), args.source, spec, buckets=getattr(recipe.curate, "buckets", None))
     return 0
 
 

@@ -9,7 +9,6 @@ killed run leaves nothing half-written behind.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 from collections import Counter
@@ -44,13 +43,13 @@ def preflight(source: str, recipe: Recipe) -> None:
 
 
 def perplexity_steps(recipe: Recipe) -> list[PipelineStep]:
-    """Scorers from `curate.perplexity.build_scorers(recipe)` when that module is part of the install."""
-    if importlib.util.find_spec("curate.perplexity") is None:
-        return []
-    from curate import perplexity
+    """ppl_ngram_* / ppl_lm_* scorers of [curate] ngram_references and lm_scorers (curate.perplexity)."""
+    cur = recipe.curate
+    if not getattr(cur, "ngram_references", None) and not getattr(cur, "lm_scorers", None):
+        return []  # skip importing torch/transformers when no perplexity scorer is configured
+    from curate.perplexity import perplexity_steps as build
 
-    builder = getattr(perplexity, "build_scorers", None)
-    return list(builder(recipe)) if builder is not None else []
+    return build(cur)
 
 
 def build_steps(recipe: Recipe, source: str, folder: Path, show_progress: bool = True) -> list[PipelineStep]:
@@ -102,7 +101,8 @@ def build_executor(recipe: Recipe, steps: list[PipelineStep], logging_dir: Path,
 
 
 # [curate] keys that change how the work runs, not what the score table holds
-_NOT_CONTENT = {"tasks", "workers", "executor", "slurm", "ray", "out", "dedup", "minhash", "batch_size"}
+_NOT_CONTENT = {"tasks", "workers", "executor", "slurm", "ray", "out", "dedup", "minhash", "batch_size", "buckets",
+                "lm_device"}
 
 
 def _file_stamp(path: Path) -> str:

@@ -33,6 +33,8 @@ class SelectSpec:
     min_percentile: float | None = None
     ascending: bool = False           # lower score is better
     drop_duplicates: bool = True
+    # CCNet buckets to keep, e.g. {"bucket_ppl_ngram_med": ["head", "middle"]} (columns from [curate] buckets)
+    keep_buckets: dict[str, list[str]] | None = None
 
     def mode(self) -> str:
         modes = [m for m, on in (("top", self.top is not None), ("tokens", self.tokens is not None),
@@ -111,6 +113,12 @@ def decide(frame: pl.LazyFrame, spec: SelectSpec) -> pl.DataFrame:
     if spec.drop_duplicates and "dup_minhash_keep" in columns:
         reason = pl.when(reason == "").then(pl.when(~pl.col("dup_minhash_keep").fill_null(True))
                                              .then(pl.lit("duplicate_minhash")).otherwise(pl.lit(""))).otherwise(reason)
+    for col, wanted in (spec.keep_buckets or {}).items():
+        if col not in columns:
+            raise ValueError(f"--bucket {col}: no such column; bucket columns come from [curate] buckets "
+                             f"(columns: {', '.join(c for c in columns if c.startswith('bucket_')) or 'none'})")
+        reason = pl.when(reason == "").then(pl.when(pl.col(col).is_in(wanted)).then(pl.lit(""))
+                                             .otherwise(pl.lit(f"{col}_not_{'_'.join(wanted)}"))).otherwise(reason)
     df = frame.select("doc_id", pl.col("n_tokens"), score.alias("score"), reason.alias("reason")).collect()
     if spec.by:
         df = df.with_columns(pl.when((pl.col("reason") == "") & (pl.col("score").is_null() | pl.col("score").is_nan()))
@@ -159,9 +167,27 @@ def summarize(decided: pl.DataFrame) -> pl.DataFrame:
             .sort(["kept", "documents"], descending=[True, True]))
 
 
-def run_select(curate_dir: Path, source: str, spec: SelectSpec, console: Console | None = None) -> pl.DataFrame:
+def parse_bucket(items: list[str]) -> dict[str, list[str]]:
+    """['ppl_ngram_med=head,middle'] -> {'bucket_ppl_ngram_med': ['head', 'middle']}."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        col, _, names = item.partition("=")
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        if not col or not wanted or set(wanted) - {"head", "middle", "tail"}:
+            raise ValueError(f"--bucket {item!r}: expected COLUMN=head[,middle][,tail]")
+        out[col if col.startswith("bucket_") else f"bucket_{col}"] = wanted
+    return out
+
+
+def run_select(curate_dir: Path, source: str, spec: SelectSpec, console: Console | None = None,
+               buckets: dict[str, list[float]] | None = None) -> pl.DataFrame:
     """Decide, write selection.parquet atomically, print kept/dropped counts and tokens by reason."""
-    decided = decide(scan_scores(curate_dir, source), spec)
+    frame = scan_scores(curate_dir, source)
+    if buckets:
+        from curate.buckets import add_buckets
+
+        frame = add_buckets(frame, buckets)
+    decided = decide(frame, spec)
     out = selection_path(curate_dir, source)
     with atomic_path(out) as tmp:
         decided.select("doc_id", "kept", "reason", "score").write_parquet(tmp)

@@ -124,3 +124,28 @@ def test_slurm_and_ray_executors_are_built_not_submitted(tmp_path):
     with pytest.raises(Exception, match="partition"):
         build_executor(load_recipe(write_recipe(tmp_path / "s.toml", {"d": [data]}, None), ["curate.executor=slurm"]),
                        steps, tmp_path / "logs", 1, 1)
+
+
+def test_bucket_selection_uses_ccnet_buckets(scored):
+    rc = main(["select", str(scored["recipe"]), "--source", "d", "--set", "curate.buckets={fasttext_style=[30,60]}",
+               "--bucket", "fasttext_style=head", "--keep-duplicates"])
+    assert rc == 0
+    sel = pl.read_parquet(selection_path(scored["curate"], "d"))
+    assert abs(sel["kept"].sum() - 0.3 * 64) <= 2  # best 30% by fastText score (higher is better)
+    assert set(sel.filter(~pl.col("kept"))["reason"]) == {"bucket_fasttext_style_not_head"}
+    assert main(["select", str(scored["recipe"]), "--source", "d", "--bucket", "fasttext_style=head"]) == 2
+
+
+def test_reference_perplexity_column_through_score(tmp_path):
+    from curate.ngram import train_ngram
+
+    ref = tmp_path / "ref.npz"
+    train_ngram(styled_texts("med", 80, 11), order=3).save(ref)
+    data = write_jsonl(tmp_path / "d.jsonl", styled_texts("med", 10, 12) + styled_texts("gen", 10, 12))
+    recipe = write_recipe(tmp_path / "r.toml", {"d": [data]}, None, None, [])
+    recipe.write_text(recipe.read_text() + f'[curate.ngram_references]\nmed = "{ref}"\n')
+    assert main(["score", str(recipe), "--tasks", "2"]) == 0
+    df = scan_scores(tmp_path / "out" / "curate", "d").collect().sort("row")
+    ppl = df["ppl_ngram_med"].to_list()
+    assert all(math.isfinite(p) for p in ppl)
+    assert max(ppl[:10]) < min(ppl[10:])  # in-domain text is less perplexing to the reference model
