@@ -126,7 +126,7 @@ def test_schedule_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "stable" in out and "linear decay" in out and (tmp_path / "x.png").stat().st_size > 1000
     args = parser.parse_args(["schedule", str(recipe), "--set", "train.steps=0", "--out", str(tmp_path / "y.png")])
-    with pytest.raises(ValueError, match="pass --steps N"):
+    with pytest.raises(ValueError, match="manifest.json does not exist yet"):
         args.func(args)
     args = parser.parse_args(["schedule", str(recipe), "--steps", "40", "--out", str(tmp_path / "y.png")])
     assert args.func(args) == 0 and "step        40" in capsys.readouterr().out

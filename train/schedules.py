@@ -222,13 +222,26 @@ def boundary_table(cfg: ScheduleConfig, peak_lr: float, total_steps: int) -> lis
 
 def schedule_main(recipe, out_png: Path, total_steps: int | None = None) -> Path:
     """Print the LR at each phase boundary of the recipe's schedule and plot it to `out_png`."""
-    steps = total_steps if total_steps is not None else recipe.train.steps
-    if not steps or steps < 1:
-        raise ValueError("[train] steps is 0 (auto: taken from the mix plan at train time); "
-                         "pass --steps N to plot the schedule for N steps")
+    steps = total_steps if total_steps is not None else recipe.train.steps or _planned_steps(recipe)
     peak = recipe.optim.lr
     for name, step, value in boundary_table(recipe.schedule, peak, steps):
         print(f"{name:<28} step {step:>9}  lr {value:.6g}")
     path = plot_schedule(recipe.schedule, peak, steps, out_png)
     print(f"wrote {path}")
     return path
+
+
+def _planned_steps(recipe) -> int:
+    """[train] steps = 0 means "as many as the mix budget holds": read them from the built shards' manifest."""
+    from continua.layout import shards_dir
+
+    shards = shards_dir(recipe)
+    if not (shards / "manifest.json").exists():
+        raise ValueError(f"[train] steps is 0 (auto: from the mix budget) but {shards}/manifest.json does not "
+                         "exist yet (run `mix build`), or pass --steps N to plot the schedule for N steps")
+    from mix.manifest import Manifest
+    from train.data import planned_steps
+
+    steps = planned_steps(Manifest.load(shards), recipe.train.batch_size, recipe.train.seq_len)
+    print(f"[train] steps = 0: {steps} steps from {shards}/manifest.json")
+    return steps
