@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -37,7 +38,7 @@ FORMAT = "continua-ngram"
 VERSION = 1
 
 _WORD = re.compile(r"\w+|[^\w\s]")
-_DIGITS = str.maketrans("123456789", "000000000")
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")  # bytes.translate is ~15x faster than str.translate
 _M1, _M2, _P = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
@@ -49,7 +50,9 @@ class NgramError(ValueError):
 def words(text: str) -> list[str]:
     """The built-in tokenizer: CCNet-style normalization (lower case, every digit -> 0), then words
     and single punctuation marks, so that surface variants of a word share one n-gram."""
-    return _WORD.findall(text.lower().translate(_DIGITS))
+    # digits mapped on the UTF-8 bytes: safe (multi-byte sequences never hold ASCII bytes) and fast
+    raw = text.lower().encode("utf-8", "surrogatepass").translate(_DIGITS)
+    return _WORD.findall(raw.decode("utf-8", "surrogatepass"))
 
 
 # ---------------------------------------------------------------------------------------- encoders
@@ -144,17 +147,39 @@ def _pad(docs: list[np.ndarray], order: int) -> tuple[np.ndarray, np.ndarray, np
     return seq, targets, np.repeat(np.arange(len(docs)), lens + 1)
 
 
-def _lookup(keys: np.ndarray, values: np.ndarray, queries: np.ndarray, missing: float) -> np.ndarray:
-    """values[key] for each query found in the sorted `keys`, else `missing` (as float64)."""
-    if len(keys) == 0:
-        return np.full(len(queries), missing, dtype=np.float64)
-    order = np.argsort(queries)  # sorted queries walk the key array in order: ~3x fewer cache misses
-    sorted_q = queries[order]
-    idx = np.searchsorted(keys, sorted_q)
-    np.minimum(idx, len(keys) - 1, out=idx)
-    out = np.empty(len(queries), dtype=np.float64)
-    out[order] = np.where(keys[idx] == sorted_q, values[idx], np.float64(missing))
-    return out
+class HashTable:
+    """A read-only hash index over sorted uint64 keys, looked up for a whole array of queries at once.
+
+    Binary search costs ~20 dependent cache misses per query; here a query starts at the slot given
+    by its top bits and scans right. The table is the sorted keys spread out to load factor <= 0.5
+    (position_i = max(home_i, position_(i-1) + 1), so occupied slots stay sorted): a scan stops at an
+    empty slot (key 0) or at a larger key, after ~1.5 probes on average.
+    """
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, missing: float):
+        n = len(keys)
+        bits = max(1, int(np.ceil(np.log2(max(2 * n, 2)))))
+        home = (keys >> np.uint64(64 - bits)).astype(np.int64)
+        pos = np.maximum.accumulate(home - np.arange(n)) + np.arange(n) if n else home
+        size = max(1 << bits, int(pos[-1]) + 2 if n else 1)  # always an empty slot after the last key
+        if n and keys[0] == 0:
+            raise NgramError("an n-gram hashed to the reserved key 0; retrain with another order")
+        self.shift, self.missing = np.uint64(64 - bits), missing
+        self.keys = np.zeros(size, dtype=np.uint64)
+        self.keys[pos] = keys
+        self.values = np.full(size, missing, dtype=np.float32)
+        self.values[pos] = values
+
+    def get(self, queries: np.ndarray) -> np.ndarray:
+        """values for the queries found, `missing` for the others (float64)."""
+        slot = (queries >> self.shift).astype(np.int64)
+        found = self.keys[slot]
+        todo = np.flatnonzero((found != 0) & (found < queries))
+        while len(todo):
+            slot[todo] += 1
+            found[todo] = self.keys[slot[todo]]
+            todo = todo[(found[todo] != 0) & (found[todo] < queries[todo])]
+        return np.where(found == queries, self.values[slot].astype(np.float64), np.float64(self.missing))
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -173,14 +198,21 @@ class NgramModel:
     info: dict = field(default_factory=dict)
 
     # --- scoring
+    @cached_property
+    def _tables(self) -> list[tuple[HashTable, HashTable | None]]:
+        """Per order: (n-gram -> a, context -> gamma) hash tables, built once from the sorted arrays
+        (order 1 has one empty context, whose gamma is used directly)."""
+        return [(HashTable(k, a, 0.0), HashTable(c, g, 1.0) if i else None)
+                for i, (k, a, c, g) in enumerate(zip(self.keys, self.prob, self.ctx, self.gamma))]
+
     def _probs(self, seq: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """p(seq[t] | up to N-1 tokens before it) for every target position t, all orders at once."""
         H = _hashes(seq, self.order)
-        p = _lookup(self.keys[0], self.prob[0], H[0][targets], 0.0) + float(self.gamma[0][0]) / self.encoder.n_symbols
+        p = self._tables[0][0].get(H[0][targets]) + float(self.gamma[0][0]) / self.encoder.n_symbols
         for k in range(2, self.order + 1):
-            a = _lookup(self.keys[k - 1], self.prob[k - 1], H[k - 1][targets], 0.0)
-            g = _lookup(self.ctx[k - 1], self.gamma[k - 1], H[k - 2][targets - 1], 1.0)
-            p = a + g * p
+            ngram, context = self._tables[k - 1]
+            assert context is not None
+            p = ngram.get(H[k - 1][targets]) + context.get(H[k - 2][targets - 1]) * p
         return p
 
     def logprobs(self, docs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +347,7 @@ def _estimate(types: list[_Types]) -> tuple[list, list, list, list, list]:
         sums = np.bincount(inv, weights=weight)
         lower = types[k - 1]
         if len(sfx) != len(lower.key) or not np.array_equal(sfx, lower.key):
-            raise AssertionError("n-gram tables are inconsistent (hash collision?); retrain with another order")
+            raise NgramError("n-gram tables are inconsistent (a 64-bit hash collision); retrain with another order")
         adj[k - 1] = sums
     keys, probs, ctxs, gammas, discounts = [], [], [], [], []
     for k in range(n):
