@@ -48,7 +48,7 @@ class NgramError(ValueError):
 
 
 def words(text: str) -> list[str]:
-    """The built-in tokenizer: CCNet-style normalization (lower case, every digit -> 0), then words
+    """The built-in tokenizer: CCNet-style normalization (lower case, ASCII digits -> 0), then words
     and single punctuation marks, so that surface variants of a word share one n-gram."""
     # digits mapped on the UTF-8 bytes: safe (multi-byte sequences never hold ASCII bytes) and fast
     raw = text.lower().encode("utf-8", "surrogatepass").translate(_DIGITS)
@@ -104,7 +104,7 @@ class TokenizerEncoder:
         return [np.asarray(e.ids, dtype=np.int64) + OFFSET for e in encode(texts, add_special_tokens=False)]
 
     def header(self) -> dict:
-        return {"kind": self.kind, "path": str(self.path), "vocab_size": self.tokenizer.vocab_size}
+        return {"kind": self.kind, "path": str(self.path.resolve()), "vocab_size": self.tokenizer.vocab_size}
 
 
 # ----------------------------------------------------------------------------------- shared kernels
@@ -271,9 +271,13 @@ class NgramModel:
             raw = bytes(data["vocab"]).decode("utf-8")
             encoder: WordEncoder | TokenizerEncoder = WordEncoder(raw.split("\n") if raw else [])
         else:
-            if not Path(tok["path"]).exists():
-                raise NgramError(f"{path}: the model was trained with tokenizer {tok['path']}, which does not exist")
-            encoder = TokenizerEncoder(tok["path"])
+            from continua.tokenizer import TokenizerError
+
+            try:
+                encoder = TokenizerEncoder(tok["path"])
+            except TokenizerError as e:
+                raise NgramError(f"{path}: the model was trained with tokenizer {tok['path']}, "
+                                 f"which cannot be loaded: {e}") from e
             if encoder.tokenizer.vocab_size != tok["vocab_size"]:
                 raise NgramError(f"{path}: tokenizer {tok['path']} has {encoder.tokenizer.vocab_size} tokens, "
                                  f"the model was trained with {tok['vocab_size']}")

@@ -232,3 +232,28 @@ def test_train_reference_cli(tmp_path, capsys):
     assert ref_main(["train-reference", "--ref", str(tmp_path / "none.jsonl"), "--out", str(out)]) == 2
     with pytest.raises(SystemExit):
         ref_main(["train-reference", "--ref", str(ref), "--out", str(out), "--order", "9"])
+
+
+def test_subword_tokenizer_model(tmp_path):
+    """--tokenizer: n-grams over a `tokenizers` vocabulary; normalized over it, and it round-trips."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    texts = markov_corpus(3, 120, letter_words(40), fanout=3, chain_seed=4)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=80, special_tokens=["<unk>", "</s>"]))
+    (tmp_path / "tok").mkdir()
+    tok.save(str(tmp_path / "tok" / "tokenizer.json"))
+    (tmp_path / "tok" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+    model = train_ngram(texts[:100], order=3, tokenizer=tmp_path / "tok")
+    assert model.encoder.kind == "tokenizer" and model.encoder.n_symbols == tok.get_vocab_size() + 2
+    symbols = [EOS, UNK] + list(range(OFFSET, OFFSET + tok.get_vocab_size()))
+    first = int(model.encoder.encode([texts[0]])[0][0])
+    for ctx in ([], [first], [BOS, first], [first, first]):
+        assert model.cond_prob(ctx, symbols).sum() == pytest.approx(1.0, abs=1e-5)
+    model.save(tmp_path / "sub.npz")
+    loaded = NgramModel.load(tmp_path / "sub.npz")
+    np.testing.assert_array_equal(loaded.perplexity(texts[100:]), model.perplexity(texts[100:]))
+    (tmp_path / "tok" / "tokenizer.json").unlink()
+    with pytest.raises(NgramError, match="tokenizer"):
+        NgramModel.load(tmp_path / "sub.npz")
