@@ -111,11 +111,16 @@ def log_importance_weights(raw: FeatureTable, target_counts: np.ndarray) -> np.n
     return np.bincount(d, weights=c * log_ratio[b], minlength=raw.num_docs)
 
 
+def gumbel_keys(log_weights: np.ndarray, seed: int) -> np.ndarray:
+    """log w + Gumbel noise: the documents with the k largest keys are a sample of k without
+    replacement with probabilities proportional to w (the Gumbel top-k trick)."""
+    rng = np.random.default_rng(seed)
+    return log_weights + rng.gumbel(size=log_weights.size)
+
+
 def gumbel_top_order(log_weights: np.ndarray, seed: int) -> np.ndarray:
     """Document indices in Gumbel top-k order: any prefix is a weighted sample without replacement."""
-    rng = np.random.default_rng(seed)
-    keys = log_weights + rng.gumbel(size=log_weights.size)
-    return np.argsort(-keys, kind="stable")
+    return np.argsort(-gumbel_keys(log_weights, seed), kind="stable")
 
 
 def kl_divergence(p_counts: np.ndarray, q_counts: np.ndarray) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,18 +22,20 @@ import numpy as np
 import polars as pl
 
 from continua.documents import iter_documents
-from continua.io import atomic_path, file_sha256, write_json
+from continua.io import atomic_path, file_sha256, read_json, write_json
 from continua.layout import curate_dir, mix_dir
 from continua.recipe import Recipe, SourceConfig
 from continua.schema import to_dict
 from mix.budget import Amount, human_tokens, parse_amount
 from mix.presets import Preset, get_preset
 from mix.score import score_columns, score_expr
-from mix.tables import KEY, PlanError, SourceTable, dedup_pool, describe_inputs, eligible, hold_out, open_table
+from mix.tables import (KEY, SRC, PlanError, Pool, Ranked, SourceTable, describe_inputs, eligible, fetch_ids,
+                        hold_out, load, open_table)
 
 PLAN_VERSION = 1
 SELECTION_NAME = "selection.parquet"
 PLAN_NAME = "plan.json"
+HASH_CACHE = ".input_hashes.json"  # sha256 of score tables by path, size and mtime
 
 
 @dataclass
@@ -53,7 +56,7 @@ class Notes:
 class Picked:
     """Documents chosen for training from one source (or the pooled domain sources)."""
 
-    docs: pl.DataFrame  # doc_id, source, n_tokens (+ score)
+    docs: pl.DataFrame  # _i (row in its source's table), n_tokens, ... (+ _src, score for the domain pool)
     epochs: float
     target_tokens: int
     epoch_tokens: int  # tokens one epoch draws (== unique tokens when resample is fixed)
@@ -142,21 +145,12 @@ def _preset_shares(general: dict[str, SourceConfig], pool_tokens: dict[str, int]
 # ---------------------------------------------------------------- domain subset x epochs
 
 
-def _take(ranked: pl.DataFrame, tokens: float) -> pl.DataFrame:
-    """The shortest prefix of `ranked` holding at least `tokens` tokens (whole documents)."""
-    if tokens <= 0:
-        return ranked.head(0)
-    starts = ranked["n_tokens"].cum_sum() - ranked["n_tokens"]
-    n = int((starts < tokens).sum())
-    return ranked.head(n)
-
-
-def choose_domain(pool: pl.DataFrame, domain_tokens: int, mix, has_score: bool, notes: Notes) -> Picked:
+def choose_domain(pool: Ranked, domain_tokens: int, mix, has_score: bool, notes: Notes) -> Picked:
     """Subset size and epochs together, so that subset x epochs = the domain share of the budget.
 
-    `pool` is ranked best first (or in seeded random order without a score) and deduplicated.
+    `pool` ranks the deduplicated domain candidates best first (seeded random order without a score).
     """
-    avail = int(pool["n_tokens"].sum())
+    avail = pool.total_tokens
     d = domain_tokens
     top = parse_amount(mix.top, "[mix] top") if mix.top else None
     if top is not None:
@@ -190,7 +184,7 @@ def choose_domain(pool: pl.DataFrame, domain_tokens: int, mix, has_score: bool, 
         s_req = min(float(d), avail)
         why = ("no score and neither top nor epochs: fresh data beats repeated data, so the planner takes a random "
                "subset as large as the domain share (one epoch), repeating only when the budget exceeds the pool")
-    subset = _take(pool, s_req)
+    subset = pool.prefix(s_req)
     s_act = int(subset["n_tokens"].sum())
     if s_act == 0:
         raise PlanError(f"the domain subset is empty (budget share {d:,} tokens, pool {avail:,} tokens)")
@@ -214,7 +208,7 @@ def choose_domain(pool: pl.DataFrame, domain_tokens: int, mix, has_score: bool, 
                    f"{mix.min_subset_fraction:g} of the pool = {mix.min_subset_fraction * avail:,.0f} tokens)")
     if mix.resample == "dynamic" and epochs > 1:
         pool_tokens = min(float(target), float(avail))
-        picked = _take(pool, pool_tokens)
+        picked = pool.prefix(pool_tokens)
         p_act = int(picked["n_tokens"].sum())
         notes.decide("domain resampling", f"dynamic: a pool of the best {picked.height:,} documents ({p_act:,} tokens); "
                      f"each epoch draws a fresh {s_act:,}-token sample from it",
@@ -234,19 +228,14 @@ def choose_domain(pool: pl.DataFrame, domain_tokens: int, mix, has_score: bool, 
 # ---------------------------------------------------------------- replay
 
 
-def choose_general(name: str, pool: pl.DataFrame, target: int, mix, order: np.ndarray | None, method: str,
-                   notes: Notes) -> Picked:
-    """Documents of one general source: the first ones in `order` (DSIR) or key order until `target` tokens."""
-    ranked = pool if order is None else pool[order]
-    avail = int(pool["n_tokens"].sum())
+def choose_general(name: str, pool: Ranked, target: int, mix, method: str, notes: Notes) -> Picked:
+    """Documents of one general source, best first in `pool`'s order (DSIR or seeded random), until `target` tokens."""
+    avail = pool.total_tokens
     if target <= 0:
-        return Picked(pool.head(0), 0.0, 0, 0, "fixed", method)
+        return Picked(pool.frame.head(0), 0.0, 0, 0, "fixed", method)
     if avail == 0:
         raise PlanError(f"general source '{name}' has no documents left for training after validation and dedup")
-    if target <= avail:
-        picked = _take(ranked, target)
-    else:
-        picked = ranked
+    picked = pool.prefix(target)
     tokens = int(picked["n_tokens"].sum())
     epochs = target / tokens
     if epochs > mix.max_epochs:
@@ -262,24 +251,27 @@ def choose_general(name: str, pool: pl.DataFrame, target: int, mix, order: np.nd
     return Picked(picked, epochs, target, tokens, "fixed", method)
 
 
-def dsir_order(name: str, cfg: SourceConfig, pool: pl.DataFrame, target_counts: np.ndarray, buckets: int,
-               seed: int) -> np.ndarray:
-    """Gumbel top-k order of the pool under DSIR importance weights toward the reference sample."""
+def dsir_keys(name: str, cfg: SourceConfig, pool_keys: np.ndarray, seed: int, target_counts: np.ndarray,
+              buckets: int) -> np.ndarray:
+    """Gumbel keys (log importance weight + Gumbel noise) of the pool's documents toward the reference
+    sample: the k largest keys are a weighted sample of k documents without replacement. The raw
+    distribution p_raw is fitted on the whole source as it is read."""
     from tqdm import tqdm
 
-    from mix.dsir import featurize, gumbel_top_order, log_importance_weights
+    from mix.dsir import featurize, gumbel_keys, log_importance_weights
 
-    wanted = set(pool["doc_id"].to_list())
     docs = ((r.doc_id, r.text) for r in tqdm(iter_documents(name, cfg), desc=f"dsir features {name}", unit="doc",
-                                              leave=False) if r.doc_id in wanted)
+                                              leave=False))
     feats = featurize(docs, buckets)
-    if feats.num_docs != len(wanted):
-        raise PlanError(f"general source '{name}': {len(wanted) - feats.num_docs} scored document(s) were not found "
-                        f"in its files; the files changed since `curate score`")
     logw = log_importance_weights(feats, target_counts)
-    pos = {d: i for i, d in enumerate(feats.doc_ids)}
-    weights = logw[np.fromiter((pos[d] for d in pool["doc_id"].to_list()), dtype=np.int64, count=pool.height)]
-    return gumbel_top_order(weights, seed)
+    keys = pl.Series(feats.doc_ids, dtype=pl.String).hash(seed).to_numpy()
+    order = np.argsort(keys)
+    at = np.minimum(np.searchsorted(keys[order], pool_keys), keys.size - 1)
+    missing = int((keys[order][at] != pool_keys).sum())
+    if missing:
+        raise PlanError(f"general source '{name}': {missing} scored document(s) were not found in its files; the "
+                        f"files changed since `curate score`")
+    return gumbel_keys(logw[order][at], seed)
 
 
 def reference_counts(recipe: Recipe, buckets: int) -> tuple[np.ndarray, str]:
@@ -330,64 +322,49 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
         raise PlanError("the recipe has no source with role = \"domain\" ([data.sources.NAME] role = \"domain\")")
 
     tables: dict[str, SourceTable] = {n: open_table(cdir, n, recipe.data.sources[n]) for n in names}
-    score_cols: list[str] = []
+    score = None
     if mix.score:
-        from mix.score import columns_in
+        for n in domain:  # names the missing column and the available ones
+            score = score_expr(mix.score, score_columns(tables[n].schema))
 
-        for n in domain:
-            score_expr(mix.score, score_columns(tables[n].schema))  # names the missing column and the available ones
-        score_cols = columns_in(mix.score)
+    # input hashes are computed beside the planning (hashlib releases the GIL), cached by size+mtime
+    cache_path = mix_dir(recipe) / HASH_CACHE
+    cache = read_json(cache_path) if cache_path.exists() else {}
+    hasher = ThreadPoolExecutor(1)
+    hashing = hasher.submit(lambda: [e for n in names for e in describe_inputs(tables[n], cache)])
+    hasher.shutdown(wait=False)
+
+    log("reading score tables ...")
+    for n in names:
+        for m in load(tables[n], seed, score if n in domain else None, mix.dedup):
+            notes.decide(f"duplicates {n}", m, "curate marked these documents as duplicates")
 
     # 1. validation first
-    log("holding out validation documents ...")
-    valid: dict[str, pl.DataFrame] = {}
-    sizes: dict[str, tuple[int, int]] = {}
-    for n in names:
-        valid[n], docs, toks = hold_out(tables[n], seed, mix.valid_fraction, mix.valid_max_docs, mix.min_valid_docs)
-        sizes[n] = (docs, toks)
-    notes.decide("validation", ", ".join(f"{n}: {valid[n].height:,} docs" for n in names),
+    valid = {n: hold_out(tables[n], mix.valid_fraction, mix.valid_max_docs, mix.min_valid_docs) for n in names}
+    notes.decide("validation", ", ".join(f"{n}: {valid[n].size:,} docs" for n in names),
                  f"held out per source before any selection: the documents with the smallest hash of (doc_id, seed "
                  f"{seed}), {mix.valid_fraction:g} of the documents, at most {mix.valid_max_docs}, at least "
                  f"{mix.min_valid_docs}; they are never trained on, nor is any exact copy of them (text_hash) in any source")
-    valid_ids = pl.concat([v["doc_id"] for v in valid.values()])
-    valid_hashes = pl.concat([v["text_hash"] for v in valid.values()]).unique()
+    valid_th = np.unique(np.concatenate([tables[n].th[valid[n]] for n in names]))
 
-    # 2. candidates, deduplicated
-    log("reading candidate pools ...")
-    pools: dict[str, pl.DataFrame] = {}
-    frames = []
-    for n in domain:
-        frame, marks = eligible(tables[n], valid_ids, valid_hashes, mix.dedup, ["doc_id", "source", "n_tokens",
-                                                                                "text_hash", *score_cols])
-        for m in marks:
-            notes.decide(f"duplicates {n}", m, "curate marked these documents as duplicates")
-        frames.append(frame.with_columns(pl.lit(n).alias("source")))
-    dpool = dedup_pool(pl.concat(frames, how="vertical_relaxed"), seed, mix.dedup)
-    if mix.score:
-        expr = score_expr(mix.score, score_cols).alias("score")
-        dpool = dpool.with_columns(expr).sort(["score", KEY], descending=[mix.prefer == "high", False],
-                                              nulls_last=True)
-    dpool_df = dpool.drop(["text_hash", *[c for c in score_cols if c != "score"]]).collect()
-    for n in general:
-        frame, marks = eligible(tables[n], valid_ids, valid_hashes, mix.dedup, ["doc_id", "source", "n_tokens",
-                                                                                "text_hash"])
-        for m in marks:
-            notes.decide(f"duplicates {n}", m, "curate marked these documents as duplicates")
-        pools[n] = dedup_pool(frame.with_columns(pl.lit(n).alias("source")), seed, mix.dedup).drop("text_hash").collect()
-
-    domain_avail = int(dpool_df["n_tokens"].sum())
-    if dpool_df.height == 0 or domain_avail == 0:
+    # 2. candidates, deduplicated (domain sources pooled: a text in two domain sources counts once)
+    dpool = Pool.of([tables[n] for n in domain], [eligible(tables[n], valid[n], valid_th) for n in domain], mix.dedup)
+    pools = {n: Pool.of([tables[n]], [eligible(tables[n], valid[n], valid_th)], mix.dedup) for n in general}
+    domain_avail = int(dpool.tokens.sum())
+    if dpool.size == 0 or domain_avail == 0:
         raise PlanError(f"domain source(s) {', '.join(domain)}: no documents left for training after holding out "
                         f"validation documents and removing duplicates")
-    cand = {n: (dpool_df.filter(pl.col("source") == n).height, int(dpool_df.filter(pl.col("source") == n)["n_tokens"].sum()))
-            for n in domain}
-    cand.update({n: (pools[n].height, int(pools[n]["n_tokens"].sum())) for n in general})
-    if mix.dedup:
-        notes.decide("dedup", ", ".join(f"{n}: {sizes[n][0] - valid[n].height - cand[n][0]:,} removed" for n in names),
-                     "exact duplicates (same text_hash; also within and across domain sources) are removed before "
-                     "selection so repeated texts do not count twice; the copy with the smallest seeded key stays")
-    if mix.score and dpool_df["score"].null_count():
-        notes.warn(f"{dpool_df['score'].null_count():,} domain documents have no value for score {mix.score!r}: "
+    docs_per = np.bincount(dpool.src, minlength=len(domain))
+    tokens_per = np.bincount(dpool.src, weights=dpool.tokens, minlength=len(domain))
+    cand = {n: (int(docs_per[i]), int(round(tokens_per[i]))) for i, n in enumerate(domain)}
+    cand.update({n: (pools[n].size, int(pools[n].tokens.sum())) for n in general})
+    sizes = {n: (tables[n].num_docs, int(tables[n].tokens.sum())) for n in names}
+    notes.decide("dedup", ", ".join(f"{n}: {sizes[n][0] - valid[n].size - cand[n][0]:,} removed" for n in names),
+                 "copies of validation documents are always removed; with dedup = true also exact duplicates (same "
+                 "text_hash, also across domain sources) and documents curate marked as duplicates, so no text "
+                 "counts twice; of several copies, the one with the smallest seeded key stays")
+    if dpool.score is not None and np.isnan(dpool.score).any():
+        notes.warn(f"{int(np.isnan(dpool.score).sum()):,} domain documents have no value for score {mix.score!r}: "
                    f"they rank last")
 
     # 3. budget
@@ -403,23 +380,26 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
     domain_tokens = budget_tokens - sum(general_targets.values())
 
     # 5. domain subset and epochs
-    if not mix.score:
+    if dpool.score is None:
         notes.decide("domain ranking", "seeded random order", "no [mix] score: every domain document is equally good")
+        ranked = Ranked(dpool, dpool.key)
     else:
         notes.decide("domain ranking", f"by {mix.score} ({'higher' if mix.prefer == 'high' else 'lower'} is better)",
-                     "quality subset (Guo et al. 2024, strategy 2): the best documents by the chosen score; ties and "
-                     "missing scores are ordered by the seeded key")
-    dom = choose_domain(dpool_df, domain_tokens, mix, bool(mix.score), notes)
-    if mix.score and dom.docs.height:
-        cut = dom.docs["score"][-1]
+                     "quality subset (Guo et al. 2024, strategy 2): the best documents by the chosen score; ties are "
+                     "ordered by the seeded key, missing scores rank last")
+        ranked = Ranked(dpool, -dpool.score if mix.prefer == "high" else dpool.score.copy())
+    dom = choose_domain(ranked, domain_tokens, mix, dpool.score is not None, notes)
+    if dpool.score is not None and dom.docs.height:
+        sub = dom.docs["score"].drop_nans()
+        cut = sub.min() if mix.prefer == "high" else sub.max()
         notes.decide("score cutoff", f"{mix.score} {'>=' if mix.prefer == 'high' else '<='} {cut:.6g}",
-                     f"mean in the subset {dom.docs['score'].mean():.6g} vs {dpool_df['score'].mean():.6g} in the pool")
+                     f"mean in the subset {sub.mean():.6g} vs {np.nanmean(dpool.score):.6g} in the pool")
 
     # 6. replay
     target_counts = None
     picks: dict[str, Picked] = {}
     for n, cfg in general.items():
-        order, method = None, "seeded random order"
+        primary, method = pools[n].key, "seeded random order"
         if general_targets[n] > 0 and mix.replay_select == "dsir":
             if target_counts is None:
                 log("DSIR: reading the reference sample ...")
@@ -428,12 +408,16 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
                              f"importance resampling (Xie et al. 2023): hashed unigram+bigram features in "
                              f"{mix.dsir_buckets} buckets, log w = sum of (log p_target - log p_raw), Gumbel top-k "
                              f"so replay resembles the reference")
-            order = dsir_order(n, cfg, pools[n], target_counts, mix.dsir_buckets, seed)
+            primary = -dsir_keys(n, cfg, pools[n].key, seed, target_counts, mix.dsir_buckets)
             method = "DSIR (Gumbel top-k by importance weight)"
-        picks[n] = choose_general(n, pools[n], general_targets[n], mix, order, method, notes)
+        picks[n] = choose_general(n, Ranked(pools[n], primary), general_targets[n], mix, method, notes)
 
-    return PlanResult(*_assemble(recipe, amount, budget_tokens, domain, general, tables, sizes, valid, cand, dom,
-                                 picks, notes))
+    log("writing the selection ...")
+    plan, selection = _assemble(recipe, amount, budget_tokens, domain, general, tables, sizes, valid, cand, dom,
+                                picks, notes)
+    plan["inputs"] = hashing.result()
+    write_json(cache_path, cache)
+    return PlanResult(plan, selection)
 
 
 def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[str], general: dict,
@@ -445,13 +429,13 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
     sel_parts = []
     dom_tokens = dom.tokens
     for n in [*domain, *general]:
-        cfg = recipe.data.sources[n]
+        cfg, t = recipe.data.sources[n], tables[n]
         if n in picks:
             p = picks[n]
             docs = p.docs
             target, epochs, epoch_tokens, resample, method = p.target_tokens, p.epochs, p.epoch_tokens, "fixed", p.method
         else:
-            docs = dom.docs.filter(pl.col("source") == n)
+            docs = dom.docs.filter(pl.col(SRC) == domain.index(n))
             part = int(docs["n_tokens"].sum())
             frac = part / dom_tokens if dom_tokens else 0.0
             target = int(round(dom.target_tokens * frac))
@@ -462,15 +446,14 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
                 ", dynamic pool" if resample == "dynamic" else "")
         sel_tokens = int(docs["n_tokens"].sum())
         repeats = target / sel_tokens if sel_tokens else 0.0
-        sel_parts.append(docs.select("doc_id", pl.lit(n).alias("source"), pl.lit("train").alias("split"),
-                                     pl.lit(repeats, dtype=pl.Float64).alias("repeats")))
         v = valid[n]
-        sel_parts.append(v.select("doc_id", pl.lit(n).alias("source"), pl.lit("valid").alias("split"),
-                                  pl.lit(1.0, dtype=pl.Float64).alias("repeats")))
+        ids = fetch_ids(t, docs[KEY].to_numpy(), t.key[v])
+        sel_parts.append(ids.select("doc_id", pl.lit(n).alias("source"), "split",
+                                    pl.when(pl.col("split") == "valid").then(1.0).otherwise(repeats).alias("repeats")))
         sources[n] = {
             "role": cfg.role, "group": cfg.group, "method": method if target else "unused (no share)",
             "available": {"docs": sizes[n][0], "tokens": sizes[n][1]},
-            "valid": {"docs": v.height, "tokens": int(v["n_tokens"].sum())},
+            "valid": {"docs": int(v.size), "tokens": int(t.tokens[v].sum())},
             "candidates": {"docs": cand[n][0], "tokens": cand[n][1]},
             "selected": {"docs": docs.height, "tokens": sel_tokens},
             "epochs": round(epochs, 6), "epoch_tokens": epoch_tokens, "target_tokens": target,
@@ -484,7 +467,7 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
         notes.warn(f"[train] steps = {train.steps} but the budget fills {steps:,.1f} steps of "
                    f"{train.seq_len} x {train.batch_size} = {tps:,} tokens; set train.steps = {math.ceil(steps)} "
                    f"(or 0: derived from the plan) to train on the whole plan")
-    selection = pl.concat(sel_parts).with_columns(pl.col("repeats").cast(pl.Float64))
+    selection = pl.concat(sel_parts)
     plan = {
         "version": PLAN_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -492,7 +475,7 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
         "name": recipe.run.name,
         "seed": recipe.run.seed,
         "budget": {"given": amount.given, "tokens": budget_tokens, "human": human_tokens(budget_tokens),
-                   "reference_tokens": cand and sum(cand[n][1] for n in domain),
+                   "reference_tokens": sum(cand[n][1] for n in domain),
                    "reference": "one epoch over the filtered domain corpus (after validation hold-out and dedup)"},
         "total_target_tokens": total,
         "train": {"seq_len": train.seq_len, "batch_size": train.batch_size, "tokens_per_step": tps,
@@ -500,7 +483,7 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
         "tokenizer": str(recipe.data.tokenizer) if recipe.data.tokenizer else None,
         "mix": to_dict(mix),
         "hashing": f"polars {pl.__version__} Expr.hash (stable within a polars version)",
-        "inputs": [entry for n in tables for entry in describe_inputs(tables[n])],
+        "inputs": [],
         "decisions": notes.decisions,
         "warnings": notes.warnings,
         "sources": sources,
@@ -515,7 +498,7 @@ def write_plan(result: PlanResult, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     sel_path = folder / SELECTION_NAME
     with atomic_path(sel_path) as tmp:
-        result.selection.write_parquet(tmp)
+        result.selection.write_parquet(tmp, compression="lz4", statistics=False)
     result.plan["selection_sha256"] = file_sha256(sel_path)
     plan_path = folder / PLAN_NAME
     write_json(plan_path, result.plan)

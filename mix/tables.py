@@ -1,16 +1,19 @@
-"""Score tables as the planner needs them: lazily scanned, validation held out first, duplicates gone.
+"""Score tables as the planner needs them: one streaming read, validation held out first, duplicates gone.
 
-Everything here stays a polars LazyFrame until a small result is needed (counts, the validation
-documents, the candidate pool with only the columns the plan uses), so a 10-million-row table
-plans in seconds and a bounded amount of memory.
+Each source's table is scanned lazily and read once with only what the plan uses, and strings
+become 64-bit numbers on the way in (the seeded key of doc_id, the hash of text_hash, the score
+expression already evaluated). Every later step (hold-out, dedup, ranking) is numpy over those
+arrays, with partial sorts where only a prefix matters; doc_id strings are read again only for
+the documents the plan keeps. That keeps a 10-million-row plan to seconds and about a gigabyte.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from continua.io import file_sha256
@@ -18,7 +21,9 @@ from continua.recipe import SourceConfig
 from continua.schema import RecipeError
 from curate.table import dedup_path, scan_scores, score_files
 
-KEY = "_key"  # seeded per-document hash: the order of every random choice in the plan
+KEY = "_key"  # seeded hash of doc_id: the order of every random choice in the plan
+SRC = "_src"  # which source of a pooled frame a row comes from
+IDX = "_i"  # row of the document in its source's table
 REQUIRED = ("doc_id", "n_tokens", "text_hash")
 
 
@@ -28,17 +33,27 @@ class PlanError(RecipeError):
 
 @dataclass
 class SourceTable:
-    """One source's score table, not yet read."""
+    """One source's score table: the lazy scan, then (after `load`) the arrays the plan uses."""
 
     name: str
     cfg: SourceConfig
     files: list[Path]
     frame: pl.LazyFrame
     schema: dict[str, pl.DataType]
+    seed: int = 0
+    key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    th: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    marked: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    score: np.ndarray | None = None
 
     @property
     def role(self) -> str:
         return self.cfg.role
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.key.size)
 
 
 def open_table(curate_dir: Path, name: str, cfg: SourceConfig) -> SourceTable:
@@ -59,43 +74,25 @@ def open_table(curate_dir: Path, name: str, cfg: SourceConfig) -> SourceTable:
     return SourceTable(name, cfg, files, frame, schema)
 
 
-def describe_inputs(table: SourceTable) -> list[dict]:
-    """Provenance of a table: each file with its size and sha256."""
-    return [{"source": table.name, "path": str(f), "bytes": f.stat().st_size, "sha256": file_sha256(f)}
-            for f in table.files]
+def describe_inputs(table: SourceTable, cache: dict | None = None) -> list[dict]:
+    """Provenance of a table: each file with its size and sha256 (reused from `cache` when the
+    file's size and mtime are unchanged, since hashing gigabytes is slower than planning)."""
+    out = []
+    for f in table.files:
+        st = f.stat()
+        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        hit = (cache or {}).get(str(f))
+        sha = hit["sha256"] if hit and hit.get("stamp") == stamp else file_sha256(f)
+        if cache is not None:
+            cache[str(f)] = {"stamp": stamp, "sha256": sha}
+        out.append({"source": table.name, "path": str(f), "bytes": st.st_size, "sha256": sha})
+    return out
 
 
-def with_key(frame: pl.LazyFrame, seed: int) -> pl.LazyFrame:
-    return frame.with_columns(pl.col("doc_id").hash(seed).alias(KEY))
-
-
-def hold_out(table: SourceTable, seed: int, fraction: float, max_docs: int, min_docs: int
-             ) -> tuple[pl.DataFrame, int, int]:
-    """(validation docs, documents in the table, tokens in the table): the docs with the smallest
-    seeded hash of doc_id, so the split depends only on the ids and the seed, never on the scores."""
-    stats = table.frame.select(pl.len().alias("n"), pl.col("n_tokens").sum().alias("t")).collect()
-    n, tokens = int(stats["n"][0]), int(stats["t"][0] or 0)
-    if n == 0:
-        raise PlanError(f"source '{table.name}': the score table has no documents ({table.files[0].parent})")
-    k = min(math.ceil(n * fraction), max_docs)
-    k = max(k, min_docs)
-    if k >= n:
-        k = n - 1
-        if k < min_docs:
-            raise PlanError(f"source '{table.name}': {n} document(s) cannot give {min_docs} validation document(s) "
-                            f"and still leave documents to train on")
-    valid = (with_key(table.frame.select("doc_id", "n_tokens", "text_hash"), seed)
-             .sort([KEY, "doc_id"]).head(k).collect())
-    return valid, n, tokens
-
-
-def eligible(table: SourceTable, valid_ids: pl.Series, valid_hashes: pl.Series, use_marks: bool,
-             columns: list[str]) -> tuple[pl.LazyFrame, list[str]]:
-    """Training candidates: not held out, not an exact copy of any validation document (in any
-    source), and not marked as a duplicate by `curate` (dup_exact true / dup_minhash_keep false)."""
+def load(table: SourceTable, seed: int, score: pl.Expr | None, use_marks: bool) -> list[str]:
+    """Read the table once (streaming) into arrays; returns notes on the duplicate marks used."""
     notes: list[str] = []
-    frame = table.frame.filter(~pl.col("doc_id").is_in(valid_ids.implode())
-                               & ~pl.col("text_hash").is_in(valid_hashes.implode()))
+    marked = pl.lit(False)
     if use_marks:
         for col, drop_when in (("dup_exact", True), ("dup_minhash_keep", False)):
             if col not in table.schema:
@@ -104,14 +101,195 @@ def eligible(table: SourceTable, valid_ids: pl.Series, valid_hashes: pl.Series, 
                 notes.append(f"column {col} is {table.schema[col]}, not boolean: ignored (exact duplicates are "
                              f"still removed by text_hash)")
                 continue
-            frame = frame.filter(pl.col(col).fill_null(not drop_when) != drop_when)
-            notes.append(f"dropped documents marked {col} = {str(drop_when).lower()}")
-    return frame.select(columns), notes
+            marked = marked | (pl.col(col).fill_null(not drop_when) == drop_when)
+            notes.append(f"drops documents marked {col} = {str(drop_when).lower()}")
+    cols = [pl.col("doc_id").hash(seed).alias(KEY), pl.col("text_hash").hash(0).alias("th"),
+            pl.col("n_tokens").cast(pl.Int64), marked.alias("marked")]
+    if score is not None:
+        cols.append(score.cast(pl.Float64).alias("score"))
+    df = table.frame.select(cols).collect(engine="streaming")
+    if df.height == 0:
+        raise PlanError(f"source '{table.name}': the score table has no documents ({table.files[0].parent})")
+    nulls = df["n_tokens"].null_count()
+    if nulls:
+        raise PlanError(f"source '{table.name}': {nulls} document(s) have no n_tokens in {table.files[0].parent}")
+    table.seed = seed
+    table.key, table.th = df[KEY].to_numpy(), df["th"].to_numpy()
+    table.tokens, table.marked = df["n_tokens"].to_numpy(), df["marked"].to_numpy()
+    table.score = df["score"].to_numpy() if score is not None else None
+    return notes
 
 
-def dedup_pool(frame: pl.LazyFrame, seed: int, dedup: bool) -> pl.LazyFrame:
-    """One copy per text_hash (the one with the smallest seeded key), in key order."""
-    frame = with_key(frame, seed).sort([KEY, "doc_id"])
-    if dedup:
-        frame = frame.filter(pl.col("text_hash").is_first_distinct())
-    return frame
+def smallest(values: np.ndarray, k: int, key: np.ndarray) -> np.ndarray:
+    """Indices of the k smallest `values`, ordered by (value, key, index); a partial sort, O(n)."""
+    n = values.size
+    k = min(k, n)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    cand = np.arange(n) if k == n else np.flatnonzero(values <= np.partition(values, k - 1)[k - 1])
+    return _ordered(cand, values, key)[:k]
+
+
+def _ordered(cand: np.ndarray, values: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """`cand` sorted by (value, key, index): one argsort, a lexsort only when values tie."""
+    v = values[cand]
+    order = np.argsort(v, kind="stable")
+    vs = v[order]
+    if vs.size > 1 and np.any(vs[1:] == vs[:-1]):
+        return cand[np.lexsort((cand, key[cand], v))]
+    return cand[order]
+
+
+def hold_out(table: SourceTable, fraction: float, max_docs: int, min_docs: int) -> np.ndarray:
+    """Rows held out for validation: the documents with the smallest seeded hash of doc_id, so the
+    split depends only on the ids and the seed, never on scores or strategies."""
+    n = table.num_docs
+    k = max(min(math.ceil(n * fraction), max_docs), min_docs)
+    if k >= n:
+        k = n - 1
+        if k < min_docs:
+            raise PlanError(f"source '{table.name}': {n} document(s) cannot give {min_docs} validation document(s) "
+                            f"and still leave documents to train on")
+    return smallest(table.key, k, table.key)
+
+
+def isin(values: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Vectorized membership through a hash set (numpy's isin sorts both arrays)."""
+    if members.size == 0:
+        return np.zeros(values.size, dtype=bool)
+    return pl.Series(values).is_in(pl.Series(members).implode()).to_numpy()
+
+
+def eligible(table: SourceTable, valid_rows: np.ndarray, valid_th: np.ndarray) -> np.ndarray:
+    """Rows that may train: not held out, not an exact copy of any validation document in any
+    source, not marked as a duplicate by `curate`."""
+    keep = ~table.marked & ~isin(table.th, valid_th)
+    keep[valid_rows] = False
+    return np.flatnonzero(keep)
+
+
+def first_copies(th: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Mask keeping one row per text hash, the one with the smallest key (independent of row order).
+
+    Sorting the hashes (not arg-sorting the rows) finds the duplicated values; only the few rows
+    holding those values are then ordered, which keeps this cheap for tables of millions of rows."""
+    keep = np.ones(th.size, dtype=bool)
+    if th.size < 2:
+        return keep
+    s = np.sort(th)
+    dup_values = np.unique(s[1:][s[1:] == s[:-1]])
+    if dup_values.size == 0:
+        return keep
+    rows = np.flatnonzero(isin(th, dup_values))
+    order = rows[np.lexsort((rows, key[rows], th[rows]))]
+    t = th[order]
+    later = np.zeros(order.size, dtype=bool)
+    later[1:] = t[1:] == t[:-1]
+    keep[order[later]] = False
+    return keep
+
+
+@dataclass
+class Pool:
+    """Training candidates of one or more sources as parallel arrays (one entry per document)."""
+
+    src: np.ndarray  # index of the source in the pool's source list
+    rows: np.ndarray  # row in that source's table
+    key: np.ndarray
+    th: np.ndarray
+    tokens: np.ndarray
+    score: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, tables: list[SourceTable], rows: list[np.ndarray], dedup: bool) -> "Pool":
+        """The candidate `rows` of `tables`, one copy per text when `dedup` (smallest seeded key wins,
+        across all the tables); each array is gathered once."""
+        if dedup:
+            th = np.concatenate([t.th[r] for t, r in zip(tables, rows)])
+            key = np.concatenate([t.key[r] for t, r in zip(tables, rows)])
+            keep = first_copies(th, key)
+            if not keep.all():
+                bounds = np.cumsum([0] + [r.size for r in rows])
+                rows = [r[keep[a:b]] for r, a, b in zip(rows, bounds[:-1], bounds[1:])]
+
+        def cat(get) -> np.ndarray:
+            parts = [get(t)[r] for t, r in zip(tables, rows)]
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        score = cat(lambda t: t.score) if all(t.score is not None for t in tables) else None
+        return cls(np.concatenate([np.full(r.size, i, np.int32) for i, r in enumerate(rows)]),
+                   np.concatenate(rows), cat(lambda t: t.key), cat(lambda t: t.th), cat(lambda t: t.tokens), score)
+
+    @property
+    def size(self) -> int:
+        return int(self.rows.size)
+
+    def take(self, pos: np.ndarray) -> "Pool":
+        return Pool(self.src[pos], self.rows[pos], self.key[pos], self.th[pos], self.tokens[pos],
+                    None if self.score is None else self.score[pos])
+
+    def frame(self) -> pl.DataFrame:
+        cols = {SRC: self.src, IDX: self.rows, KEY: self.key, "n_tokens": self.tokens}
+        if self.score is not None:
+            cols["score"] = self.score
+        return pl.DataFrame(cols)
+
+
+@dataclass
+class Ranked:
+    """A pool in rank order (`primary` ascending, then key), sorted only as far as asked.
+
+    Asking for the best T tokens partitions around a count guess (O(n)) and sorts only the rows
+    on the good side, doubling the guess until they hold T tokens, so choosing the top 10% of a
+    10-million-row table never sorts all of it."""
+
+    pool: Pool
+    primary: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.primary.dtype.kind == "f":
+            self.primary = np.where(np.isnan(self.primary), np.inf, self.primary)  # missing scores rank last
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.pool.tokens.sum())
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        return self.pool.frame()
+
+    def prefix(self, tokens: float) -> pl.DataFrame:
+        """The shortest run of best documents holding at least `tokens` tokens (all if they hold fewer)."""
+        n = self.pool.size
+        if tokens <= 0 or n == 0:
+            return self.pool.take(np.zeros(0, np.int64)).frame()
+        p, key, tok = self.primary, self.pool.key, self.pool.tokens
+        k = min(n, int(tokens / max(self.total_tokens / n, 1.0) * 1.25) + 64)
+        while True:
+            cand = np.arange(n) if k >= n else np.flatnonzero(p <= np.partition(p, k - 1)[k - 1])
+            order = _ordered(cand, p, key)  # ties with the k-th value are all in
+            cum = np.cumsum(tok[order])
+            if cum[-1] >= tokens or order.size == n:
+                break
+            k = min(n, 2 * k)
+        m = int(np.searchsorted(cum - tok[order], tokens, side="left"))
+        return self.pool.take(order[:max(m, 1)]).frame()
+
+
+def fetch_ids(table: SourceTable, train_keys: np.ndarray, valid_keys: np.ndarray) -> pl.DataFrame:
+    """(doc_id, split) of the training and validation documents, read again from the score table.
+
+    Only the kept documents' ids are materialized; the seeded key identifies them (a 64-bit hash:
+    a collision or a doc_id listed twice is reported, never silently merged)."""
+    valid = pl.Series(valid_keys, dtype=pl.UInt64).implode()
+    wanted = pl.Series(np.concatenate([train_keys, valid_keys]), dtype=pl.UInt64).implode()
+    found = (table.frame.select(pl.col("doc_id"), pl.col("doc_id").hash(table.seed).alias(KEY))
+             .filter(pl.col(KEY).is_in(wanted)).collect(engine="streaming")
+             .select("doc_id", pl.when(pl.col(KEY).is_in(valid)).then(pl.lit("valid")).otherwise(pl.lit("train"))
+                     .alias("split")))
+    if found.height != train_keys.size + valid_keys.size:
+        twice = found.filter(pl.col("doc_id").is_duplicated())["doc_id"].head(3).to_list()
+        raise PlanError(f"source '{table.name}': {found.height:,} documents found for {train_keys.size + valid_keys.size:,} "
+                        f"planned; doc_id(s) {twice} appear more than once in the score table {table.files[0].parent} "
+                        f"(or two ids share a 64-bit hash): each document must be listed once")
+    return found

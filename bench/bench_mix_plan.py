@@ -1,0 +1,122 @@
+"""Planning time and peak memory of `mix plan` on a generated score table (default 10 million rows).
+
+    python bench/bench_mix_plan.py [--rows 10000000] [--general-rows 1000000] [--dir /tmp/bench_mix_plan]
+
+Targets: < 10 s and < 2 GB peak resident memory for 10M domain rows. The table is generated once
+(kept in --dir); planning runs in a fresh child process so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+FILES = 10
+
+
+def generate(root: Path, name: str, rows: int, seed: int, scores: bool) -> None:
+    out = root / "out" / "curate" / name / "scores"
+    if out.exists() and len(list(out.glob("*.parquet"))) == FILES:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    per = rows // FILES
+    for k in range(FILES):
+        n = per if k < FILES - 1 else rows - per * (FILES - 1)
+        row = np.arange(n, dtype=np.int64)
+        ntok = rng.lognormal(6.0, 0.8, n).astype(np.int64) + 2
+        # unique texts, except 2% of rows that copy another row's text (exact duplicates)
+        h = np.arange(k * per, k * per + n, dtype=np.int64)
+        dup = rng.random(n) < 0.02
+        h[dup] = rng.integers(0, rows, int(dup.sum()))
+        cols = {
+            "doc_id": pl.concat_str([pl.lit(f"{name}/part-{k:04d}.jsonl#"), pl.Series(row).cast(pl.String)]),
+            "source": pl.lit(name), "path": pl.lit(f"/data/{name}/part-{k:04d}.jsonl"), "row": pl.Series(row),
+            "n_chars": pl.Series(ntok * 4), "n_tokens": pl.Series(ntok),
+            "text_hash": pl.Series(h).cast(pl.String).str.zfill(16),
+        }
+        df = pl.DataFrame({"i": row}).select(**cols)
+        if scores:
+            df = df.with_columns(fasttext_q=pl.Series(rng.random(n)), ppl_ngram_med=pl.Series(rng.normal(100, 20, n)),
+                                 heur_ok=pl.Series(rng.random(n) > 0.1))
+        df.write_parquet(out / f"{k:05d}.parquet")
+
+
+def write_recipe(root: Path) -> Path:
+    for name in ("web", "wiki"):
+        (root / f"{name}.jsonl").write_text('{"text": "placeholder: planning reads only the score tables"}\n')
+    recipe = root / "recipe.toml"
+    recipe.write_text(f"""
+[run]
+out_dir = "{root / "out"}"
+[data.sources.web]
+paths = ["web.jsonl"]
+role = "domain"
+[data.sources.wiki]
+paths = ["wiki.jsonl"]
+role = "general"
+group = "Wikipedia"
+[mix]
+budget = "40%"
+top = "10%"
+score = "0.5*fasttext_q - 0.005*ppl_ngram_med"
+preset = "llama1"
+[train]
+seq_len = 2048
+batch_size = 64
+""")
+    return recipe
+
+
+CHILD = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from continua.recipe import load_recipe
+from mix.planner import plan_recipe
+t1 = time.perf_counter()
+path, res = plan_recipe(load_recipe(sys.argv[1]), log=lambda m: None)
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "plan_s": t2 - t1, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "selected": res.selection.height, "budget": res.plan["budget"]["tokens"],
+                  "domain_epochs": res.plan["sources"]["web"]["epochs"]}))
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--general-rows", type=int, default=1_000_000)
+    ap.add_argument("--dir", default="/tmp/bench_mix_plan")
+    args = ap.parse_args()
+    root = Path(args.dir) / f"r{args.rows}"
+    root.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    generate(root, "web", args.rows, 0, scores=True)
+    generate(root, "wiki", args.general_rows, 1, scores=False)
+    gen_s = time.perf_counter() - t
+    recipe = write_recipe(root)
+    size = sum(f.stat().st_size for f in (root / "out" / "curate").rglob("*.parquet"))
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(recipe)], capture_output=True, text=True)
+    if proc.returncode:
+        print(proc.stderr, file=sys.stderr)
+        return 1
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"| domain rows | general rows | parquet size | plan time (s) | peak RSS (MB) | selected docs | domain epochs |")
+    print(f"|---|---|---|---|---|---|---|")
+    print(f"| {args.rows:,} | {args.general_rows:,} | {size / 2**20:,.0f} MB | {r['plan_s']:.2f} | "
+          f"{max(r['maxrss_mb'], child_rss):,.0f} | {r['selected']:,} | {r['domain_epochs']:.2f} |")
+    print(f"(imports {r['import_s']:.2f} s not counted; table generation {gen_s:.1f} s; targets < 10 s, < 2048 MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
