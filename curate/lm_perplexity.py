@@ -11,7 +11,8 @@ Why these choices:
   longest length <= `batch_tokens`, which keeps padding (wasted compute) small. Padding is on the
   right with an attention mask and padded positions are excluded from the mean, so a document's
   score does not depend on its batch-mates (checked by the tests).
-* bf16 weights on GPU, float32 on CPU; log-softmax always in float32.
+* bf16 weights on GPU, float32 on CPU; log-softmax always in float32, a few rows at a time, so
+  memory is the logits (batch_tokens x vocabulary x 2 or 4 bytes) plus a 4096-position slice.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
+LOSS_CHUNK_TOKENS = 4096  # positions whose float32 log-softmax is held at once (x vocabulary x 4 bytes)
 
 
 class LMScorerError(ValueError):
@@ -128,10 +131,16 @@ class LMScorer:
                     ids[row, : lengths[i]] = torch.tensor(docs[i])
                     mask[row, : lengths[i]] = 1
                 ids, mask = ids.to(self.device), mask.to(self.device)
-                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
                 target = ids[:, 1:]
-                tok_logp = -torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none").view(target.shape)
+                tok_logp = torch.empty(target.shape, dtype=torch.float32, device=ids.device)
+                step = max(1, LOSS_CHUNK_TOKENS // width)  # float32 log-softmax a few rows at a time
+                for r in range(0, len(batch), step):
+                    chunk = logits[r:r + step, :-1].float()
+                    tok_logp[r:r + step] = -torch.nn.functional.cross_entropy(
+                        chunk.reshape(-1, chunk.shape[-1]), target[r:r + step].reshape(-1),
+                        reduction="none").view(chunk.shape[:2])
+                del logits
                 keep = mask[:, 1:].bool()
                 sums = torch.where(keep, tok_logp, 0.0).sum(1).double().cpu().numpy()
                 logp_sum[batch] = sums

@@ -112,3 +112,13 @@ def test_bad_settings_and_paths(tiny_lm, tmp_path):
     empty.mkdir()
     with pytest.raises(LMScorerError, match="no tokenizer.json"):
         LMScorer(empty, device="cpu").perplexity(["x"])
+
+
+def test_chunked_log_softmax_changes_nothing(tiny_lm, monkeypatch):
+    import curate.lm_perplexity as lm
+
+    texts = corpus(12, seed=4)
+    whole = LMScorer(tiny_lm, batch_tokens=512, max_length=64, device="cpu").perplexity(texts)
+    monkeypatch.setattr(lm, "LOSS_CHUNK_TOKENS", 16)  # one or two rows per slice
+    np.testing.assert_allclose(LMScorer(tiny_lm, batch_tokens=512, max_length=64, device="cpu").perplexity(texts),
+                               whole, rtol=1e-6)
