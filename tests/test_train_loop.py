@@ -34,7 +34,10 @@ def test_run_end_to_end_writes_logs_checkpoint_and_a_loadable_export(tmp_path, s
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     recipe = write_recipe(tmp_path / "r.toml", tmp_path / "out", shards, train={"steps": 0, "batch_size": 8})
-    assert main(["run", str(recipe), "--set", "train.micro_batch_size=2"]) == 0
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"question": f"which {i}?", "options": {"A": "heart", "B": "river"},
+                                         "answer": "AB"[i % 2]}) + "\n" for i in range(4)))
+    assert main(["run", str(recipe), "--set", "train.micro_batch_size=2", "--set", f"eval.benchmarks.tiny={bench}"]) == 0
     run_dir = tmp_path / "out" / "train"
     rows = read_metrics(run_dir / "metrics.jsonl")
     train_rows = [r for r in rows if r["kind"] == "train"]
@@ -49,7 +52,9 @@ def test_run_end_to_end_writes_logs_checkpoint_and_a_loadable_export(tmp_path, s
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]
     assert [r["step"] for r in eval_rows] == sorted({0, steps, *range(0, steps + 1, 4)})
     assert set(eval_rows[-1]["metrics"]) >= {"loss/med", "loss/web", "weight_change/layer_0",
-                                             "weight_change/layer_1", "weight_change/bottom_top_ratio"}
+                                             "weight_change/layer_1", "weight_change/bottom_top_ratio",
+                                             "acc/tiny", "acc_norm/tiny"}
+    assert all(r["metrics"]["acc/tiny"] in (0.0, 0.25, 0.5, 0.75, 1.0) for r in eval_rows)
     assert "weight_change/bottom_top_ratio" not in eval_rows[0]["metrics"]
     resolved = load_recipe(run_dir / "recipe.toml")
     assert resolved.train.steps == steps and resolved.train.micro_batch_size == 2

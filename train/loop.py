@@ -93,7 +93,7 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     if d.is_main:
         write_text(run_dir / "recipe.toml", recipe.to_toml())
     log = MetricsLog(run_dir / "metrics.jsonl", d.is_main, keep_until_step=start if latest else None)
-    board = TensorBoard(run_dir / "tensorboard", tc.tensorboard and d.is_main)
+    board = TensorBoard(run_dir / "tensorboard", tc.tensorboard and d.is_main, say)
     peak = tc.peak_flops or measure_peak_flops(d.device, seconds=0.3)
     tokens_per_step = tc.batch_size * tc.seq_len
 

@@ -7,16 +7,12 @@ every evaluation appears exactly once even after a crash.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
 import torch
 
 from continua.io import atomic_open
-
-log = logging.getLogger("train")
-
 
 class MetricsLog:
     """Append-only JSON Lines, one object per train step or evaluation, flushed as written."""
@@ -105,14 +101,14 @@ class Progress:
 class TensorBoard:
     """Scalars to <run dir>/tensorboard when tensorboard is installed; otherwise says so once and skips."""
 
-    def __init__(self, folder: Path, enabled: bool):
+    def __init__(self, folder: Path, enabled: bool, say=print):
         self.writer = None
         if not enabled:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            log.info("tensorboard is not installed; metrics go to metrics.jsonl only")
+            say("tensorboard is not installed; metrics go to metrics.jsonl only")
             return
         self.writer = SummaryWriter(str(folder))
 
