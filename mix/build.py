@@ -1,8 +1,8 @@
 """`mix build`: tokenize the planned documents into shards, one set per source and split.
 
 Per source: the documents are re-read from the source files (continua.documents) and matched by
-doc_id against the plan's selection; texts are tokenized in chunks (in-process with the fast
-tokenizer's own threads, or by a pool of `workers` processes), appended to an unshuffled work
+doc_id against the plan's selection; texts are tokenized in chunks (by a pool of `workers`
+processes, one per core by default; with one worker, in-process on the tokenizer's own threads), appended to an unshuffled work
 shard, then copied in a seeded random order into shards of at most `shard_tokens` tokens. Each
 unique document is stored once; epochs and shares go to the manifest for the sampler.
 
@@ -13,7 +13,9 @@ such sources and rebuilds any other.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
+import os
 import shutil
 import zlib
 from pathlib import Path
@@ -42,6 +44,8 @@ _worker_tok: TextTokenizer | None = None
 
 def _init_worker(tok: TextTokenizer) -> None:
     global _worker_tok
+    # one thread per worker process: the pool already uses every core, threads would oversubscribe
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _worker_tok = tok
 
 
@@ -54,7 +58,7 @@ def _encode(tok: TextTokenizer, splits: list[int], texts: list[str]) -> tuple[li
     """(split of each doc, flat token ids, document lengths) for one chunk."""
     ids = tok.encode_batch(texts)
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter((t for x in ids for t in x), dtype=tok.token_dtype, count=int(lengths.sum()))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=tok.token_dtype, count=int(lengths.sum()))
     return splits, flat, lengths
 
 
@@ -77,7 +81,8 @@ class Builder:
     def __init__(self, recipe: Recipe, workers: int | None = None, log=print):
         self.recipe = recipe
         self.log = log
-        self.workers = workers or recipe.mix.workers
+        self.auto_workers = not (workers or recipe.mix.workers)  # auto: a pool only when a source is large
+        self.workers = workers or recipe.mix.workers or (os.cpu_count() or 1)
         if recipe.data.tokenizer is None:
             raise PlanError("[data] tokenizer is not set: `mix build` needs the tokenizer the model will use")
         self.tok = load_tokenizer(recipe.data.tokenizer)
@@ -165,7 +170,8 @@ class Builder:
                         return
 
         try:
-            for splits, flat, lengths in self._encoded(_chunks(wanted(), CHUNK_DOCS)):
+            small = self.auto_workers and len(split_of) <= 4 * CHUNK_DOCS  # a pool costs more than it saves
+            for splits, flat, lengths in self._encoded(_chunks(wanted(), CHUNK_DOCS), 1 if small else self.workers):
                 ends = np.cumsum(lengths)
                 starts = ends - lengths
                 for s, a, b in zip(splits, starts.tolist(), ends.tolist()):
@@ -199,8 +205,8 @@ class Builder:
                  f"valid {result['valid']['docs']:,} docs / {result['valid']['tokens']:,} tokens")
         return result
 
-    def _encoded(self, chunks: Iterator[tuple[list[int], list[str]]]):
-        if self.workers <= 1:
+    def _encoded(self, chunks: Iterator[tuple[list[int], list[str]]], workers: int):
+        if workers <= 1:
             for splits, texts in chunks:
                 yield _encode(self.tok, splits, texts)
             return

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "mix/shards/SOURCE/{train,valid}/NNNNN.ds and write mix/shards/manifest.json. Re-running "
                        "skips sources already complete for the same plan.")
     recipe_args(p)
-    p.add_argument("--workers", type=int, help="tokenizer processes (default [mix] workers; 1 = in-process, threaded)")
+    p.add_argument("--workers", type=int, help="tokenizer processes (default [mix] workers; 0 = one per core; 1 = in-process, threaded)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("show", help="print a plan's table and plot its mixture",

@@ -44,7 +44,7 @@ class MixConfig:
     min_valid_docs: int = 1
     # shards
     shard_tokens: int = 100_000_000  # at most this many tokens per .ds file
-    workers: int = 1  # tokenizer processes for `mix build` (1 = in-process, multi-threaded tokenizer)
+    workers: int = 0  # tokenizer processes for `mix build`: 0 = one per CPU core; 1 = in-process, threaded tokenizer
     out: Path | None = path_field(None, must_exist=False)  # default: <run.out_dir>/mix
 
     def validate(self) -> None:
@@ -60,8 +60,8 @@ class MixConfig:
             raise ValueError("valid_max_docs, min_valid_docs and min_subset_docs must be >= 0")
         if not 0.0 <= self.min_subset_fraction < 1.0:
             raise ValueError(f"min_subset_fraction must be in [0, 1), got {self.min_subset_fraction}")
-        if self.shard_tokens < 1 or self.workers < 1 or self.dsir_buckets < 2:
-            raise ValueError("shard_tokens and workers must be >= 1 and dsir_buckets >= 2")
+        if self.shard_tokens < 1 or self.workers < 0 or self.dsir_buckets < 2:
+            raise ValueError("shard_tokens must be >= 1, workers >= 0 (0 = one per core) and dsir_buckets >= 2")
         if self.replay > 0 and (self.preset or self.preset_weights):
             raise ValueError("replay and preset are two ways to set the replay share: choose one")
         if self.replay_select == "dsir" and not self.dsir_target:
