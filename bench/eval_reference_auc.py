@@ -6,6 +6,7 @@ held-out medical document has LOWER perplexity than a general one (target >= 0.9
 sub-source too. Writes a table, a JSON file and a PNG histogram to --out.
 
     python bench/eval_reference_auc.py --out /tmp/ref_auc [--order 4] [--tokenizer PATH]
+        [--unseen-source bc5cdr]   # reference trained without that sub-source, tested on it
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizer", type=Path, default=None)
     ap.add_argument("--min-count", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--unseen-source", default=None,
+                    help="test only on this medical sub-source (e.g. bc5cdr) and keep it out of the reference")
     ap.add_argument("--out", type=Path, default=Path("bench_out/reference_auc"))
     args = ap.parse_args(argv)
 
@@ -56,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     perm = rng.permutation(len(medical))
     train_idx, test_idx = perm[: len(perm) // 2], perm[len(perm) // 2:]
+    if args.unseen_source:  # harder: the reference never saw this sub-source's style
+        family = np.array([str(m.get("source", "?")).split("/")[0] for m in medical])
+        if args.unseen_source not in set(family):
+            ap.error(f"--unseen-source {args.unseen_source!r}: not among {sorted(set(family))}")
+        train_idx = train_idx[family[train_idx] != args.unseen_source]
+        test_idx = np.flatnonzero(family == args.unseen_source)
     general_idx = rng.choice(len(general), size=min(len(test_idx), len(general)), replace=False)
 
     t0 = time.perf_counter()
@@ -87,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "reference_auc.json", {
-        "auc": overall, "order": model.order, "tokenizer": model.encoder.kind, "train_docs": len(train_idx),
+        "auc": overall, "unseen_source": args.unseen_source, "order": model.order, "tokenizer": model.encoder.kind,
+        "train_docs": len(train_idx),
         "train_tokens": model.info["n_tokens"], "train_seconds": t_train, "score_tokens": n_tokens,
         "score_seconds": t_score, "per_source": [{"source": r[0], "docs": r[1], "median_ppl": r[2], "auc": r[3]}
                                                   for r in rows],

@@ -3,11 +3,12 @@
 Guo et al. (2024) pick domain data by its perplexity under a KenLM model trained on a high-quality
 reference corpus. KenLM is not available offline, so this module is a compact re-implementation:
 
-* Tokens are words from a normalizing regex tokenizer (lower case, digits -> 0) or the ids of any
+* Tokens are words from a normalizing regex tokenizer (lower case, ASCII digits -> 0) or the ids of any
   `tokenizers` tokenizer. Internal ids: 0 = <s>, 1 = </s>, 2 = <unk>, real tokens from 3.
 * Each document is `<s>^(N-1) tokens </s>`; every token and </s> is predicted, <s> never is.
 * Every n-gram is a 64-bit hash computed position-wise over the whole batch at once, so counting is
-  `np.unique` and lookup is `np.searchsorted` on sorted key arrays: no Python loop per token.
+  `np.unique` and scoring is a vectorized open-addressing lookup (`HashTable`) built from the
+  sorted key arrays at load time: Python touches each word once (tokenizing), never each n-gram.
 * Chen & Goodman's interpolated modified Kneser-Ney: the top order uses raw counts, lower orders
   continuation counts (n-grams that begin with <s> keep their raw counts, as in KenLM); three
   discounts per order from the count-of-counts. The unigram level interpolates with a uniform
