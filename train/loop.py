@@ -23,7 +23,7 @@ from train.data import Sampler, planned_steps
 from train.evaluate import eval_steps, evaluate_losses, validation_windows
 from train.metrics import MetricsLog, Progress, TensorBoard, WeightChange, measure_peak_flops
 from train.model import build_model, export_pretrained, flops_per_token
-from train.parallel import Dist, all_reduce_sum, decoder_layers, init_distributed, shard_model, shutdown
+from train.parallel import Dist, all_reduce_sum, decoder_layers, init_distributed, shard_model, shutdown, use_fsdp
 from train.schedules import build_schedule
 
 
@@ -64,7 +64,10 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
         for block in decoder_layers(model):
             block.compile()
     model.to(d.device)
-    shard_model(model, torch.bfloat16 if bf16 else None)
+    if use_fsdp(d):
+        shard_model(model, torch.bfloat16 if bf16 else None)
+    elif bf16:
+        raise ValueError("[train] dtype = 'bfloat16' needs FSDP mixed precision: use a GPU or nproc > 1")
     weights = WeightChange(decoder_layers(model))
     o = recipe.optim
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,

@@ -1,7 +1,9 @@
 """Processes and sharding: one code path for 1 process, torchrun, CPU (gloo) and GPU (nccl).
 
-A single process still gets a world-size-1 process group and FSDP2 wrapping, so the model, the
-optimizer and the checkpoints have the same (DTensor) form whatever the number of processes.
+A single process still gets a world-size-1 process group, so collectives and checkpoints use one
+code path. FSDP2 wraps the model whenever there is something to shard or a GPU to run bf16 mixed
+precision on; a lone CPU process trains the plain module (FSDP would only add ~10% of copies there).
+torch.distributed.checkpoint reshards between the two forms, so a run can resume on any world size.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     return subprocess.call(cmd, env=env)
+
+
+def use_fsdp(d: Dist) -> bool:
+    return d.world > 1 or d.device.type == "cuda"
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
