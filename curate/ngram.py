@@ -37,6 +37,7 @@ BOS, EOS, UNK = 0, 1, 2
 OFFSET = 3  # first id of a real token
 FORMAT = "continua-ngram"
 VERSION = 1
+MERGE_TOKENS = 4_000_000  # counted tokens after which per-chunk n-gram tables are folded together
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 _DIGITS = bytes.maketrans(b"123456789", b"000000000")  # bytes.translate is ~15x faster than str.translate
@@ -429,7 +430,7 @@ def train_ngram(texts: Iterable[str], order: int = 4, tokenizer: str | Path | No
         for k, t in enumerate(_count_chunk(c, order)):
             merged[k].append(t)
         pending += sum(len(x) for x in c)
-        if pending > 4_000_000:  # bound memory: fold the pending chunks into the running tables
+        if pending > MERGE_TOKENS:  # bound memory: fold the pending chunks into the running tables
             merged = [[_Types.merge(m)] for m in merged]
             pending = 0
     types = [_Types.merge(m) for m in merged]

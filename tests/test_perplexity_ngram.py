@@ -257,3 +257,16 @@ def test_subword_tokenizer_model(tmp_path):
     (tmp_path / "tok" / "tokenizer.json").unlink()
     with pytest.raises(NgramError, match="tokenizer"):
         NgramModel.load(tmp_path / "sub.npz")
+
+
+def test_chunked_counting_equals_one_pass(tiny, monkeypatch):
+    import curate.ngram as ngram
+
+    texts, _ = tiny
+    one = train_ngram(texts, order=4, docs_per_chunk=10_000)
+    monkeypatch.setattr(ngram, "MERGE_TOKENS", 50)  # fold tables together every few chunks
+    many = train_ngram(texts, order=4, docs_per_chunk=7)
+    assert many.info == one.info and many.encoder.vocab == one.encoder.vocab
+    for k in range(4):
+        for name in ("keys", "prob", "ctx", "gamma"):
+            np.testing.assert_array_equal(getattr(many, name)[k], getattr(one, name)[k])
