@@ -63,6 +63,8 @@ def plot_plan(plan: dict, out: Path) -> Path:
     names = list(plan["sources"])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 1]})
     max_epochs = max([math.ceil(s["epochs"]) for s in plan["sources"].values()] + [1])
+    top = max([s["target_tokens"] for s in plan["sources"].values()] + [1])
+    scale, unit = next((v, u) for v, u in ((1e9, "B"), (1e6, "M"), (1e3, "K"), (1, "")) if top >= v or v == 1)
     cmap = plt.get_cmap("viridis", max(max_epochs, 2))
     for e in range(max_epochs):
         heights, bottoms = [], []
@@ -70,10 +72,10 @@ def plot_plan(plan: dict, out: Path) -> Path:
             s = plan["sources"][n]
             per_epoch = s["epoch_tokens"] or s["selected"]["tokens"]
             done = min(e * per_epoch, s["target_tokens"])
-            heights.append(max(0, min(per_epoch, s["target_tokens"] - done)) / 1e6)
-            bottoms.append(done / 1e6)
+            heights.append(max(0, min(per_epoch, s["target_tokens"] - done)) / scale)
+            bottoms.append(done / scale)
         ax1.bar(names, heights, bottom=bottoms, color=cmap(e), label=f"epoch {e + 1}", edgecolor="white")
-    ax1.set_ylabel("training tokens (M)")
+    ax1.set_ylabel(f"training tokens ({unit})" if unit else "training tokens")
     ax1.set_title("tokens by source and epoch")
     ax1.legend(fontsize=8, ncol=2)
     bottom = 0.0

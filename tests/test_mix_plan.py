@@ -221,3 +221,28 @@ def test_cli_plan_writes_plan_selection_and_plot(world, capsys):
     assert (world["root"] / "show.png").exists()
     assert main(["plan", str(path), "--budget", "lots"]) == 2
     assert "lots" in capsys.readouterr().err
+
+
+def test_same_recipe_same_plan(world):
+    mix = {"budget": "40%", "top": "10%", "score": "fasttext_q", "preset": "llama1"}
+    a = make_plan(recipe(world, mix), log=lambda m: None)
+    b = make_plan(recipe(world, mix), log=lambda m: None)
+    assert a.selection.sort("doc_id").equals(b.selection.sort("doc_id"))
+    assert a.plan["sources"] == b.plan["sources"]
+
+
+def test_curate_duplicate_marks_are_dropped(tmp_path):
+    w = build_world(tmp_path, n_domain=300, n_general=50, dup_groups=0)
+    table = w["tables"]["domain"]
+    marked = table["doc_id"].head(100)
+    pl.DataFrame({"doc_id": table["doc_id"], "dup_exact": table["doc_id"].is_in(marked.implode()),
+                  "dup_minhash_keep": True}).write_parquet(w["curate"] / "domain" / "dedup.parquet")
+    r = load_recipe(write_recipe(tmp_path / "r.toml", w["sources"], w["tok"], mix={"budget": "100%"}))
+    res = make_plan(r, log=lambda m: None)
+    train = set(res.selection.filter((pl.col("split") == "train") & (pl.col("source") == "domain"))["doc_id"])
+    assert not train & set(marked)
+    assert any("dup_exact" in d["decision"] for d in res.plan["decisions"])
+    assert res.plan["sources"]["domain"]["candidates"]["docs"] <= 300 - 100
+    r2 = load_recipe(write_recipe(tmp_path / "r2.toml", w["sources"], w["tok"], mix={"budget": "100%", "dedup": False}))
+    train2 = set(make_plan(r2, log=lambda m: None).selection.filter(pl.col("split") == "train")["doc_id"])
+    assert train2 & set(marked)  # dedup = false keeps them
