@@ -262,15 +262,18 @@ class NgramModel:
         if not path.is_file():
             raise NgramError(f"{path}: n-gram model file does not exist (train one with `curate train-reference`)")
         try:
-            data = np.load(path, allow_pickle=False)
-            header = json.loads(bytes(data["header"]).decode())
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: np.ascontiguousarray(data[name]) for name in data.files}
+            header = json.loads(bytes(arrays["header"]).decode())
+            n = header["order"]
+            tables = [[arrays[f"{name}{k}"] for k in range(1, n + 1)] for name in ("keys", "prob", "ctx", "gamma")]
+            tok = header["tokenizer"]
         except (OSError, ValueError, KeyError) as e:
             raise NgramError(f"{path}: not an n-gram model written by `curate train-reference`: {e}") from e
         if header.get("format") != FORMAT or header.get("version") != VERSION:
             raise NgramError(f"{path}: unsupported model format {header.get('format')!r} v{header.get('version')}")
-        tok = header["tokenizer"]
         if tok["kind"] == "words":
-            raw = bytes(data["vocab"]).decode("utf-8")
+            raw = bytes(arrays["vocab"]).decode("utf-8")
             encoder: WordEncoder | TokenizerEncoder = WordEncoder(raw.split("\n") if raw else [])
         else:
             from continua.tokenizer import TokenizerError
@@ -283,11 +286,8 @@ class NgramModel:
             if encoder.tokenizer.vocab_size != tok["vocab_size"]:
                 raise NgramError(f"{path}: tokenizer {tok['path']} has {encoder.tokenizer.vocab_size} tokens, "
                                  f"the model was trained with {tok['vocab_size']}")
-        n = header["order"]
-        get = lambda name: np.ascontiguousarray(data[name])  # noqa: E731
         info = {k: v for k, v in header.items() if k not in ("format", "version", "order", "tokenizer", "n_symbols")}
-        return cls(n, encoder, [get(f"keys{k}") for k in range(1, n + 1)], [get(f"prob{k}") for k in range(1, n + 1)],
-                   [get(f"ctx{k}") for k in range(1, n + 1)], [get(f"gamma{k}") for k in range(1, n + 1)], info)
+        return cls(n, encoder, *tables, info)
 
 
 # ---------------------------------------------------------------------------------------- training
