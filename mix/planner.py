@@ -348,8 +348,10 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
     valid_th = np.unique(np.concatenate([tables[n].th[valid[n]] for n in names]))
 
     # 2. candidates, deduplicated (domain sources pooled: a text in two domain sources counts once)
-    dpool = Pool.of([tables[n] for n in domain], [eligible(tables[n], valid[n], valid_th) for n in domain], mix.dedup)
-    pools = {n: Pool.of([tables[n]], [eligible(tables[n], valid[n], valid_th)], mix.dedup) for n in general}
+    elig = {n: eligible(tables[n], valid[n], valid_th) for n in names}
+    dpool = Pool.of([tables[n] for n in domain], [elig[n][0] for n in domain], mix.dedup)
+    pools = {n: Pool.of([tables[n]], [elig[n][0]], mix.dedup) for n in general}
+    dups = dict(zip(domain, dpool.duplicates)) | {n: pools[n].duplicates[0] for n in general}
     domain_avail = int(dpool.tokens.sum())
     if dpool.size == 0 or domain_avail == 0:
         raise PlanError(f"domain source(s) {', '.join(domain)}: no documents left for training after holding out "
@@ -359,10 +361,11 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
     cand = {n: (int(docs_per[i]), int(round(tokens_per[i]))) for i, n in enumerate(domain)}
     cand.update({n: (pools[n].size, int(pools[n].tokens.sum())) for n in general})
     sizes = {n: (tables[n].num_docs, int(tables[n].tokens.sum())) for n in names}
-    notes.decide("dedup", ", ".join(f"{n}: {sizes[n][0] - valid[n].size - cand[n][0]:,} removed" for n in names),
-                 "copies of validation documents are always removed; with dedup = true also exact duplicates (same "
-                 "text_hash, also across domain sources) and documents curate marked as duplicates, so no text "
-                 "counts twice; of several copies, the one with the smallest seeded key stays")
+    notes.decide("dedup", "; ".join(f"{n}: {elig[n][1]:,} copies of validation documents, {elig[n][2]:,} marked by "
+                                    f"curate, {dups[n]:,} exact duplicates removed" for n in names),
+                 "copies of validation documents (same text_hash, in any source) never train; with dedup = true also "
+                 "documents curate marked as duplicates and exact duplicates (also across domain sources) go, so no "
+                 "text counts twice; of several copies, the one with the smallest seeded key stays")
     if dpool.score is not None and np.isnan(dpool.score).any():
         notes.warn(f"{int(np.isnan(dpool.score).sum()):,} domain documents have no value for score {mix.score!r}: "
                    f"they rank last")
@@ -414,7 +417,7 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
 
     log("writing the selection ...")
     plan, selection = _assemble(recipe, amount, budget_tokens, domain, general, tables, sizes, valid, cand, dom,
-                                picks, notes)
+                                picks, notes, {n: (elig[n][1], elig[n][2], dups[n]) for n in names})
     plan["inputs"] = hashing.result()
     write_json(cache_path, cache)
     return PlanResult(plan, selection)
@@ -422,7 +425,8 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
 
 def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[str], general: dict,
               tables: dict[str, SourceTable], sizes: dict, valid: dict, cand: dict, dom: Picked,
-              picks: dict[str, Picked], notes: Notes) -> tuple[dict, pl.DataFrame]:
+              picks: dict[str, Picked], notes: Notes, removed: dict[str, tuple[int, int, int]]
+              ) -> tuple[dict, pl.DataFrame]:
     mix, train = recipe.mix, recipe.train
     tps = train.seq_len * train.batch_size
     sources: dict[str, dict] = {}
@@ -455,6 +459,7 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
             "available": {"docs": sizes[n][0], "tokens": sizes[n][1]},
             "valid": {"docs": int(v.size), "tokens": int(t.tokens[v].sum())},
             "candidates": {"docs": cand[n][0], "tokens": cand[n][1]},
+            "removed": dict(zip(("valid_copies", "marked", "duplicates"), removed[n])),
             "selected": {"docs": docs.height, "tokens": sel_tokens},
             "epochs": round(epochs, 6), "epoch_tokens": epoch_tokens, "target_tokens": target,
             "resample": resample, "expected_steps": round(target / tps, 2),

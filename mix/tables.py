@@ -160,12 +160,16 @@ def isin(values: np.ndarray, members: np.ndarray) -> np.ndarray:
     return pl.Series(values).is_in(pl.Series(members).implode()).to_numpy()
 
 
-def eligible(table: SourceTable, valid_rows: np.ndarray, valid_th: np.ndarray) -> np.ndarray:
-    """Rows that may train: not held out, not an exact copy of any validation document in any
-    source, not marked as a duplicate by `curate`."""
-    keep = ~table.marked & ~isin(table.th, valid_th)
+def eligible(table: SourceTable, valid_rows: np.ndarray, valid_th: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(rows that may train, copies of validation documents dropped, curate-marked duplicates dropped):
+    not held out, not an exact copy of any validation document in any source, not marked by `curate`."""
+    copies = isin(table.th, valid_th)
+    copies[valid_rows] = False
+    marked = table.marked & ~copies
+    marked[valid_rows] = False
+    keep = ~copies & ~marked
     keep[valid_rows] = False
-    return np.flatnonzero(keep)
+    return np.flatnonzero(keep), int(copies.sum()), int(marked.sum())
 
 
 def first_copies(th: np.ndarray, key: np.ndarray) -> np.ndarray:
@@ -199,17 +203,19 @@ class Pool:
     th: np.ndarray
     tokens: np.ndarray
     score: np.ndarray | None = None
+    duplicates: list[int] = field(default_factory=list)  # exact duplicates removed, per source
 
     @classmethod
     def of(cls, tables: list[SourceTable], rows: list[np.ndarray], dedup: bool) -> "Pool":
         """The candidate `rows` of `tables`, one copy per text when `dedup` (smallest seeded key wins,
         across all the tables); each array is gathered once."""
+        before = [r.size for r in rows]
         if dedup:
             th = np.concatenate([t.th[r] for t, r in zip(tables, rows)])
             key = np.concatenate([t.key[r] for t, r in zip(tables, rows)])
             keep = first_copies(th, key)
             if not keep.all():
-                bounds = np.cumsum([0] + [r.size for r in rows])
+                bounds = np.cumsum([0] + before)
                 rows = [r[keep[a:b]] for r, a, b in zip(rows, bounds[:-1], bounds[1:])]
 
         def cat(get) -> np.ndarray:
@@ -218,7 +224,8 @@ class Pool:
 
         score = cat(lambda t: t.score) if all(t.score is not None for t in tables) else None
         return cls(np.concatenate([np.full(r.size, i, np.int32) for i, r in enumerate(rows)]),
-                   np.concatenate(rows), cat(lambda t: t.key), cat(lambda t: t.th), cat(lambda t: t.tokens), score)
+                   np.concatenate(rows), cat(lambda t: t.key), cat(lambda t: t.th), cat(lambda t: t.tokens), score,
+                   [b - r.size for b, r in zip(before, rows)])
 
     @property
     def size(self) -> int:
@@ -226,7 +233,7 @@ class Pool:
 
     def take(self, pos: np.ndarray) -> "Pool":
         return Pool(self.src[pos], self.rows[pos], self.key[pos], self.th[pos], self.tokens[pos],
-                    None if self.score is None else self.score[pos])
+                    None if self.score is None else self.score[pos], list(self.duplicates))
 
     def frame(self) -> pl.DataFrame:
         cols = {SRC: self.src, IDX: self.rows, KEY: self.key, "n_tokens": self.tokens}
