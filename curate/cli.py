@@ -133,6 +133,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     if tasks < 1 or workers < 1:
         raise RecipeError("--tasks and --workers must be at least 1")
     console = Console(stderr=True)
+    if recipe.data.tokenizer is None:
+        console.print("[yellow]warning:[/yellow] no [data] tokenizer in the recipe: n_tokens stays empty, "
+                      "and `mix` and `curate select --tokens` need it")
     results = {}
     for source in sources:
         console.print(f"[bold]curate score[/bold] {source}: {tasks} task(s), {workers} worker(s) -> {cdir / source}")

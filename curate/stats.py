@@ -121,6 +121,10 @@ def run_stats(curate_dir: Path, sources: list[str]) -> dict[str, Any]:
                rej, sel]
         t.add_row(*row)
         md.append("| " + " | ".join(row) + " |")
+    missing = [s for s in sources if s not in scored]
+    if missing:
+        md.append(f"\nNot scored yet: {', '.join(missing)}")
+        _console().print(f"not scored yet: {', '.join(missing)}")
     if plots:
         md.append("\n## Score histograms\n")
         md.extend(f"![{c}](plots/{p.name})" for c, p in plots.items())

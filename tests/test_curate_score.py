@@ -98,7 +98,7 @@ def test_resume_after_crash_equals_clean_run(tmp_path, assets):
                          {"style": assets["model"]}, ["gopher_quality"])
     crashy = write_recipe(tmp_path / "crashy" / "r.toml", {"d": [data]}, assets["tokenizer"],
                           {"style": assets["model"]}, ["gopher_quality"])
-    assert main(["score", str(clean), "--tasks", "4"]) == 0
+    assert main(["score", str(clean), "--tasks", "4", "--workers", "2"]) == 0  # parallel (forked) workers
     assert main(["score", str(crashy), "--tasks", "4"]) == 0
     folder = tmp_path / "crashy" / "out" / "curate" / "d"
     # a crash in task 2: its output and completion marker never got written
