@@ -21,6 +21,7 @@ import polars as pl
 
 WORD_PATTERN = r"\w+|[^\w\s]+"  # nltk's wordpunct_tokenize, as in the DSIR reference code
 HASH_SEED = 7919
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: h(a b) = h(a) * _MIX + h(b) (mod 2^64)
 
 
 @dataclass
@@ -55,23 +56,26 @@ class FeatureTable:
 
 
 def _chunk_features(texts: list[str], buckets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(doc, bin, count) for one chunk of texts, doc counted from 0 within the chunk."""
+    """(doc, bin, count) for one chunk of texts, doc counted from 0 within the chunk.
+
+    Words are split and hashed in polars; a bigram's hash is mixed from its two word hashes in
+    numpy (no bigram strings are built), then (doc, bin) pairs are counted."""
     words = (
         pl.DataFrame({"text": texts}, schema={"text": pl.String})
         .with_row_index("d")
         .select(pl.col("d"), pl.col("text").str.to_lowercase().str.extract_all(WORD_PATTERN).alias("w"))
         .explode("w")
         .drop_nulls("w")
+        .select(pl.col("d"), pl.col("w").hash(HASH_SEED).alias("h"))
     )
-    nxt_same = pl.col("d").shift(-1) == pl.col("d")
-    bigrams = words.select(
-        pl.col("d"),
-        pl.when(nxt_same).then(pl.concat_str([pl.col("w"), pl.col("w").shift(-1)], separator=" ")).alias("w"),
-    ).drop_nulls("w")
-    feats = pl.concat([words, bigrams]).select(
-        pl.col("d"), (pl.col("w").hash(HASH_SEED) % buckets).cast(pl.Int64).alias("b"))
-    agg = feats.group_by(["d", "b"]).len()
-    return (agg["d"].cast(pl.Int64).to_numpy(), agg["b"].to_numpy(), agg["len"].cast(pl.Int64).to_numpy())
+    d = words["d"].to_numpy().astype(np.int64)
+    h = words["h"].to_numpy()
+    same = d[1:] == d[:-1]  # adjacent words of the same document form a bigram
+    bigram = (h[:-1] * _MIX + h[1:])[same]
+    code = np.concatenate([d * buckets + (h % np.uint64(buckets)).astype(np.int64),
+                           d[:-1][same] * buckets + (bigram % np.uint64(buckets)).astype(np.int64)])
+    c, counts = np.unique(code, return_counts=True)
+    return c // buckets, c % buckets, counts.astype(np.int64)
 
 
 def featurize(items: Iterable[tuple[str, str]], buckets: int, chunk_docs: int = 2048) -> FeatureTable:
