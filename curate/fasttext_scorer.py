@@ -46,8 +46,8 @@ def positive_probabilities(model, texts: list[str], label: str) -> list[float]:
     return out
 
 
-# models loaded in this process, by (path, size, mtime): the check in the main process and the
-# in-process or forked workers share one copy instead of reading a large model file again
+# models loaded in this process, by (path, size, mtime): the check in the main process and an
+# in-process worker (workers = 1) share one copy instead of reading a large model file again
 _LOADED: dict[tuple[str, int, int], object] = {}
 
 
@@ -94,7 +94,7 @@ class FastTextScorer(PipelineStep):
 
     def check(self) -> None:
         """Fail before launching workers when the model is missing or lacks the positive label
-        (the loaded model stays in this process's cache for in-process or forked workers)."""
+        (the loaded model stays in this process's cache for an in-process worker)."""
         _ = self.model
         self._model = None
 

@@ -76,8 +76,9 @@ def build_executor(recipe: Recipe, steps: list[PipelineStep], logging_dir: Path,
     if cur.executor == "local":
         from datatrove.executor import LocalPipelineExecutor
 
+        # never "fork": polars' and tokenizers' thread pools in this process deadlock forked children
         return LocalPipelineExecutor(pipeline=steps, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
-                                     start_method="fork" if workers > 1 else "forkserver")
+                                     start_method="forkserver")
     if cur.executor == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
