@@ -25,7 +25,7 @@ from continua.documents import iter_documents
 from continua.io import atomic_path, file_sha256, read_json, write_json
 from continua.layout import curate_dir, mix_dir
 from continua.recipe import Recipe, SourceConfig
-from continua.schema import to_dict
+from continua.schema import RecipeError, to_dict
 from mix.budget import Amount, human_tokens, parse_amount
 from mix.presets import Preset, get_preset
 from mix.score import score_columns, score_expr
@@ -324,8 +324,11 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
     tables: dict[str, SourceTable] = {n: open_table(cdir, n, recipe.data.sources[n]) for n in names}
     score = None
     if mix.score:
-        for n in domain:  # names the missing column and the available ones
-            score = score_expr(mix.score, score_columns(tables[n].schema))
+        for n in domain:  # names the source, the missing column and the available ones
+            try:
+                score = score_expr(mix.score, score_columns(tables[n].schema))
+            except RecipeError as e:
+                raise PlanError(f"domain source '{n}': {e}") from e
 
     # input hashes are computed beside the planning (hashlib releases the GIL), cached by size+mtime
     cache_path = mix_dir(recipe) / HASH_CACHE
