@@ -53,7 +53,7 @@ def recipe_for(folder: Path, args) -> dict:
 
 def bench_continua(folder: Path, args) -> dict:
     from train.loop import run
-    from train.metrics import read_metrics
+    from train.gap import read_metrics
 
     recipe = recipe_from_dict(recipe_for(folder, args))
     t0 = time.perf_counter()

@@ -13,7 +13,7 @@ from train_fixtures import make_shards, make_tokenizer, write_recipe
 
 from continua.recipe import load_recipe
 from train import loop
-from train.metrics import read_metrics
+from train.gap import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from train_fixtures import make_shards, make_tokenizer, write_recipe
 from continua.recipe import load_recipe
 from train import loop
 from train.cli import main
-from train.metrics import read_metrics
+from train.gap import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,8 @@ def test_stop_and_resume_matches_an_uninterrupted_run(tmp_path, shards):
     assert loop.run(load_recipe(sliced), stop_at=3)["status"] == "stopped"
     ckpts = sorted(p.name for p in (tmp_path / "b" / "train" / "checkpoints").iterdir())
     assert ckpts == ["step_0000002", "step_0000003"]  # keep_checkpoints = 2, no temporary folder left
+    with open(tmp_path / "b" / "train" / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 4, "lo')  # a crash mid-write: the torn line is dropped on resume
     assert loop.run(load_recipe(sliced))["status"] == "finished"
     a, b = train_losses(tmp_path / "a" / "train"), train_losses(tmp_path / "b" / "train")
     assert list(b) == list(range(1, 7))  # every step logged once

@@ -185,7 +185,10 @@ def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int) ->
 
 
 def _fast_adamw(device: torch.device) -> dict:
-    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+    """Fused AdamW where torch has a fused kernel (CUDA, and CPU since 2.4: ~3x faster than foreach), else foreach."""
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    return {"fused": True} if device.type in _get_fused_kernels_supported_devices() else {"foreach": True}
 
 
 def _full(t: torch.Tensor) -> float:

@@ -27,10 +27,11 @@ class MetricsLog:
         if keep_until_step is None:
             self.path.unlink(missing_ok=True)
         elif self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
+            from train.gap import read_metrics  # skips a line torn by a crash
+
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until_step]
             with atomic_open(self.path) as f:
-                f.write("".join(line + "\n" for line in kept))
+                f.write("".join(json.dumps(r) + "\n" for r in kept))
         self._f = open(self.path, "a", encoding="utf-8")
 
     def write(self, row: dict) -> None:
@@ -42,10 +43,6 @@ class MetricsLog:
         if self._f is not None:
             self._f.close()
             self._f = None
-
-
-def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def measure_peak_flops(device: torch.device, seconds: float = 0.5) -> float:
