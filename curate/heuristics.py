@@ -7,6 +7,8 @@ splits words and punctuation the way spaCy's blank English model does for ordina
 
 from __future__ import annotations
 
+import re
+
 import regex
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -18,16 +20,29 @@ GROUPS = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
 
 
 class RegexWordTokenizer(WordTokenizer):
-    """Offline word/sentence splitter: words are runs of letters/digits, punctuation marks are tokens."""
+    """Offline word/sentence splitter approximating spaCy's blank English tokenizer on prose.
+
+    Words (with inner apostrophes), numbers with inner separators (3.5, 1,234), abbreviations
+    (U.S., e.g.) and ellipses are single tokens; other punctuation marks are tokens of their own.
+    The last text's words are cached: the Gopher and FineWeb filters each split the same
+    document in turn, and splitting is most of their cost.
+    """
+
+    _WORD = re.compile(r"(?:[^\W\d_]\.){2,}|\w+(?:['’]\w+)*(?:(?<=\d)[.,:/]\d+)*|\.{2,}|[^\w\s]")
+    _last: tuple[str, list[str]] = ("", [])
 
     def __init__(self) -> None:
         super().__init__("en")
-        self._word = regex.compile(r"\w+(?:['’]\w+)*|[^\w\s]", regex.UNICODE)
         self._sent = regex.compile(
             rf"(?:(?:\p{{Lu}}\.)|.)+?[{regex.escape(''.join(TERMINAL_PUNCTUATION))}\n]+[\"'”]?", regex.UNICODE)
 
     def word_tokenize(self, text: str) -> list[str]:
-        return self._word.findall(text)
+        last_text, last_words = RegexWordTokenizer._last
+        if text is last_text or text == last_text:
+            return last_words
+        words = self._WORD.findall(text)
+        RegexWordTokenizer._last = (text, words)
+        return words
 
     def sent_tokenize(self, text: str) -> list[str]:
         return strip_strings(self._sent.findall(text))
