@@ -140,3 +140,26 @@ def test_pipeline_pickles_without_models(tmp_path, assets):
     blob = pickle.dumps(steps)
     assert len(blob) < 100_000  # ... but the model (MBs) does not travel to workers
     assert pickle.loads(blob)[2]._model is None
+
+
+def test_offline_word_splitter_keeps_numbers_and_abbreviations_whole():
+    from curate.heuristics import RegexWordTokenizer
+
+    words = RegexWordTokenizer().word_tokenize("The U.S. spent 3.5 billion... on well-known things, 1,234 of them.")
+    assert words == ["The", "U.S.", "spent", "3.5", "billion", "...", "on", "well", "-", "known", "things", ",",
+                     "1,234", "of", "them", "."]
+
+
+def test_heuristic_step_records_without_dropping_or_rewriting():
+    from datatrove.data import Document
+
+    from curate.heuristics import HeuristicSignals
+
+    good = " ".join(["The patient was treated with the new therapy and recovered."] * 3) + "\n" + \
+        "\n".join(f"Line {i} of the report is a full sentence with the usual words." for i in range(8))
+    bad = "The function { returns } a value." * 5
+    docs = [Document(text=good, id="a", metadata={}), Document(text=bad, id="b", metadata={})]
+    out = list(HeuristicSignals("c4").run(iter(docs)))
+    assert [d.id for d in out] == ["a", "b"] and out[0].text == good and out[1].text == bad  # C4 rewrites lines
+    assert out[0].metadata["heur_c4_pass"] is True and out[0].metadata["heur_c4_reason"] == ""
+    assert out[1].metadata["heur_c4_pass"] is False and out[1].metadata["heur_c4_reason"] == "curly_bracket"
