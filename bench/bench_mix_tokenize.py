@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import sys
 import time
@@ -77,21 +79,28 @@ budget = "100%"
     return r
 
 
-def run_mix(recipe, workers: int) -> tuple[float, int, int]:
+def cpu_now() -> float:
+    """CPU seconds of this process (all threads) and of its finished children (pool workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_mix(recipe, workers: int) -> tuple[float, float, int, int]:
     from mix.build import build_recipe
     from mix.manifest import Manifest
 
     shards = recipe.out_dir / "mix" / "shards"
     shutil.rmtree(shards, ignore_errors=True)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_now()
     build_recipe(recipe, workers=workers, log=lambda m: None)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, cpu_now() - c
     m = Manifest.load(shards)
-    return wall, sum(s.train.tokens + s.valid.tokens for s in m.sources.values()), \
+    return wall, cpu, sum(s.train.tokens + s.valid.tokens for s in m.sources.values()), \
         sum(s.train.docs + s.valid.docs for s in m.sources.values())
 
 
-def run_datatrove(corpus: Path, tokdir: Path, out: Path) -> tuple[float, int, int]:
+def run_datatrove(corpus: Path, tokdir: Path, out: Path) -> tuple[float, float, int, int]:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.tokens import DocumentTokenizer
@@ -100,9 +109,9 @@ def run_datatrove(corpus: Path, tokdir: Path, out: Path) -> tuple[float, int, in
     pipe = [JsonlReader(str(corpus.parent), glob_pattern=corpus.name, text_key="text", id_key="id"),
             DocumentTokenizer(output_folder=str(out / "tok"), tokenizer_name_or_path=str(tokdir / "tokenizer.json"),
                               eos_token="</s>", local_working_dir=str(out / "work"), seed=0)]
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_now()
     LocalPipelineExecutor(pipe, tasks=1, workers=1, logging_dir=str(out / "logs"), skip_completed=False).run()
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, cpu_now() - c
     tokens = docs = 0
     for idx in (out / "tok").glob("*.ds.index"):
         import numpy as np
@@ -110,7 +119,7 @@ def run_datatrove(corpus: Path, tokdir: Path, out: Path) -> tuple[float, int, in
         ends = np.fromfile(idx, dtype="<u8")
         docs += ends.size
         tokens += int(ends[-1]) if ends.size else 0
-    return wall, tokens, docs
+    return wall, cpu, tokens, docs
 
 
 def main() -> int:
@@ -120,26 +129,32 @@ def main() -> int:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # keep the output to the table
     corpus, root = Path(args.corpus), Path(args.dir)
     if not corpus.exists():
         print(f"{corpus}: corpus not found", file=sys.stderr)
         return 1
     tokdir = train_tokenizer(corpus, root / "tokenizer", args.vocab)
     recipe = prepare_mix(root, corpus, tokdir)
-    runs: dict[str, list[tuple[float, int, int]]] = {"datatrove DocumentTokenizer": [], "mix build --workers 1": [],
+    runs: dict[str, list[tuple[float, float, int, int]]] = {"datatrove DocumentTokenizer": [], "mix build --workers 1": [],
                                                      "mix build --workers 2": []}
     for _ in range(args.repeats):
         runs["datatrove DocumentTokenizer"].append(run_datatrove(corpus, tokdir, root / "datatrove"))
         runs["mix build --workers 1"].append(run_mix(recipe, 1))
         runs["mix build --workers 2"].append(run_mix(recipe, 2))
     base = min(r[0] for r in runs["datatrove DocumentTokenizer"])
+    base_cpu = min(r[1] for r in runs["datatrove DocumentTokenizer"])
     print(f"corpus {corpus} ({corpus.stat().st_size / 2**20:.1f} MB), tokenizer BPE vocab {args.vocab}, "
-          f"best of {args.repeats}")
-    print("| tokenizer run | docs | tokens | wall (s) | tokens/s | vs datatrove |")
-    print("|---|---|---|---|---|---|")
+          f"best of {args.repeats}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print("| tokenizer run | docs | tokens | wall (s) | tokens/s | vs datatrove (wall) | CPU (s) | tokens/CPU-s | "
+          "vs datatrove (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, rs in runs.items():
-        wall, tokens, docs = min(rs)
-        print(f"| {name} | {docs:,} | {tokens:,} | {wall:.2f} | {tokens / wall:,.0f} | {base / wall:.2f}x |")
+        wall = min(r[0] for r in rs)
+        cpu = min(r[1] for r in rs)
+        tokens, docs = rs[0][2], rs[0][3]
+        print(f"| {name} | {docs:,} | {tokens:,} | {wall:.2f} | {tokens / wall:,.0f} | {base / wall:.2f}x | "
+              f"{cpu:.2f} | {tokens / cpu:,.0f} | {base_cpu / cpu:.2f}x |")
     return 0
 
 

@@ -14,6 +14,7 @@ such sources and rebuilds any other.
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 import multiprocessing as mp
 import os
 import shutil
@@ -207,8 +208,16 @@ class Builder:
 
     def _encoded(self, chunks: Iterator[tuple[list[int], list[str]]], workers: int):
         if workers <= 1:
-            for splits, texts in chunks:
-                yield _encode(self.tok, splits, texts)
+            # the tokenizer releases the GIL: encode chunk i on a thread while chunk i+1 is read
+            with ThreadPoolExecutor(1) as ex:
+                pending = None
+                for splits, texts in chunks:
+                    nxt = ex.submit(_encode, self.tok, splits, texts)
+                    if pending is not None:
+                        yield pending.result()
+                    pending = nxt
+                if pending is not None:
+                    yield pending.result()
             return
         if self._pool is None:
             # spawn: forking a process that already runs polars' and the tokenizer's threads can deadlock
