@@ -90,3 +90,27 @@ def test_dsir_needs_a_target(tmp_path):
                         make_tokenizer(tmp_path / "tok", ["x y z"]), mix={"replay_select": "dsir"})
     with pytest.raises(RecipeError, match="dsir_target"):
         load_recipe(path)
+
+
+def test_dsir_target_can_be_a_recipe_source_used_only_as_reference(tmp_path):
+    pool, reference = corpora(3)
+    rng = random.Random(4)
+    domain = [make_text(rng, MEDICAL, rng.randint(10, 40)) for _ in range(300)]
+    files = {"domain": write_jsonl(tmp_path / "domain.jsonl", domain),
+             "web": write_jsonl(tmp_path / "web.jsonl", [t for _, t in pool]),
+             "ref": write_jsonl(tmp_path / "ref.jsonl", [t for _, t in reference])}
+    tok = make_tokenizer(tmp_path / "tok", domain + [t for _, t in pool])
+    for n in ("domain", "web"):  # the reference needs no score table
+        write_score_table(tmp_path / "out" / "curate", n, files[n], tok)
+    sources = {"domain": {"paths": [str(files["domain"])], "role": "domain"},
+               "web": {"paths": [str(files["web"])], "role": "general"},
+               "ref": {"paths": [str(files["ref"])], "role": "general"}}
+    path = write_recipe(tmp_path / "r.toml", sources, tok,
+                        mix={"budget": "100%", "replay": 0.2, "replay_select": "dsir", "dsir_target": "ref"})
+    res = make_plan(load_recipe(path), log=lambda m: None)
+    assert set(res.plan["sources"]) == {"domain", "web"}
+    assert res.plan["sources"]["web"]["share"] == pytest.approx(0.2, abs=1e-3)
+    assert any("reference sample only" in d["decision"] for d in res.plan["decisions"])
+    chosen = res.selection.filter((pl.col("source") == "web") & (pl.col("split") == "train"))["doc_id"].to_list()
+    rows = np.array([int(d.rsplit("#", 1)[1]) for d in chosen])
+    assert np.mean(rows % 3 == 0) > 0.5
