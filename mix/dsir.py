@@ -52,7 +52,7 @@ class FeatureTable:
             keep[docs] = True
             mask = keep[d]
             b, c = b[mask], c[mask]
-        return np.bincount(b, weights=c, minlength=self.buckets).astype(np.float64)
+        return np.bincount(b, weights=c, minlength=self.buckets)
 
 
 def _chunk_features(texts: list[str], buckets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,7 +75,7 @@ def _chunk_features(texts: list[str], buckets: int) -> tuple[np.ndarray, np.ndar
     code = np.concatenate([d * buckets + (h % np.uint64(buckets)).astype(np.int64),
                            d[:-1][same] * buckets + (bigram % np.uint64(buckets)).astype(np.int64)])
     c, counts = np.unique(code, return_counts=True)
-    return c // buckets, c % buckets, counts.astype(np.int64)
+    return (c // buckets).astype(np.int32), (c % buckets).astype(np.int32), counts.astype(np.int32)
 
 
 def featurize(items: Iterable[tuple[str, str]], buckets: int, chunk_docs: int = 2048) -> FeatureTable:
@@ -86,7 +86,7 @@ def featurize(items: Iterable[tuple[str, str]], buckets: int, chunk_docs: int = 
         ids, texts = zip(*chunk)
         d, b, c = _chunk_features(list(texts), buckets)
         table.doc_ids.extend(ids)
-        table.doc.append(d + base)
+        table.doc.append(d.astype(np.int64) + base)
         table.bin.append(b)
         table.count.append(c)
     return table
