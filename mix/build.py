@@ -140,7 +140,8 @@ class Builder:
         if not marker.exists():
             return None
         done = read_json(marker)
-        if done.get("plan_sha256") != self.plan_sha or done.get("tokenizer") != str(self.tok.path):
+        if (done.get("plan_sha256"), done.get("tokenizer"), done.get("shard_tokens"), done.get("seed")) != (
+                self.plan_sha, str(self.tok.path), self.recipe.mix.shard_tokens, self.seed):
             return None
         for split in SPLITS:
             if not all((self.out / p).exists() for p in done[split]["shards"]):
@@ -189,7 +190,8 @@ class Builder:
         if found != len(split_of):
             raise PlanError(f"source '{name}': {len(split_of) - found} planned document(s) were not found in its files "
                             f"(the files changed since `curate score`); run `curate score` and `mix plan` again")
-        result: dict = {"plan_sha256": self.plan_sha, "tokenizer": str(self.tok.path), "warnings": []}
+        result: dict = {"plan_sha256": self.plan_sha, "tokenizer": str(self.tok.path),
+                        "shard_tokens": self.recipe.mix.shard_tokens, "seed": self.seed, "warnings": []}
         for i, split in enumerate(SPLITS):
             result[split] = self._shuffle_into(work / f"{split}.ds", folder / split, name, i)
         shutil.rmtree(work)
