@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--order", type=int, default=4)
     ap.add_argument("--tokenizer", type=Path, default=None)
     ap.add_argument("--min-count", type=int, default=1)
+    ap.add_argument("--prune", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--unseen-source", default=None,
                     help="test only on this medical sub-source (e.g. bc5cdr) and keep it out of the reference")
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     model = train_ngram((medical[i]["text"] for i in train_idx), order=args.order, tokenizer=args.tokenizer,
-                        min_count=args.min_count)
+                        min_count=args.min_count, prune=args.prune)
     t_train = time.perf_counter() - t0
     med_texts = [medical[i]["text"] for i in test_idx]
     gen_texts = [general[i]["text"] for i in general_idx]
@@ -85,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     for s in sorted(set(sources)):
         sel = ppl_med[sources == s]
         rows.append((s, len(sel), float(np.median(sel)), auc(sel, ppl_gen)))
+    size = sum(a.nbytes for arrays in (model.keys, model.prob, model.ctx, model.gamma) for a in arrays) / 2**20
     print(f"reference: {len(train_idx):,} medical docs, {model.info['n_tokens']:,} tokens, order {model.order}, "
-          f"{model.encoder.kind} tokenizer, trained in {t_train:.1f} s; types per order {model.info['types']}")
+          f"{model.encoder.kind} tokenizer, min_count {args.min_count}, prune {args.prune}, trained in "
+          f"{t_train:.1f} s; n-grams per order {model.info['types']}, arrays {size:.1f} MiB")
     print(f"scored {len(ppl_med):,} held-out medical + {len(ppl_gen):,} enwiki docs ({n_tokens:,} tokens) in "
           f"{t_score:.1f} s = {n_tokens / t_score:,.0f} tokens/s (2-core CPU sandbox)")
     print(f"\n{'held-out set':<22}{'docs':>8}{'median ppl':>12}{'AUC vs enwiki':>15}")
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "reference_auc.json", {
         "auc": overall, "unseen_source": args.unseen_source, "order": model.order, "tokenizer": model.encoder.kind,
-        "train_docs": len(train_idx),
+        "min_count": args.min_count, "prune": args.prune, "model_mib": size, "train_docs": len(train_idx),
         "train_tokens": model.info["n_tokens"], "train_seconds": t_train, "score_tokens": n_tokens,
         "score_seconds": t_score, "per_source": [{"source": r[0], "docs": r[1], "median_ppl": r[2], "auc": r[3]}
                                                   for r in rows],

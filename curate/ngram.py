@@ -341,8 +341,13 @@ def _discounts(c: np.ndarray) -> tuple[float, float, float]:
     return d
 
 
-def _estimate(types: list[_Types]) -> tuple[list, list, list, list, list]:
-    """Adjusted counts per order, then a(hw) and gamma(h) per order."""
+def _estimate(types: list[_Types], prune: int = 1) -> tuple[list, list, list, list, list]:
+    """Adjusted counts per order, then a(hw) and gamma(h) per order.
+
+    `prune` > 1 drops n-grams of order >= 3 whose adjusted count is below it (most are seen once)
+    and adds their a(hw) to gamma(h): each distribution stays normalized, the pruned words are
+    predicted by backing off, and contexts left with nothing are dropped (gamma = 1 when missing).
+    """
     n = len(types)
     adj: list[np.ndarray] = [np.empty(0)] * n
     adj[n - 1] = types[n - 1].count.astype(np.float64)
@@ -363,10 +368,18 @@ def _estimate(types: list[_Types]) -> tuple[list, list, list, list, list]:
         cx, inv = np.unique(types[k].ctx, return_inverse=True)
         total = np.bincount(inv, weights=c)
         mass = np.bincount(inv, weights=disc)
-        keys.append(types[k].key)
-        probs.append(((c - disc) / total[inv]).astype(np.float32))
+        a = (c - disc) / total[inv]
+        gamma = mass / total
+        key = types[k].key
+        if prune > 1 and k >= 2:
+            drop = c < prune
+            gamma = gamma + np.bincount(inv[drop], weights=a[drop], minlength=len(cx))
+            alive = np.bincount(inv[~drop], minlength=len(cx)) > 0
+            key, a, cx, gamma = key[~drop], a[~drop], cx[alive], gamma[alive]
+        keys.append(key)
+        probs.append(a.astype(np.float32))
         ctxs.append(cx)
-        gammas.append((mass / total).astype(np.float32))
+        gammas.append(gamma.astype(np.float32))
         discounts.append([round(d1, 4), round(d2, 4), round(d3, 4)])
     return keys, probs, ctxs, gammas, discounts
 
@@ -383,8 +396,10 @@ def _chunks(texts: Iterable[str], docs_per_chunk: int) -> Iterator[list[str]]:
 
 
 def train_ngram(texts: Iterable[str], order: int = 4, tokenizer: str | Path | None = None, min_count: int = 1,
-                docs_per_chunk: int = 2000, progress: Callable[[int, int], None] | None = None) -> NgramModel:
-    """Fit the model on reference texts. `min_count` > 1 maps rarer words to <unk> (built-in tokenizer).
+                prune: int = 1, docs_per_chunk: int = 2000,
+                progress: Callable[[int, int], None] | None = None) -> NgramModel:
+    """Fit the model on reference texts. `min_count` > 1 maps rarer words to <unk> (built-in tokenizer);
+    `prune` > 1 drops n-grams of order >= 3 seen fewer times (a smaller model, see `_estimate`).
 
     Memory: the token ids of the whole corpus (8 bytes a token) plus the distinct n-grams of every
     order (~33 bytes each while counting); counting runs chunk by chunk and merges as it goes.
@@ -392,6 +407,8 @@ def train_ngram(texts: Iterable[str], order: int = 4, tokenizer: str | Path | No
     """
     if not 1 <= order <= 8:
         raise NgramError(f"order must be between 1 and 8, got {order}")
+    if min_count < 1 or prune < 1:
+        raise NgramError(f"min_count and prune must be at least 1, got {min_count} and {prune}")
     encoder: WordEncoder | TokenizerEncoder
     vocab: dict[str, int] = {}
     if tokenizer is not None:
@@ -434,7 +451,7 @@ def train_ngram(texts: Iterable[str], order: int = 4, tokenizer: str | Path | No
             merged = [[_Types.merge(m)] for m in merged]
             pending = 0
     types = [_Types.merge(m) for m in merged]
-    keys, probs, ctxs, gammas, discounts = _estimate(types)
+    keys, probs, ctxs, gammas, discounts = _estimate(types, prune)
     info = {"n_docs": n_docs, "n_tokens": n_tokens, "types": [len(k) for k in keys], "discounts": discounts,
-            "min_count": min_count}
+            "min_count": min_count, "prune": prune}
     return NgramModel(order, encoder, keys, probs, ctxs, gammas, info)

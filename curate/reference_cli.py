@@ -50,7 +50,8 @@ def run_train_reference(args: argparse.Namespace) -> int:
                 bar.update(task, description=f"reading reference: {docs:,} documents, {tokens:,} tokens")
 
             model = train_ngram(_texts(args.ref, args.text_field, args.max_docs, rejects), order=args.order,
-                                tokenizer=args.tokenizer, min_count=args.min_count, progress=progress)
+                                tokenizer=args.tokenizer, min_count=args.min_count, prune=args.prune,
+                                progress=progress)
             bar.update(task, description="writing model")
             model.save(args.out)
     except (InputError, NgramError, OSError) as e:
@@ -84,6 +85,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="tokenizer.json or model folder (default: built-in normalizing word tokenizer)")
     p.add_argument("--min-count", type=int, default=1,
                    help="words seen fewer times become <unk> (built-in tokenizer only; default 1 keeps all)")
+    p.add_argument("--prune", type=int, default=1, metavar="N",
+                   help="drop n-grams of order >= 3 seen fewer than N times (N=2 removes singletons: a much "
+                        "smaller model; their probability mass moves to backing off). Default 1 keeps all")
     p.add_argument("--max-docs", type=int, default=None, help="use only the first N readable documents")
     p.set_defaults(func=run_train_reference)
 

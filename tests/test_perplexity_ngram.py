@@ -270,3 +270,18 @@ def test_chunked_counting_equals_one_pass(tiny, monkeypatch):
     for k in range(4):
         for name in ("keys", "prob", "ctx", "gamma"):
             np.testing.assert_array_equal(getattr(many, name)[k], getattr(one, name)[k])
+
+
+def test_pruning_keeps_distributions_normalized(tiny):
+    texts, _ = tiny
+    full = train_ngram(texts, order=4)
+    pruned = train_ngram(texts, order=4, prune=2)
+    assert pruned.info["types"][:2] == full.info["types"][:2]  # unigrams and bigrams are never pruned
+    assert pruned.info["types"][3] < full.info["types"][3] / 2
+    symbols = [EOS, UNK] + list(range(OFFSET, OFFSET + len(pruned.encoder.vocab)))
+    ids = [list(map(int, x)) for x in pruned.encoder.encode(texts[:40])]
+    contexts = [[BOS, BOS, BOS]] + [d[i - 3:i] for d in ids for i in range(3, len(d), 4)]
+    for ctx in contexts:
+        assert pruned.cond_prob(ctx, symbols).sum() == pytest.approx(1.0, abs=1e-5), ctx
+    with pytest.raises(NgramError, match="prune"):
+        train_ngram(texts, order=3, prune=0)
