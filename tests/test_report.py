@@ -65,3 +65,18 @@ def test_report_uses_gap_json_and_cli(tmp_path, capsys):
     assert "| one | 10 | 5.12k | 0m10s | 9.2500 |" in text  # the numbers come from gap.json
     assert "| one | 1.500 (10) | 1.500 (10) | 1.500 (10) |" in text
     assert str(run / "report.md") in capsys.readouterr().out
+
+
+def test_report_steps_axis_log_x_and_errors(tmp_path):
+    import pytest
+
+    run = tmp_path / "r"
+    run.mkdir()
+    rows = [{"kind": "eval", "step": s, "metrics": {"loss/x": v}} for s, v in [(0, 2.0), (1, 2.2), (10, 1.9)]]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # no tokens, no train lines
+    text = write_report([run], tmp_path / "out", log_x=True).read_text()
+    assert "| r | 10 | - | - | 1.9000 |" in text and "No `lr` in the train lines" in text
+    assert "| r | 2.0000 | 2.2000 (1) | 0.2000 | 10 (-) | 1.9000 | -0.1000 | gain |" in text
+    assert (tmp_path / "out" / "eval_loss_x.png").stat().st_size > 1000 and not (tmp_path / "out" / "lr.png").exists()
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        write_report([tmp_path / "missing"], tmp_path / "out")

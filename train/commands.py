@@ -25,7 +25,7 @@ def report_command(args: argparse.Namespace) -> int:
 
     run_dirs = [Path(d) for d in args.run_dirs]
     out = Path(args.out) if args.out else (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
-    path = write_report(run_dirs, out, x=args.x)
+    path = write_report(run_dirs, out, x=args.x, log_x=args.log_x)
     print(f"wrote {path}")
     return 0
 
@@ -53,4 +53,6 @@ def add_eval_commands(subparsers) -> None:
                    help="folder for report.md and PNGs (default: the run dir if one, else ./report)")
     p.add_argument("--x", choices=["auto", "tokens", "step"], default="auto",
                    help="x axis of the evaluation curves (auto: tokens when every eval line has them)")
+    p.add_argument("--log-x", action="store_true",
+                   help="symmetric-log x axis: spreads out the dense early evaluations where the gap happens")
     p.set_defaults(func=report_command)

@@ -111,10 +111,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_set(runs: list[RunData], key: str, path: Path, x: str) -> Path:
-    """One evaluation set, every run: the curve, its start (dashed), worst (v) and recovery (o) points."""
+def plot_set(runs: list[RunData], key: str, path: Path, x: str, log_x: bool = False) -> Path:
+    """One evaluation set, every run: the curve, its start (dashed), worst (v) and recovery (o) points.
+
+    `log_x` (symlog) spreads out the dense early evaluations where the gap happens.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    names = {run.name for run in runs}
     for i, run in enumerate(runs):
         pts = sorted((r["step"], r.get("tokens"), r["metrics"][key]) for r in run.evals if key in r["metrics"])
         if not pts:
@@ -134,6 +138,10 @@ def plot_set(runs: list[RunData], key: str, path: Path, x: str) -> Path:
             if match:
                 px = match[0][0] if x == "step" else match[0][1]
                 ax.plot([px], [match[0][2]], marker, color=color, ms=9, mfc="none", mew=1.6)
+    if log_x:
+        xs_all = [v for line in ax.get_lines() if line.get_label() in names for v in line.get_xdata() if v > 0]
+        ax.set_xscale("symlog", linthresh=min(xs_all) if xs_all else 1.0)
+        ax.set_xlim(left=0)  # step 0 sits at the left edge, the first evaluation one decade right
     ax.set_xlabel("training tokens" if x == "tokens" else "step")
     ax.set_ylabel(key)
     ax.set_title(f"{key}  (dashed: start; v: worst; o: back to start)")
@@ -215,7 +223,7 @@ def render(runs: list[RunData], keys: list[str], set_plots: dict[str, str], lr_p
     return "\n".join(lines)
 
 
-def write_report(run_dirs: list[Path], out_dir: Path, x: str = "auto") -> Path:
+def write_report(run_dirs: list[Path], out_dir: Path, x: str = "auto", log_x: bool = False) -> Path:
     """Plots (one PNG per evaluation set, one for the LR) and report.md in `out_dir`; returns report.md."""
     if not run_dirs:
         raise ValueError("train report needs at least one run dir")
@@ -235,7 +243,7 @@ def write_report(run_dirs: list[Path], out_dir: Path, x: str = "auto") -> Path:
     set_plots = {}
     for key in keys:
         name = f"eval_{_slug(key)}.png"
-        plot_set(runs, key, out_dir / name, x)
+        plot_set(runs, key, out_dir / name, x, log_x)
         set_plots[key] = name
     lr_path = plot_lr(runs, out_dir / "lr.png")
     text = render(runs, keys, set_plots, lr_path.name if lr_path else None)
