@@ -67,6 +67,10 @@ def test_load_formats(tmp_path):
     assert pub[0].options == ("yes", "no", "maybe") and [it.answer for it in pub] == [0, 2, 1]
     lst = load_benchmark(write_jsonl(tmp_path / "list.jsonl", [{"question": "q", "options": ["a", "b"], "answer": 1}]))
     assert lst[0].answer == 1 and lst[0].id == "list.jsonl#0"
+    orig = load_benchmark(write_jsonl(tmp_path / "orig.jsonl", [
+        {"question": "q", "options": {"A": "x", "B": "y"}, "answer": "y", "answer_idx": "B"},
+        {"question": "q", "options": {"A": "x", "B": "y"}, "answer": "x"}]))
+    assert [it.answer for it in orig] == [1, 0]  # MedQA's original fields: answer_idx, or the answer text
     subset = load_benchmark(tmp_path / "medqa.jsonl", max_items=3)
     assert [it.id for it in subset] == ["q0", "q2", "q4"]  # evenly spread, fixed
 

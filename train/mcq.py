@@ -8,8 +8,9 @@ log-likelihood of the continuation " {option}" after the prompt "Question: {q}\\
 encode(prompt + continuation), the continuation being what follows encode(prompt).
 
 Formats (auto-detected from the first line): MedQA / MMLU `{question, options: {A: ..}, answer: "B"}`
-(options may also be a list, answer a letter or 0-based index); PubMedQA `{question, context,
-answer: yes|no|maybe}`, keeping only `split == "test"` items when lines carry a split.
+(options may also be a list; answer a letter, a 0-based index or the option's text; `answer_idx` wins);
+PubMedQA `{question, context, answer: yes|no|maybe}`, keeping only `split == "test"` items when lines
+carry a split.
 """
 
 from __future__ import annotations
@@ -69,13 +70,16 @@ def _parse_mcq(obj: dict, ident: str, where: str) -> MCQItem:
         raise ValueError(f"'options' must be an object {{A: text, ...}} or a list, got {type(options).__name__}")
     if len(texts) < 2 or not all(isinstance(t, str) and t.strip() for t in texts):
         raise ValueError(f"'options' needs at least two non-empty strings, got {options!r}")
-    answer = obj.get("answer")
+    answer = obj.get("answer_idx", obj.get("answer"))  # the original MedQA release: answer_idx + answer text
     if isinstance(answer, str) and answer.strip() in letters:
         index = letters.index(answer.strip())
     elif isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < len(texts):
         index = answer
+    elif isinstance(answer, str) and answer.strip() in [t.strip() for t in texts]:
+        index = [t.strip() for t in texts].index(answer.strip())
     else:
-        raise ValueError(f"'answer' must be one of {letters} (or an index below {len(texts)}), got {answer!r}")
+        raise ValueError(f"'answer' must be one of {letters}, an index below {len(texts)} or an option's text, "
+                         f"got {answer!r}")
     return MCQItem(ident, f"Question: {question}\nAnswer:", tuple(t.strip() for t in texts), index, where)
 
 
