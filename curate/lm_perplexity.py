@@ -86,9 +86,11 @@ class LMScorer:
             raise LMScorerError(f"{self.path}: no tokenizer.json or tokenizer_config.json (save the tokenizer "
                                 "with the model: tokenizer.save_pretrained(folder))")
         try:
-            return AutoTokenizer.from_pretrained(str(self.path), **self._gguf())
+            tok = AutoTokenizer.from_pretrained(str(self.path), **self._gguf())
         except (OSError, ValueError) as e:
             raise LMScorerError(f"{self.path}: cannot load the tokenizer from this folder: {e}") from e
+        tok.truncation_side = "right"  # keep each document's beginning, whatever the folder's config says
+        return tok
 
     @cached_property
     def model(self):
@@ -112,8 +114,9 @@ class LMScorer:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """The ids that get scored: start token + text tokens, cut to max_length."""
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [([self.start_id] + x)[: self.max_length] for x in ids]
+        ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.max_length - 1,
+                             return_attention_mask=False)["input_ids"]
+        return [[self.start_id] + x for x in ids]
 
     def score_ids(self, docs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """(sum of natural-log probabilities, number of predicted tokens) per document."""
