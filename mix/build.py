@@ -158,21 +158,19 @@ class Builder:
         split_of = dict(zip(sel["doc_id"].to_list(), (sel["split"] == "valid").cast(pl.Int8).to_list()))
         work = folder / ".work"
         writers = [ShardWriter(work / f"{s}.ds", self.tok.token_dtype, str(self.tok.path)) for s in SPLITS]
-        found = 0
-        bar = tqdm(total=len(split_of), desc=f"tokenize {name}", unit="doc", leave=False)
+        planned_docs = len(split_of)
+        bar = tqdm(total=planned_docs, desc=f"tokenize {name}", unit="doc", leave=False)
 
         def wanted() -> Iterator[tuple[int, str]]:
-            nonlocal found
             for rec in iter_documents(name, cfg):
-                s = split_of.get(rec.doc_id)
+                s = split_of.pop(rec.doc_id, None)  # each planned document once, even if an id repeats
                 if s is not None:
-                    found += 1
                     yield s, rec.text
-                    if found == len(split_of):
+                    if not split_of:
                         return
 
         try:
-            small = self.auto_workers and len(split_of) <= 4 * CHUNK_DOCS  # a pool costs more than it saves
+            small = self.auto_workers and planned_docs <= 4 * CHUNK_DOCS  # a pool costs more than it saves
             for splits, flat, lengths in self._encoded(_chunks(wanted(), CHUNK_DOCS), 1 if small else self.workers):
                 ends = np.cumsum(lengths)
                 starts = ends - lengths
@@ -187,9 +185,10 @@ class Builder:
             bar.close()
         for w in writers:
             w.close()
-        if found != len(split_of):
-            raise PlanError(f"source '{name}': {len(split_of) - found} planned document(s) were not found in its files "
-                            f"(the files changed since `curate score`); run `curate score` and `mix plan` again")
+        if split_of:
+            raise PlanError(f"source '{name}': {len(split_of)} planned document(s) were not found in its files (first: "
+                            f"{next(iter(split_of))}); the files changed since `curate score`: run `curate score` and "
+                            f"`mix plan` again")
         result: dict = {"plan_sha256": self.plan_sha, "tokenizer": str(self.tok.path),
                         "shard_tokens": self.recipe.mix.shard_tokens, "seed": self.seed, "warnings": []}
         for i, split in enumerate(SPLITS):

@@ -131,3 +131,18 @@ def test_build_without_a_plan_or_tokenizer_is_a_clear_error(built, tmp_path, cap
     path = write_recipe(world["root"] / "np.toml", world["sources"], world["tok"], mix={"out": str(tmp_path / "none")})
     assert main(["build", str(path)]) == 2
     assert "run `mix plan` first" in capsys.readouterr().err
+
+
+def test_changed_source_files_are_a_clear_error(built, tmp_path, capsys):
+    world = built["world"]
+    short = tmp_path / "wiki.jsonl"  # same name, so the ids of the first half still match
+    lines = Path(world["files"]["wiki"]).read_text().splitlines()
+    short.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    sources = dict(world["sources"], wiki=dict(world["sources"]["wiki"], paths=[str(short)]))
+    path = write_recipe(world["root"] / "changed.toml", sources, world["tok"],
+                        mix={"budget": "40%", "top": "10%", "score": "fasttext_q", "preset": "llama1",
+                             "out": str(tmp_path / "mix")})
+    assert main(["plan", str(path)]) == 0
+    # the plan was made from the full table; the file now holds half the documents
+    assert main(["build", str(path)]) == 2
+    assert "planned document(s) were not found" in capsys.readouterr().err
