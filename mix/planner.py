@@ -479,7 +479,7 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
     plan = {
         "version": PLAN_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "recipe": str(recipe.path) if recipe.path else None,
+        "recipe": str(Path(recipe.path).resolve()) if recipe.path else None,
         "name": recipe.run.name,
         "seed": recipe.run.seed,
         "budget": {"given": amount.given, "tokens": budget_tokens, "human": human_tokens(budget_tokens),
