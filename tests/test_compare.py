@@ -34,8 +34,8 @@ def world(tmp_path_factory) -> dict:
 
 
 def overrides(w: dict) -> list[str]:
-    return [f'data.tokenizer="{w["tok"]}"', f'data.sources.code.paths=["{w["code"]}"]',
-            f'data.sources.general.paths=["{w["general"]}"]', f'curate.classifiers.code_quality="{w["classifier"]}"',
+    return [f'data.tokenizer="{w["tok"]}"', f'data.sources.domain.paths=["{w["code"]}"]',
+            f'data.sources.general.paths=["{w["general"]}"]', f'curate.classifiers.quality="{w["classifier"]}"',
             f'model.path="{w["base"]}"', "mix.valid_fraction=0.05", "mix.min_subset_docs=10", "mix.workers=1",
             "train.seq_len=32", "train.batch_size=4", "train.steps=6", "train.tensorboard=false",
             "eval.num_evals=3", "eval.max_batches=2", "eval.batch_size=4"]
@@ -47,7 +47,7 @@ def test_the_strategy_recipes_exist_and_load(world):
             "lr-low", "lr-mid", "lr-high", "infinite", "infinite-anneal"} <= names
     loaded = {p.stem: load_recipe(p, overrides(world)) for p in STRATEGIES}
     assert all(r.run.name == stem for stem, r in loaded.items())  # compare needs one name per recipe
-    assert all(r.data.sources["code"].paths == [world["code"]] for r in loaded.values())
+    assert all(r.data.sources["domain"].paths == [world["code"]] for r in loaded.values())
     assert loaded["naive"].mix.budget == "100%" and loaded["naive"].mix.top is None and loaded["naive"].mix.replay == 0
     g = loaded["guo-40"].mix
     assert (g.budget, g.top, g.preset, g.resample) == ("40%", "10%", "llama1", "dynamic")
@@ -67,7 +67,7 @@ def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
 
     curated = [p for p in (out / "curate").iterdir() if p.is_dir()]
     assert len(curated) == 1  # same sources and [curate]: scored once
-    assert {p.name for p in curated[0].iterdir()} >= {"code", "general"}
+    assert {p.name for p in curated[0].iterdir()} >= {"domain", "general"}
     assert (out / "naive" / "mix" / "shards" / "manifest.json").exists()
     assert (out / "guo-40" / "mix" / "shards" / "manifest.json").exists()
     assert not (out / "lr-high" / "mix").exists()  # same plan as naive: its shards are reused
@@ -80,17 +80,17 @@ def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
     assert rows["lr-high"]["shared_mix_with"] == "naive" and rows["naive"]["shared_mix_with"] is None
     for r in rows.values():
         assert r["steps"] == 6 and r["tokens"] == 6 * 4 * 32
-        assert {"loss/code", "loss/general"} <= set(r["sets"])
-        assert r["sets"]["loss/code"]["role"] == "domain" and r["sets"]["loss/general"]["role"] == "general"
+        assert {"loss/domain", "loss/general"} <= set(r["sets"])
+        assert r["sets"]["loss/domain"]["role"] == "domain" and r["sets"]["loss/general"]["role"] == "general"
         assert all(math.isfinite(s["final"]) for s in r["sets"].values())
         assert r["train_wall_s"] > 0 and r["stage_wall_s"]["train"] > 0
     # the table holds the same numbers as the runs' own gap.json
     gap = json.loads((out / "guo-40" / "train" / "gap.json").read_text())
-    assert rows["guo-40"]["sets"]["loss/code"]["final"] == gap["sets"]["loss/code"]["final"]
+    assert rows["guo-40"]["sets"]["loss/domain"]["final"] == gap["sets"]["loss/domain"]["final"]
     md = (out / "comparison.md").read_text()
-    assert "loss/code (domain)" in md and "loss/general (general)" in md and "| guo-40 |" in md
-    assert f"{gap['sets']['loss/code']['final']:.4f}" in md
-    assert (out / "report.md").exists() and (out / "eval_loss_code.png").exists() and (out / "eval_loss_general.png").exists()
+    assert "loss/domain (domain)" in md and "loss/general (general)" in md and "| guo-40 |" in md
+    assert f"{gap['sets']['loss/domain']['final']:.4f}" in md
+    assert (out / "report.md").exists() and (out / "eval_loss_domain.png").exists() and (out / "eval_loss_general.png").exists()
 
     # a re-run trains nothing: every run is finished with the same settings
     metrics = out / "naive" / "train" / "metrics.jsonl"
