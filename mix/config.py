@@ -17,6 +17,9 @@ from continua.schema import path_field
 @dataclass
 class MixConfig:
     budget: str = "100%"  # percent of one epoch over the (filtered) domain corpus, or tokens: 500M, 2B, 123456
+    # what the budget counts: "all" training tokens (replay shares come out of it), or the "domain" tokens only
+    # (replay is added on top so the domain keeps its share: 40% + top 10% stays 4 epochs under a preset)
+    budget_covers: Literal["all", "domain"] = "all"
     # quality subset of the domain data
     score: str | None = None  # score column or expression ("0.5*fasttext_q - 0.5*ppl_ngram_med") ranking domain docs
     prefer: Literal["high", "low"] = "high"  # which end of `score` is better ("low" for perplexities)

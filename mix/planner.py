@@ -382,8 +382,18 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
     # 4. shares
     domain_share, general_shares = budget_shares(domain, general, {n: cand[n][1] for n in general}, preset,
                                                  mix.replay, notes)
-    general_targets = {n: int(round(budget_tokens * s)) for n, s in general_shares.items()}
-    domain_tokens = budget_tokens - sum(general_targets.values())
+    if mix.budget_covers == "domain" and domain_share < 1.0:
+        domain_tokens = budget_tokens
+        total = domain_tokens / domain_share
+        general_targets = {n: int(round(total * s)) for n, s in general_shares.items()}
+        notes.decide("budget covers", f"domain tokens = {domain_tokens:,}; replay adds "
+                     f"{sum(general_targets.values()):,} tokens on top",
+                     "budget_covers = \"domain\": the budget sets the domain tokens (e.g. subset x epochs of the "
+                     "studies) and the replay shares are added so that the domain keeps its share of the total")
+        budget_tokens = domain_tokens + sum(general_targets.values())
+    else:
+        general_targets = {n: int(round(budget_tokens * s)) for n, s in general_shares.items()}
+        domain_tokens = budget_tokens - sum(general_targets.values())
 
     # 5. domain subset and epochs
     if dpool.score is None:
@@ -482,7 +492,8 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
         "recipe": str(Path(recipe.path).resolve()) if recipe.path else None,
         "name": recipe.run.name,
         "seed": recipe.run.seed,
-        "budget": {"given": amount.given, "tokens": budget_tokens, "human": human_tokens(budget_tokens),
+        "budget": {"given": amount.given, "covers": mix.budget_covers, "tokens": budget_tokens,
+                   "human": human_tokens(budget_tokens),
                    "reference_tokens": sum(cand[n][1] for n in domain),
                    "reference": "one epoch over the filtered domain corpus (after validation hold-out and dedup)"},
         "total_target_tokens": total,

@@ -246,3 +246,16 @@ def test_curate_duplicate_marks_are_dropped(tmp_path):
     r2 = load_recipe(write_recipe(tmp_path / "r2.toml", w["sources"], w["tok"], mix={"budget": "100%", "dedup": False}))
     train2 = set(make_plan(r2, log=lambda m: None).selection.filter(pl.col("split") == "train")["doc_id"])
     assert train2 & set(marked)  # dedup = false keeps them
+
+
+def test_budget_covering_domain_tokens_adds_replay_on_top(world):
+    r = recipe(world, {"budget": "40%", "top": "10%", "score": "fasttext_q", "preset": "llama1",
+                       "budget_covers": "domain"})
+    p = make_plan(r, log=lambda m: None).plan
+    n = p["budget"]["reference_tokens"]
+    d = p["sources"]["domain"]
+    assert d["target_tokens"] == round(0.4 * n)  # the budget is the domain's: 10% subset x 4 epochs
+    assert d["epochs"] == pytest.approx(4.0, rel=0.01)
+    assert d["share"] == pytest.approx(0.82, abs=1e-3)
+    assert p["budget"]["tokens"] == p["total_target_tokens"]
+    assert p["budget"]["tokens"] == pytest.approx(0.4 * n / 0.82, rel=1e-3)
