@@ -23,7 +23,7 @@ from train.data import Sampler, planned_steps
 from train.evaluate import eval_steps, evaluate_losses, validation_windows
 from train.metrics import MetricsLog, Progress, TensorBoard, WeightChange, measure_peak_flops
 from train.model import build_model, export_pretrained, flops_per_token
-from train.parallel import Dist, all_reduce_sum, decoder_layers, init_distributed, shard_model, shutdown, use_fsdp
+from train.parallel import Dist, all_reduce_sum, decoder_layers, init_distributed, prepare_model, shutdown
 from train.schedules import build_schedule
 
 
@@ -55,23 +55,11 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     # model, optimizer, schedule, data
     model = build_model(recipe.model, manifest.tokenizer, recipe.run.seed)
     flops_tok = flops_per_token(model, tc.seq_len)
-    if tc.activation_checkpointing:
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if tc.compile:
-        for block in decoder_layers(model):
-            block.compile()
-    model.to(d.device)
-    if use_fsdp(d):
-        shard_model(model, torch.bfloat16 if bf16 else None)
-    elif bf16:
-        raise ValueError("[train] dtype = 'bfloat16' needs FSDP mixed precision: use a GPU or nproc > 1")
+    prepare_model(model, d, bf16, activation_checkpointing=tc.activation_checkpointing, compile=tc.compile)
     weights = WeightChange(decoder_layers(model))
     o = recipe.optim
-    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                  weight_decay=o.weight_decay, **_fast_adamw(d.device))
+    optimizer = torch.optim.AdamW(_decay_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                  **_fast_adamw(d.device))
     lr_at = build_schedule(recipe.schedule, o.lr, steps)
     sampler = Sampler(shards, manifest, tc.seq_len, tc.batch_size, recipe.run.seed, d.rank, d.world)
 
@@ -182,6 +170,13 @@ def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int) ->
         loss.backward()
         total += loss.detach()
     return float(total)
+
+
+def _decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only; norms and biases (1-D) are left alone (nanoGPT, HF Trainer)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
 def _fast_adamw(device: torch.device) -> dict:

@@ -111,6 +111,25 @@ def shard_model(model: nn.Module, mp_dtype: torch.dtype | None) -> nn.Module:
     return model
 
 
+def prepare_model(model: nn.Module, d: Dist, bf16: bool, activation_checkpointing: bool = False,
+                  compile: bool = False) -> nn.Module:
+    """Activation checkpointing, torch.compile per block, device placement and FSDP2, in that order."""
+    if activation_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if compile:
+        for block in decoder_layers(model):
+            block.compile()
+    model.to(d.device)
+    if use_fsdp(d):
+        shard_model(model, torch.bfloat16 if bf16 else None)
+    elif bf16:
+        raise ValueError("[train] dtype = 'bfloat16' needs FSDP mixed precision: use a GPU or nproc > 1")
+    return model
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
