@@ -12,7 +12,7 @@ import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import orjson
 
@@ -105,13 +105,18 @@ def _check_text(value: object, field: str) -> tuple[str | None, str, str]:
     return value, "", ""
 
 
-def _read_jsonl(path: Path, unit: str, source: str, cfg: SourceConfig) -> Iterator[Record | Reject]:
+def _read_jsonl(path: Path, unit: str, source: str, cfg: SourceConfig,
+                skip: Callable[[int], bool] | None = None) -> Iterator[Record | Reject | None]:
+    """Items of a JSON Lines file; lines with skip(row) true yield None undecoded (another shard's)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
             n_lines = 0
             for row, raw in enumerate(f):
                 n_lines += 1
+                if skip is not None and skip(row):
+                    yield None
+                    continue
                 if not raw.strip():
                     yield Reject(str(path), row, "blank_line", "line holds no JSON", "")
                     continue
@@ -196,7 +201,13 @@ def iter_source(source: str, cfg: SourceConfig, rank: int = 0, world_size: int =
     """Every record and reject of a source, in a stable order; this shard gets items i with i % world_size == rank."""
     index = 0
     for path, fmt, unit in expand_inputs(cfg):
-        for item in _READERS[fmt](path, unit, source, cfg):
+        if fmt == "jsonl" and world_size > 1:
+            # lines of other shards are counted but not decoded: each task parses only its own share
+            start = index
+            items = _read_jsonl(path, unit, source, cfg, skip=lambda row: (start + row) % world_size != rank)
+        else:
+            items = _READERS[fmt](path, unit, source, cfg)
+        for item in items:
             if index % world_size == rank:
                 yield item
             index += 1

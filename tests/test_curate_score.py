@@ -163,3 +163,22 @@ def test_heuristic_step_records_without_dropping_or_rewriting():
     assert [d.id for d in out] == ["a", "b"] and out[0].text == good and out[1].text == bad  # C4 rewrites lines
     assert out[0].metadata["heur_c4_pass"] is True and out[0].metadata["heur_c4_reason"] == ""
     assert out[1].metadata["heur_c4_pass"] is False and out[1].metadata["heur_c4_reason"] == "curly_bracket"
+
+
+def test_task_shards_partition_the_source_exactly(tmp_path):
+    """Each task decodes only its own lines; together the tasks see every item exactly once."""
+    from continua.documents import iter_source
+    from continua.recipe import SourceConfig
+
+    a = _bad_file(tmp_path / "a.jsonl")
+    b = write_jsonl(tmp_path / "b.jsonl", styled_texts("gen", 7, 1))
+    cfg = SourceConfig(paths=[a, b])
+
+    def key(item):
+        return (type(item).__name__, item.path, item.row, getattr(item, "reason", ""))
+
+    whole = sorted(key(i) for i in iter_source("s", cfg))
+    assert len(whole) == 23 + 7
+    for world in (2, 3, 5):
+        parts = [key(i) for rank in range(world) for i in iter_source("s", cfg, rank, world)]
+        assert sorted(parts) == whole
