@@ -31,7 +31,7 @@ class MixConfig:
     min_subset_docs: int = 100  # warn when the subset has fewer documents than this ...
     min_subset_fraction: float = 0.01  # ... or fewer tokens than this fraction of the domain corpus
     dedup: bool = True  # drop exact duplicates (text_hash; dup_exact / dup_minhash_keep columns) before selection
-    resample: Literal["fixed", "dynamic"] = "fixed"  # domain share: same subset each epoch, or fresh draw per epoch
+    resample: Literal["fixed", "dynamic"] = "dynamic"  # domain share of an epoch: fresh draw from the subset each epoch (Guo et al.), or one sample
     # replay of general data
     replay: float = 0.0  # compute-equivalent replay (Ibrahim et al.): this fraction of the budget from general sources
     preset: str | None = None  # pre-training mixture to imitate: "llama1", "redpajama", or "custom"

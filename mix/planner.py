@@ -5,7 +5,8 @@ Order of work (each step recorded in the plan with its reason):
 2. drop training candidates that are exact copies of any validation document, or duplicates;
 3. resolve the budget (a percentage refers to one epoch over the filtered domain corpus);
 4. split the budget into a domain share and replay shares (preset mixture or compute-equivalent);
-5. choose the domain subset and its epochs together so subset x epochs fills the domain share;
+5. choose the domain subset and its epochs together so subset x epochs fills the budget (an epoch is
+   subset-size tokens of the mixture, the domain drawing its share of them from the subset);
 6. draw replay documents per general source (random or DSIR);
 7. write plan.json (for people) and selection.parquet (for `mix build`).
 """
@@ -145,37 +146,46 @@ def _preset_shares(general: dict[str, SourceConfig], pool_tokens: dict[str, int]
 # ---------------------------------------------------------------- domain subset x epochs
 
 
-def choose_domain(pool: Ranked, domain_tokens: int, mix, has_score: bool, notes: Notes) -> Picked:
-    """Subset size and epochs together, so that subset x epochs = the domain share of the budget.
+def choose_domain(pool: Ranked, domain_tokens: int, total_tokens: int, mix, has_score: bool,
+                  notes: Notes) -> Picked:
+    """Subset size and epochs together, as the studies count them.
 
-    `pool` ranks the deduplicated domain candidates best first (seeded random order without a score).
+    With a quality ranking (a score, `top` or `epochs`), an epoch is a pass of subset-size S in
+    training tokens (Guo et al. 2024: HQ-5B x 4 epochs = 20B = 40% of the 50B corpus), and
+    S x epochs = the whole budget. Each epoch draws the domain's share of S from the subset (82%
+    with the LLaMA-1 preset) and fills the rest with replay: afresh every epoch when resample is
+    "dynamic" ("rate fixed, data dynamic", their better variant), or one sample read every epoch
+    when "fixed". Without a preset or replay the domain share is 1 and both modes read the whole
+    subset every epoch. Without any ranking the planner takes a random subset as large as the
+    domain share, seen once (fresh data beats repeats). `pool` ranks candidates best first.
     """
     avail = pool.total_tokens
-    d = domain_tokens
+    d, b = domain_tokens, max(total_tokens, 1)
+    share = d / b
     top = parse_amount(mix.top, "[mix] top") if mix.top else None
+    ranked = top is not None or mix.epochs is not None or has_score
     if top is not None:
         s_req = top.resolve(avail)
         if s_req > avail:
             raise PlanError(f"[mix] top = {mix.top!r} asks for {s_req:,} tokens but the domain pool holds {avail:,}")
-        if mix.epochs is not None and abs(s_req * mix.epochs - d) > 0.01 * d:
+        if mix.epochs is not None and abs(s_req * mix.epochs - b) > 0.01 * b:
             raise PlanError(f"[mix] top = {mix.top!r} ({s_req:,} tokens) x epochs = {mix.epochs:g} gives "
-                            f"{s_req * mix.epochs:,.0f} tokens, but the domain share of the budget is {d:,}: "
-                            f"set only one of top and epochs")
-        why = (f"top = {mix.top!r} fixes the subset ({top.describe(avail, 'the domain pool')}); epochs follow "
-               f"from the domain share of the budget")
+                            f"{s_req * mix.epochs:,.0f} tokens, but the budget is {b:,}: set only one of top and epochs")
+        why = (f"top = {mix.top!r} fixes the subset ({top.describe(avail, 'the domain pool')}); epochs = budget / "
+               f"subset (each epoch the size of the subset, as in Guo et al. 2024)")
     elif mix.epochs is not None:
-        s_req = d / mix.epochs
+        s_req = b / mix.epochs
         if s_req > avail:
-            raise PlanError(f"[mix] epochs = {mix.epochs:g} over a domain share of {d:,} tokens needs a subset of "
+            raise PlanError(f"[mix] epochs = {mix.epochs:g} over a budget of {b:,} tokens needs a subset of "
                             f"{s_req:,.0f} tokens, but the domain pool holds {avail:,}: raise epochs to at least "
-                            f"{d / avail:.3g} or lower the budget")
-        why = f"epochs = {mix.epochs:g} is fixed; the subset is the domain share / epochs"
+                            f"{b / avail:.3g} or lower the budget")
+        why = f"epochs = {mix.epochs:g} is fixed; the subset is budget / epochs"
     elif has_score:
         e = mix.auto_epochs
         floor = mix.min_subset_fraction * avail
-        if d / e < floor:
-            e = max(1.0, d / floor) if floor > 0 else e
-        s_req = min(d / e, avail)
+        if b / e < floor:
+            e = max(1.0, b / floor) if floor > 0 else e
+        s_req = min(b / e, avail)
         why = (f"a score ranks quality, so the planner keeps the best documents and repeats them: it aims at "
                f"{mix.auto_epochs:g} epochs (Guo et al. 2024 best at 4; Muennighoff et al. 2023: up to ~4 epochs "
                f"cost almost nothing), fewer when the subset would fall below min_subset_fraction = "
@@ -188,14 +198,18 @@ def choose_domain(pool: Ranked, domain_tokens: int, mix, has_score: bool, notes:
     s_act = int(subset["n_tokens"].sum())
     if s_act == 0:
         raise PlanError(f"the domain subset is empty (budget share {d:,} tokens, pool {avail:,} tokens)")
-    epochs = float(mix.epochs) if (mix.epochs is not None and top is None) else d / s_act
-    target = int(round(s_act * epochs))
+    if ranked:
+        epochs = float(mix.epochs) if (mix.epochs is not None and top is None) else b / s_act
+        per_epoch = min(s_act, int(round(d / epochs)))  # domain tokens each epoch draws from the subset
+    else:
+        epochs, per_epoch = d / s_act, s_act
     if epochs > mix.max_epochs:
         raise PlanError(f"the budget asks for {epochs:.2f} epochs over the domain subset ({s_act:,} tokens of a pool "
                         f"of {avail:,}), above max_epochs = {mix.max_epochs:g}: the data cannot give {d:,} "
                         f"tokens; lower the budget, enlarge the subset (top), or raise max_epochs")
     notes.decide("domain subset", f"{subset.height:,} documents, {s_act:,} tokens ({s_act / avail:.1%} of the pool) "
-                 f"x {epochs:.3g} epochs = {target:,} tokens", why)
+                 f"x {epochs:.3g} epochs; each epoch {per_epoch:,} domain tokens ({share:.1%} of the mixture), "
+                 f"{d:,} domain tokens in all", why)
     if epochs > mix.warn_epochs:
         notes.warn(f"domain subset is repeated {epochs:.2f} times (> {mix.warn_epochs:g}): returns fall fast beyond "
                    f"~4 epochs (Muennighoff et al. 2023)")
@@ -206,23 +220,26 @@ def choose_domain(pool: Ranked, domain_tokens: int, mix, has_score: bool, notes:
         notes.warn(f"domain subset of {subset.height:,} documents / {s_act:,} tokens may be too small to be "
                    f"representative (min_subset_docs = {mix.min_subset_docs}, min_subset_fraction = "
                    f"{mix.min_subset_fraction:g} of the pool = {mix.min_subset_fraction * avail:,.0f} tokens)")
-    if mix.resample == "dynamic" and epochs > 1:
-        pool_tokens = min(float(target), float(avail))
-        picked = pool.prefix(pool_tokens)
-        p_act = int(picked["n_tokens"].sum())
-        notes.decide("domain resampling", f"dynamic: a pool of the best {picked.height:,} documents ({p_act:,} tokens); "
-                     f"each epoch draws a fresh {s_act:,}-token sample from it",
-                     "resample = \"dynamic\" (Guo et al. 2024, 'rate fixed, data dynamic'): the domain rate in the "
-                     "mixture stays fixed while the documents are re-drawn every epoch; the pool is the top-ranked "
-                     "data sized for all epochs (subset x epochs tokens, capped by the pool), so the sampler draws "
-                     "epoch_tokens tokens afresh each epoch (seeded by the epoch) instead of re-reading one subset")
-        return Picked(picked, epochs, target, s_act, "dynamic", "quality pool" if picked.height else "")
-    if mix.resample == "dynamic":
-        notes.decide("domain resampling", "fixed", "resample = \"dynamic\" but the plan has at most one epoch: "
-                     "there is nothing to re-draw, so the subset is read once")
-    else:
-        notes.decide("domain resampling", "fixed", "resample = \"fixed\": every epoch re-reads the same subset")
-    return Picked(subset, epochs, target, s_act, "fixed", "")
+    redraw = ranked and per_epoch < s_act and epochs > 1
+    if mix.resample == "dynamic" and redraw:
+        notes.decide("domain resampling", f"dynamic: each epoch draws a fresh {per_epoch:,}-token sample of the "
+                     f"{s_act:,}-token subset",
+                     "resample = \"dynamic\" (Guo et al. 2024, 'rate fixed, data dynamic', their better variant): the "
+                     "domain rate in the mixture stays fixed while its documents are re-drawn from the subset every "
+                     "epoch (seeded by the epoch)")
+        return Picked(subset, epochs, d, per_epoch, "dynamic", "")
+    if ranked and per_epoch < s_act:
+        sample = subset.sort(KEY).filter(pl.col("n_tokens").cum_sum().shift(1, fill_value=0) < per_epoch)
+        notes.decide("domain resampling", f"fixed: one seeded sample of {sample.height:,} documents "
+                     f"({int(sample['n_tokens'].sum()):,} tokens) of the subset, read every epoch",
+                     "resample = \"fixed\" ('rate fixed, data fixed'): the domain share of an epoch is sampled "
+                     "from the subset once and the same sample is read every epoch")
+        return Picked(sample, epochs, d, int(sample["n_tokens"].sum()), "fixed", "")
+    reason = ("every epoch reads the whole subset (the domain share is 1, or there is at most one epoch), so "
+              "there is nothing to re-draw" if mix.resample == "dynamic" else "resample = \"fixed\": every epoch "
+              "re-reads the same subset")
+    notes.decide("domain resampling", "fixed", reason)
+    return Picked(subset, epochs, d, s_act, "fixed", "")
 
 
 # ---------------------------------------------------------------- replay
@@ -404,7 +421,9 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
                      "quality subset (Guo et al. 2024, strategy 2): the best documents by the chosen score; ties are "
                      "ordered by the seeded key, missing scores rank last")
         ranked = Ranked(dpool, -dpool.score if mix.prefer == "high" else dpool.score.copy())
-    dom = choose_domain(ranked, domain_tokens, mix, dpool.score is not None, notes)
+    # budget_covers = "domain": the budget is the domain's own (subset x epochs), replay comes on top
+    epoch_basis = domain_tokens if mix.budget_covers == "domain" else budget_tokens
+    dom = choose_domain(ranked, domain_tokens, epoch_basis, mix, dpool.score is not None, notes)
     if dpool.score is not None and dom.docs.height:
         sub = dom.docs["score"].drop_nans()
         cut = sub.min() if mix.prefer == "high" else sub.max()
@@ -460,7 +479,7 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
             epochs = target / epoch_tokens if epoch_tokens else 0.0
             resample = dom.resample
             method = (f"quality subset by {mix.score}" if mix.score else "random subset") + (
-                ", dynamic pool" if resample == "dynamic" else "")
+                ", re-drawn each epoch" if resample == "dynamic" else "")
         sel_tokens = int(docs["n_tokens"].sum())
         repeats = target / sel_tokens if sel_tokens else 0.0
         v = valid[n]

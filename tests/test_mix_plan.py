@@ -73,8 +73,23 @@ def test_llama1_preset_gives_82_percent_domain_and_replay_in_preset_proportions(
     assert s["arxiv"]["share"] == pytest.approx(0.05, abs=1e-3)
     assert s["se"]["share"] == pytest.approx(0.04, abs=1e-3)
     assert any("GitHub" in w and "redistributed" in w for w in p["warnings"])
-    # domain tokens come from the 10% subset, now repeated 0.82 * 4 times
-    assert s["domain"]["epochs"] == pytest.approx(0.82 * 4, rel=0.02)
+    # the studies' 40% example: 4 epochs, each the size of the 10% subset, 82% of each drawn from the
+    # subset afresh (resample "dynamic", the default) and 18% replay
+    n = p["budget"]["reference_tokens"]
+    assert s["domain"]["epochs"] == pytest.approx(4.0, rel=0.02)
+    assert s["domain"]["resample"] == "dynamic"
+    assert s["domain"]["selected"]["tokens"] == pytest.approx(0.1 * n, rel=0.02)
+    assert s["domain"]["epoch_tokens"] == pytest.approx(0.82 * s["domain"]["selected"]["tokens"], rel=0.01)
+
+
+def test_fixed_resampling_reads_one_sample_of_the_subset_every_epoch(world):
+    r = recipe(world, {"budget": "40%", "top": "10%", "score": "fasttext_q", "preset": "llama1", "resample": "fixed"})
+    p = make_plan(r, log=lambda m: None).plan
+    d, n = p["sources"]["domain"], p["budget"]["reference_tokens"]
+    assert d["resample"] == "fixed"
+    assert d["selected"]["tokens"] == pytest.approx(0.82 * 0.1 * n, rel=0.02)  # one sample: 82% of the subset
+    assert d["epochs"] == pytest.approx(4.0, rel=0.02)
+    assert d["target_tokens"] / p["total_target_tokens"] == pytest.approx(0.82, abs=1e-3)
 
 
 def test_compute_equivalent_replay_cuts_domain_tokens(world):
@@ -107,11 +122,17 @@ def test_dynamic_resampling_selects_a_pool_for_all_epochs(world):
                   log=lambda m: None).plan
     d = p["sources"]["domain"]
     n = p["budget"]["reference_tokens"]
-    assert d["resample"] == "dynamic"
-    assert d["selected"]["tokens"] == pytest.approx(0.4 * n, rel=0.01)  # the pool: subset x epochs
-    assert d["epoch_tokens"] == pytest.approx(0.1 * n, rel=0.01)  # each epoch draws a subset's worth
+    # no preset or replay: the domain share is 1, every epoch reads the whole subset: nothing to re-draw
+    assert d["resample"] == "fixed"
+    assert d["selected"]["tokens"] == pytest.approx(0.1 * n, rel=0.01)
+    assert d["epoch_tokens"] == d["selected"]["tokens"]
     assert d["epochs"] == pytest.approx(4.0, rel=0.01)
-    assert any("dynamic" in x["decision"] and "fresh" in x["decision"] for x in p["decisions"])
+    with_replay = make_plan(recipe(world, {"budget": "40%", "top": "10%", "score": "fasttext_q", "replay": 0.25,
+                                           "resample": "dynamic"}), log=lambda m: None).plan
+    d = with_replay["sources"]["domain"]
+    assert d["resample"] == "dynamic" and d["selected"]["tokens"] == pytest.approx(0.1 * n, rel=0.01)
+    assert d["epoch_tokens"] == pytest.approx(0.75 * d["selected"]["tokens"], rel=0.01)  # a fresh 75% each epoch
+    assert any("dynamic" in x["decision"] and "fresh" in x["decision"] for x in with_replay["decisions"])
 
 
 def test_validation_docs_and_their_exact_copies_never_train(world):
