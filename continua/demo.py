@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     classifier = out / "classifier" / "code_quality.bin"
     if not classifier.exists():
         run(["curate", "train-classifier", "--pos", str(out / "data" / "stdlib.jsonl"),
-             "--neg", str(out / "data" / "code.jsonl"), "--balance", "--threads", "1", "--out", str(classifier)])
+             "--neg", str(out / "data" / "code.jsonl"), "--balance", "--dim", "32", "--bucket", "200000",
+             "--out", str(classifier)])
     cpt = RECIPES / "cpt.toml"
     cpt_sets = sets(out) + [
         "--set", f'data.sources.code.paths=["{out / "data" / "code.jsonl"}"]',

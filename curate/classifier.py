@@ -34,6 +34,7 @@ class TrainParams:
     lr: float = 0.1
     word_ngrams: int = 2
     dim: int = 100
+    bucket: int = 2_000_000  # hashed word n-gram rows: the model holds bucket x dim floats (2M x 100 = 800 MB)
     min_count: int = 1
     valid_fraction: float = 0.1
     seed: int = 0
@@ -124,7 +125,7 @@ def train_classifier(pos: list[str], neg: list[str], out: Path, params: TrainPar
                 f.write(lines[i] + "\n")
         model = fasttext.train_supervised(
             input=str(train_file), epoch=params.epochs, lr=params.lr, wordNgrams=params.word_ngrams,
-            dim=params.dim, minCount=params.min_count, seed=params.seed, thread=params.threads, verbose=0)
+            dim=params.dim, bucket=params.bucket, minCount=params.min_count, seed=params.seed, thread=params.threads, verbose=0)
     with atomic_path(out) as tmp_model:
         model.save_model(str(tmp_model))
     metrics: dict = {"model": str(out), "labels": {"positive": f"__label__{POS_LABEL}",

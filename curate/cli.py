@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--word-ngrams", type=int, default=2)
     p.add_argument("--dim", type=int, default=100)
+    p.add_argument("--bucket", type=int, default=2_000_000,
+                   help="hashed n-gram rows; the model file is about bucket x dim x 4 bytes (default 2M: ~800 MB)")
     p.add_argument("--min-count", type=int, default=1)
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
@@ -153,7 +155,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     from curate.classifier import TrainParams, read_texts, sample, train_classifier
     from curate.stats import print_classifier_metrics
 
-    params = TrainParams(epochs=args.epochs, lr=args.lr, word_ngrams=args.word_ngrams, dim=args.dim,
+    params = TrainParams(epochs=args.epochs, lr=args.lr, word_ngrams=args.word_ngrams, dim=args.dim, bucket=args.bucket,
                          min_count=args.min_count, valid_fraction=args.valid_fraction, seed=args.seed)
     if args.threads:
         params.threads = args.threads
