@@ -73,7 +73,8 @@ def test_dynamic_resample_draws_a_fresh_subset_each_epoch(shards):
     m = Manifest.load(shards)
     m.sources["med"].resample = "dynamic"
     m.sources["med"].epochs = 4.0
-    m.sources["med"].target_tokens = m.sources["med"].train.tokens  # a quarter of the pool per epoch
+    m.sources["med"].target_tokens = m.sources["med"].train.tokens
+    m.sources["med"].epoch_tokens = m.sources["med"].train.tokens // 4  # a quarter of the pool per epoch
     s = Sampler(shards, m, SEQ, 4, seed=0)
     med = s.streams[s.names.index("med")]
     lengths = med.docs.doc_lengths()
@@ -82,6 +83,10 @@ def test_dynamic_resample_draws_a_fresh_subset_each_epoch(shards):
         assert len(set(o.tolist())) == o.size < med.docs.num_docs
         assert lengths[o].sum() >= med.epoch_tokens > lengths[o[:-1]].sum()
     assert set(o0.tolist()) != set(o1.tolist())
+    assert med.epoch_tokens == m.sources["med"].train.tokens // 4
+    m.sources["med"].epoch_tokens = 0  # a manifest without it: target_tokens / epochs
+    s = Sampler(shards, m, SEQ, 4, seed=0)
+    assert s.streams[s.names.index("med")].epoch_tokens == round(m.sources["med"].train.tokens / 4)
 
 
 def test_ranks_take_slices_of_the_same_global_batch(shards):

@@ -1,7 +1,7 @@
 """The training sampler: the plan's token budget per source, interleaved, packed, resumable.
 
 Each source is a stream of its unique documents, read epoch after epoch in a fresh seeded order
-(resample "dynamic": each epoch is a fresh draw of `target_tokens / epochs` tokens from the pool).
+(resample "dynamic": each epoch is a fresh draw of the manifest's `epoch_tokens` from the pool).
 Streams are packed into windows of seq_len+1 tokens that overlap by one token, so every window
 trains on exactly seq_len new tokens. Windows are dealt to sources by largest deficit against the
 plan's shares, so every batch holds each source's share to within one sequence (compute-equivalent
@@ -104,8 +104,11 @@ class Sampler:
             raise ValueError(f"{shards_dir / 'manifest.json'}: source {name!r} has resample {entry.resample!r}; "
                              "expected 'fixed' or 'dynamic'")
         pool = docs.num_tokens
-        dynamic = entry.resample == "dynamic" and entry.epochs > 0
-        epoch_tokens = min(pool, int(round(entry.target_tokens / entry.epochs))) if dynamic else pool
+        dynamic = entry.resample == "dynamic"
+        epoch_tokens = pool
+        if dynamic:  # mix writes epoch_tokens; older manifests imply it as target_tokens / epochs
+            planned = entry.epoch_tokens or (int(round(entry.target_tokens / entry.epochs)) if entry.epochs > 0 else pool)
+            epoch_tokens = min(pool, planned)
         return SourceStream(name, docs, self.seed, index, max(1, epoch_tokens), dynamic)
 
     def _next_source(self) -> int:
