@@ -52,7 +52,8 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     final = folder / f"step_{step:07d}"
     tmp = folder / f".tmp_step_{step:07d}"
     if d.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in folder.glob(".tmp_step_*"):  # left by a crash during an earlier save
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
