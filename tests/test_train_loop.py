@@ -95,8 +95,10 @@ def test_stop_and_resume_matches_an_uninterrupted_run(tmp_path, shards):
     np.testing.assert_allclose([b[s] for s in a], list(a.values()), rtol=0, atol=1e-6)
     evals = [r["step"] for r in read_metrics(tmp_path / "b" / "train" / "metrics.jsonl") if r["kind"] == "eval"]
     assert evals == [0, 4, 6]
-    # a finished run has nothing left to do; --no-resume starts over
+    # a finished run has nothing left to do; --no-resume starts over without the old checkpoints
     assert loop.run(load_recipe(sliced))["step"] == 6
+    assert loop.run(load_recipe(sliced), resume=False, stop_at=1)["status"] == "stopped"
+    assert sorted(p.name for p in (tmp_path / "b" / "train" / "checkpoints").iterdir()) == ["step_0000001"]
 
 
 def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, shards, monkeypatch):

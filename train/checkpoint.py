@@ -45,6 +45,10 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def remove_checkpoints(run_dir: Path) -> None:
+    shutil.rmtree(checkpoints_dir(run_dir), ignore_errors=True)
+
+
 def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                     trainer_state: dict, keep: int, d: Dist) -> Path:
     """Write step `step` atomically (all ranks call this) and keep the newest `keep` checkpoints."""

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=None,
                    help="processes on this machine (default [train] nproc); > 1 relaunches under torchrun")
     p.add_argument("--no-resume", action="store_true",
-                   help="start from step 0 even if the run dir holds checkpoints (they are replaced as it goes)")
+                   help="start from step 0, deleting the run dir's checkpoints from an earlier run")
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="checkpoint after STEP and exit; a later `train run` continues (time-sliced jobs)")
     p.set_defaults(func=run_command)

@@ -73,6 +73,8 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     elif tc.optimizer_from is not None:
         ckpt.load_optimizer_only(tc.optimizer_from, model, optimizer)
         say(f"optimizer state restored from {tc.optimizer_from}")
+    if not resume and d.is_main:
+        ckpt.remove_checkpoints(run_dir)  # a fresh start must never resume from the old run's later steps
     if start >= steps:
         say(f"{run_dir}: already trained {start} of {steps} steps; nothing to do (--no-resume starts over)")
         return {"status": "finished", "step": start, "steps": steps, "run_dir": str(run_dir)}
