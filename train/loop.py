@@ -33,6 +33,8 @@ class NonFiniteLoss(RuntimeError):
 
 def run(recipe: Recipe, resume: bool = True, stop_at: int | None = None) -> dict:
     """Train as the recipe says (in this process, as one rank of torchrun or alone); returns a summary."""
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
     d = init_distributed(recipe.train.device)
     try:
         return train(recipe, d, resume=resume, stop_at=stop_at)
