@@ -19,8 +19,9 @@ mkdir -p "$OUT"
 (cd "$OUT" && curate score pretrain.toml && mix plan pretrain.toml && mix build pretrain.toml --workers 2 \
     && train run pretrain.toml)
 
-# 4. continual pre-training on medical text: naive vs Guo et al. (40%) vs 5% replay, one comparison
+# 4. continual pre-training on medical text: naive vs Guo et al. (40%) vs 5% / 25% replay vs half the LR
 train compare "$REPO/recipes/naive.toml" "$REPO/recipes/guo-40.toml" "$REPO/recipes/replay-5.toml" \
+    "$REPO/recipes/replay-25.toml" "$REPO/recipes/lr-low.toml" \
     --out "$OUT/compare" \
     --set data.tokenizer="\"$OUT/tokenizer\"" \
     --set data.sources.domain.paths="[\"$OUT/data/medical.jsonl\"]" --set data.sources.domain.id_field='"id"' \
@@ -32,7 +33,7 @@ train compare "$REPO/recipes/naive.toml" "$REPO/recipes/guo-40.toml" "$REPO/reci
     --set eval.num_evals=12 --set eval.max_batches=4 --set eval.batch_size=8
 
 # 5. zero-shot MCQ accuracy of the base model and of each CPT model (fixed, evenly spread item subsets)
-for m in "$OUT/pretrain/train/export" "$OUT"/compare/{naive,guo-40,replay-5}/train/export; do
+for m in "$OUT/pretrain/train/export" "$OUT"/compare/{naive,guo-40,replay-5,replay-25,lr-low}/train/export; do
   python "$REPO/bench/bench_mcq.py" --model "$m" --max-items "${MCQ_ITEMS:-100}" --batch-size 8 --device cpu \
       --bench "mmlu_medical=$DATA/benchmarks/mmlu_medical6_test.jsonl" \
       --bench "pubmedqa=$OUT/data/pubmedqa_test.jsonl" \
