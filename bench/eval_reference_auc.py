@@ -27,14 +27,11 @@ DATA = Path("/work/shared/data")
 
 
 def auc(low: np.ndarray, high: np.ndarray) -> float:
-    """P(score from `low` < score from `high`), ties half: the Mann-Whitney U statistic / (n1 n2)."""
-    both = np.concatenate([low, high])
-    _, inv, counts = np.unique(both, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    avg_rank = ends - (counts - 1) / 2  # average 1-based rank of each distinct value
-    ranks = avg_rank[inv]
-    u = ranks[len(low):].sum() - len(high) * (len(high) + 1) / 2
-    return float(u / (len(low) * len(high)))
+    """P(a score of `low` < a score of `high`), ties counted half: ROC AUC with `high` as positives."""
+    from curate.classifier import roc_auc
+
+    labels = np.concatenate([np.zeros(len(low), bool), np.ones(len(high), bool)])
+    return roc_auc(labels, np.concatenate([low, high]))
 
 
 def read(path: Path) -> list[dict]:

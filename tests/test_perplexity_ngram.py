@@ -20,16 +20,11 @@ from curate.reference_cli import main as ref_main
 
 
 def auc(low: np.ndarray, high: np.ndarray) -> float:
-    """P(a score of `low` < a score of `high`), ties counted half (Mann-Whitney U / n1 n2)."""
-    both = np.concatenate([low, high])
-    order = both.argsort(kind="mergesort")
-    ranks = np.empty(len(both))
-    ranks[order] = np.arange(1, len(both) + 1)
-    for v in np.unique(both):  # average ranks of ties
-        tie = both == v
-        ranks[tie] = ranks[tie].mean()
-    u = ranks[len(low):].sum() - len(high) * (len(high) + 1) / 2
-    return float(u / (len(low) * len(high)))
+    """P(a score of `low` < a score of `high`), ties counted half: ROC AUC with `high` as positives."""
+    from curate.classifier import roc_auc
+
+    labels = np.concatenate([np.zeros(len(low), bool), np.ones(len(high), bool)])
+    return roc_auc(labels, np.concatenate([low, high]))
 
 
 def letter_words(n: int) -> list[str]:
