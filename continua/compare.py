@@ -16,6 +16,7 @@ stability-gap depth and recovery step (train.gap), tokens and wall time of every
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -44,22 +45,52 @@ def _without(d: dict, *keys: str) -> dict:
     return {k: v for k, v in d.items() if k not in keys}
 
 
+def explicit(obj: Any) -> Any:
+    """A recipe section as plain data, without the fields left at their defaults.
+
+    The keys below hash this, so a field added to a section later (with a default) does not make
+    finished scores, plans or runs look stale; any value that differs from a default still counts.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = dataclasses.MISSING
+            if default is not dataclasses.MISSING and value == default:
+                continue
+            out[f.name] = explicit(value)
+        return out
+    if isinstance(obj, dict):
+        return {str(k): explicit(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [explicit(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 def curate_key(recipe: Recipe) -> str:
     """What decides the score tables: the sources, the tokenizer (n_tokens) and the [curate] settings."""
-    data, cur = recipe.to_dict()["data"], recipe.to_dict()["curate"]
-    return _key({"sources": data["sources"], "tokenizer": data["tokenizer"],
+    data, cur = explicit(recipe.data), explicit(recipe.curate)
+    return _key({"sources": data.get("sources"), "tokenizer": data.get("tokenizer"),
                  "curate": _without(cur, "out", "executor", "workers")})
 
 
 def mix_key(recipe: Recipe, ckey: str) -> str:
     """What decides the plan and the shards: the scores, the [mix] settings and the seed."""
-    d = recipe.to_dict()
-    return _key({"curate": ckey, "data": d["data"], "mix": _without(d["mix"], "out", "workers"), "seed": d["run"]["seed"]})
+    return _key({"curate": ckey, "data": explicit(recipe.data), "mix": _without(explicit(recipe.mix), "out", "workers"),
+                 "seed": recipe.run.seed})
 
 
 def train_key(recipe: Recipe) -> str:
     """The resolved recipe minus where things are written: a change means the old run is stale."""
-    d = recipe.to_dict()
+    d = {name: explicit(getattr(recipe, name)) for name in ("run", "data", "curate", "mix", "model", "optim",
+                                                            "schedule", "eval", "train")}
     d["run"] = _without(d["run"], "out_dir")
     for section, keys in (("curate", ("out",)), ("mix", ("out", "workers")), ("train", ("out", "shards"))):
         d[section] = _without(d[section], *keys)

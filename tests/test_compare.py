@@ -37,7 +37,7 @@ def overrides(w: dict) -> list[str]:
     return [f'data.tokenizer="{w["tok"]}"', f'data.sources.domain.paths=["{w["code"]}"]',
             f'data.sources.general.paths=["{w["general"]}"]', f'curate.classifiers.quality="{w["classifier"]}"',
             f'model.path="{w["base"]}"', "mix.valid_fraction=0.05", "mix.min_subset_docs=10", "mix.workers=1",
-            "train.seq_len=32", "train.batch_size=4", "train.steps=6", "train.tensorboard=false",
+            "train.seq_len=32", "train.batch_size=4", "train.nproc=1", "train.steps=6", "train.tensorboard=false",
             "eval.num_evals=3", "eval.max_batches=2", "eval.batch_size=4"]
 
 
@@ -54,7 +54,7 @@ def test_the_strategy_recipes_exist_and_load(world):
     assert loaded["replay-5"].mix.replay == 0.05 and loaded["replay-25"].mix.replay == 0.25
     assert [loaded[f"warmup-{t}"].schedule.warmup for t in ("0", "0.5", "1", "2")] == [0, 0.005, 0.01, 0.02]
     pre_lr = loaded["naive"].optim.lr
-    assert [loaded[f"lr-{t}"].optim.lr / pre_lr for t in ("low", "mid", "high")] == [0.5, 1.0, 2.0]
+    assert [loaded[f"lr-{t}"].optim.lr / pre_lr for t in ("low", "mid", "high")] == pytest.approx([0.5, 1.0, 2.0])
     assert loaded["infinite"].schedule.name == "infinite" and loaded["infinite"].schedule.anneal_fraction == 0
     assert loaded["infinite-anneal"].schedule.anneal_fraction > 0
 
@@ -107,3 +107,25 @@ def test_compare_rejects_two_recipes_with_one_name(world, capsys):
     assert train_main(["compare", naive, naive, "--out", str(world["tmp"] / "dup"), *sets]) == 1
     assert "is also the name of" in capsys.readouterr().err
     assert not (world["tmp"] / "dup").exists()  # validated before any work
+
+
+def test_keys_ignore_new_default_fields_but_not_changed_values(world):
+    """A field added to a section later, left at its default, must not make finished runs look stale."""
+    import dataclasses
+
+    from continua.compare import curate_key, mix_key, train_key
+
+    recipe = load_recipe(RECIPES / "naive.toml", overrides(world))
+    keys = (curate_key(recipe), train_key(recipe))
+
+    @dataclasses.dataclass
+    class TrainWithNewField(type(recipe.train)):
+        brand_new_knob: int = 7
+
+    recipe.train = TrainWithNewField(**dataclasses.asdict(recipe.train))
+    assert (curate_key(recipe), train_key(recipe)) == keys
+    recipe.train.brand_new_knob = 8
+    assert train_key(recipe) != keys[1]
+    changed = load_recipe(RECIPES / "naive.toml", overrides(world) + ["optim.lr=1e-4"])
+    assert train_key(changed) != keys[1] and curate_key(changed) == keys[0]
+    assert mix_key(changed, keys[0]) == mix_key(load_recipe(RECIPES / "naive.toml", overrides(world)), keys[0])
