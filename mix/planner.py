@@ -213,7 +213,7 @@ def choose_domain(pool: Ranked, domain_tokens: int, total_tokens: int, mix, has_
     if epochs > mix.warn_epochs:
         notes.warn(f"domain subset is repeated {epochs:.2f} times (> {mix.warn_epochs:g}): returns fall fast beyond "
                    f"~4 epochs (Muennighoff et al. 2023)")
-    if epochs < 1:
+    if epochs < 0.99:  # token rounding leaves ordinary one-epoch plans at 0.99x
         notes.warn(f"domain epochs {epochs:.2f} < 1: only part of the subset will be seen; a smaller top would "
                    f"keep only the best documents")
     if subset.height < mix.min_subset_docs or s_act < mix.min_subset_fraction * avail:
