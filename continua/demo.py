@@ -79,10 +79,8 @@ def tokenizer_step(out: Path, max_chars: int = 4_000_000) -> Path:
 
 def sets(out: Path) -> list[str]:
     """Overrides that point a demo recipe at this demo's folder (the recipes default to runs/demo)."""
-    data, return_ = out / "data", []
-    return_ += ["--set", f'data.tokenizer="{out / "tokenizer"}"']
-    return_ += ["--set", f'data.sources.general.paths=["{data / "general.jsonl"}"]']
-    return return_
+    return ["--set", f'data.tokenizer="{out / "tokenizer"}"',
+            "--set", f'data.sources.general.paths=["{out / "data" / "general.jsonl"}"]']
 
 
 def headline(run_dir: Path) -> dict[str, tuple[float, float]]:
