@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from continua.io import read_json, write_json, write_text
 from continua.layout import curate_dir, mix_dir, train_dir
-from continua.recipe import Recipe, RecipeError, load_recipe
+from continua.recipe import Recipe, RecipeError, load_recipe, overrides_argv
 
 __all__ = ["RunSpec", "plan_runs", "compare", "comparison_rows", "render_comparison"]
 
@@ -211,7 +211,7 @@ def _train(spec: RunSpec, say: Callable[[str], None]) -> None:
 
         if under_torchrun():
             raise RecipeError("train compare launches torchrun itself: run it without torchrun")
-        argv = ["run", str(spec.recipe_path), *[a for s in spec.overrides for a in ("--set", s)]]
+        argv = ["run", str(spec.recipe_path), *overrides_argv(spec.overrides)]
         if not resume:
             argv.append("--no-resume")
         code = relaunch_with_torchrun(nproc, argv)

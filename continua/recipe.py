@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from continua.schema import RecipeError, build, path_field, to_dict
 
-__all__ = ["Recipe", "RecipeError", "RunConfig", "DataConfig", "SourceConfig", "load_recipe", "parse_overrides"]
+__all__ = ["Recipe", "RecipeError", "RunConfig", "DataConfig", "SourceConfig", "load_recipe", "parse_overrides",
+           "add_recipe_arguments", "overrides_argv"]
 
 
 @dataclass
@@ -128,6 +129,18 @@ def parse_overrides(items: list[str] | None) -> dict:
                 raise RecipeError(f"--set {item!r}: '{p}' is not a table")
         node[parts[-1]] = value
     return nested
+
+
+def add_recipe_arguments(parser, example: str) -> None:
+    """The recipe positional and the repeatable `--set` every recipe-taking command shares."""
+    parser.add_argument("recipe", type=Path, help="recipe TOML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help=f"override a recipe key (repeatable), e.g. --set {example}")
+
+
+def overrides_argv(overrides: list[str]) -> list[str]:
+    """`["a.b=1"]` -> `["--set", "a.b=1"]`: for relaunching a command (torchrun) with the same overrides."""
+    return [arg for item in overrides for arg in ("--set", item)]
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from continua.documents import InputError
-from continua.recipe import RecipeError, load_recipe
+from continua.recipe import RecipeError, add_recipe_arguments, load_recipe
 
 DESCRIPTION = """\
 Score documents for quality, then select by score. Subcommands:
@@ -25,9 +25,7 @@ Score documents for quality, then select by score. Subcommands:
 
 
 def _add_recipe(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", type=Path, help="recipe TOML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a recipe key (repeatable), e.g. --set curate.tasks=8")
+    add_recipe_arguments(p, "curate.tasks=8")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from continua.documents import InputError
-from continua.recipe import RecipeError, load_recipe
+from continua.recipe import RecipeError, add_recipe_arguments, load_recipe
 from continua.tokenizer import TokenizerError
 
 _console = Console(stderr=True)
@@ -70,9 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def recipe_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("recipe", help="the experiment's TOML recipe")
-        p.add_argument("--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE",
-                       help="override a recipe key (repeatable), e.g. --set mix.top=10%%")
+        add_recipe_arguments(p, "mix.top=10%%")
 
     p = sub.add_parser("plan", help="choose documents, epochs and shares for a token budget; writes mix/plan.json",
                        description="Read the score tables of the recipe's sources, hold out validation documents, "

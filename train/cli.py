@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from continua.recipe import add_recipe_arguments, overrides_argv
 
 
 def run_command(args: argparse.Namespace) -> int:
     from continua.recipe import load_recipe
     from train.parallel import relaunch_with_torchrun, under_torchrun
 
-    recipe = load_recipe(args.recipe, args.set)
+    recipe = load_recipe(args.recipe, args.overrides)
     nproc = args.nproc or recipe.train.nproc
     if nproc > 1 and not under_torchrun():
-        argv = ["run", str(args.recipe), *[a for s in args.set for a in ("--set", s)]]
+        argv = ["run", str(args.recipe), *overrides_argv(args.overrides)]
         if args.no_resume:
             argv.append("--no-resume")
         if args.stop_at is not None:
@@ -34,9 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load [model] (a local Hugging Face folder, GGUF, or a fresh Llama), train it with FSDP2 on "
                     "the shards and plan of `mix build`, evaluate every validation set on the [eval] cadence, "
                     "checkpoint, and export with save_pretrained. Writes [train] out (default <out_dir>/train).")
-    p.add_argument("recipe", type=Path, help="recipe TOML file")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a recipe key (repeatable), e.g. --set train.steps=100")
+    add_recipe_arguments(p, "train.steps=100")
     p.add_argument("--nproc", type=int, default=None,
                    help="processes on this machine (default [train] nproc); > 1 relaunches under torchrun")
     p.add_argument("--no-resume", action="store_true",

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from continua.recipe import add_recipe_arguments
+
 
 def schedule_command(args: argparse.Namespace) -> int:
     from continua.recipe import load_recipe
     from train.schedules import schedule_main
 
-    recipe = load_recipe(args.recipe, args.set)
+    recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out) if args.out else Path("lr.png")
     schedule_main(recipe, out, total_steps=args.steps)
     return 0
@@ -36,9 +38,7 @@ def add_eval_commands(subparsers) -> None:
         "schedule", help="plot a recipe's learning-rate schedule (PNG) and print the LR at phase boundaries",
         description="Plot the [schedule] of RECIPE over [train] steps with [optim] lr as the peak, and print "
                     "the learning rate where each phase starts.")
-    p.add_argument("recipe", type=Path, help="recipe TOML file")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a recipe key (repeatable), e.g. --set schedule.name=wsd")
+    add_recipe_arguments(p, "schedule.name=wsd")
     p.add_argument("--out", type=Path, default=None, help="PNG to write (default: lr.png)")
     p.add_argument("--steps", type=int, default=None,
                    help="total optimizer steps (default: [train] steps; needed when that is 0 = auto)")
