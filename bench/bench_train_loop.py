@@ -1,7 +1,10 @@
 """Training throughput: continua's loop (`train run`, FSDP2 world 1) vs a plain Hugging Face Trainer.
 
 Same model (a small Llama built from the same config and seed), same windows of tokens, same
-batch, AdamW and LR; we compare steady-state tokens/s (median step time after warm-up) and MFU.
+batch, AdamW and LR; we compare steady-state tokens/s and MFU. A step's time is measured the same
+way for both: from the end of one optimizer step to the end of the next (so it includes fetching
+the batch, the update and the logging), median over the steps after warm-up; each loop runs
+`--rounds` times, alternating, and its best round is reported.
 Prints a table. Needs `accelerate` for the Trainer. Run: python bench/bench_train_loop.py [--steps N]
 """
 
@@ -60,7 +63,8 @@ def bench_continua(folder: Path, args) -> dict:
     run(recipe, resume=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rows = [r for r in read_metrics(folder / "out" / "train" / "metrics.jsonl") if r["kind"] == "train"]
-    step_s = statistics.median(args.batch * args.seq / r["tokens_per_s"] for r in rows[args.warmup:])
+    ends = [r["elapsed_s"] for r in rows]  # step-end clock: data, update, logging, all of it
+    step_s = statistics.median(b - a for a, b in zip(ends[args.warmup:], ends[args.warmup + 1:]))
     return {"step_s": step_s, "wall_s": wall, "cpu_s": cpu, "loss": rows[-1]["loss"]}
 
 
@@ -77,14 +81,11 @@ def bench_trainer(folder: Path, args) -> dict:
     windows = np.concatenate([sampler.next_batch() for _ in range(args.steps)])
     data = [{"input_ids": torch.as_tensor(w[:-1]), "labels": torch.as_tensor(w[:-1])} for w in windows]
     model = build_model(recipe.model, manifest.tokenizer, seed=0)
-    times: list[float] = []
+    ends: list[float] = []
 
     class Timer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.t = time.perf_counter()
-
         def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.t)
+            ends.append(time.perf_counter())
 
     targs = TrainingArguments(output_dir=str(folder / "hf"), per_device_train_batch_size=args.batch, max_steps=args.steps,
                               learning_rate=3e-4, lr_scheduler_type="constant", weight_decay=0.1, adam_beta2=0.95,
@@ -94,7 +95,8 @@ def bench_trainer(folder: Path, args) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     out = trainer.train()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"step_s": statistics.median(times[args.warmup:]), "wall_s": wall, "cpu_s": cpu, "loss": out.training_loss}
+    step_s = statistics.median(b - a for a, b in zip(ends[args.warmup:], ends[args.warmup + 1:]))
+    return {"step_s": step_s, "wall_s": wall, "cpu_s": cpu, "loss": out.training_loss}
 
 
 def main() -> None:

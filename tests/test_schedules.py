@@ -16,21 +16,37 @@ approx = pytest.approx
 
 def test_cosine_warmup_and_ibrahim_formula():
     lr = build_schedule(ScheduleConfig(name="cosine", warmup=0.1, min_lr_ratio=0.1), PEAK, 100)
-    assert lr(0) == approx(PEAK / 10) and lr(4) == approx(PEAK / 2) and lr(9) == approx(PEAK)
+    # warmup of 10 steps: steps 0..9 at PEAK*(s+1)/11, the peak reached at step 10 (as in HF, minus its LR-0 step)
+    assert lr(0) == approx(PEAK / 11) and lr(4) == approx(PEAK * 5 / 11) and lr(9) == approx(PEAK * 10 / 11)
     assert lr(10) == approx(PEAK)
     eta_min = 0.1 * PEAK
     for t in (10, 30, 55, 99):  # eta_min + (eta_max - eta_min)/2 * (1 + cos(pi (t - t_warm) / (t_end - t_warm)))
         assert lr(t) == approx(eta_min + (PEAK - eta_min) / 2 * (1 + math.cos(math.pi * (t - 10) / 90)))
     assert lr(55) == approx((PEAK + eta_min) / 2) and lr(100) == approx(eta_min)
     steps = build_schedule(ScheduleConfig(name="cosine", warmup=5), PEAK, 100)  # >= 1: a number of steps
-    assert steps(4) == approx(PEAK) and steps(3) == approx(0.8 * PEAK)
+    assert steps(5) == approx(PEAK) and steps(4) == approx(PEAK * 5 / 6) and steps(3) == approx(PEAK * 4 / 6)
     no_warm = build_schedule(ScheduleConfig(name="cosine", warmup=0), PEAK, 100)
     assert no_warm(0) == approx(PEAK)
 
 
+def test_fractional_warmups_stay_distinct_on_short_runs():
+    """Gupta et al.'s 0.5/1/2% sweep on a 130-step run: 0.65, 1.3 and 2.6 steps, three different curves."""
+    curves = {w: build_schedule(ScheduleConfig(name="cosine", warmup=w), PEAK, 130) for w in (0.0, 0.005, 0.01, 0.02)}
+    assert curves[0.0](0) == approx(PEAK)
+    assert curves[0.005](0) == approx(PEAK / 1.65) and curves[0.005](1) == approx(PEAK, rel=1e-3)
+    assert curves[0.01](0) == approx(PEAK / 2.3) and curves[0.01](1) == approx(PEAK * 2 / 2.3)
+    assert curves[0.02](0) == approx(PEAK / 3.6) and curves[0.02](2) == approx(PEAK * 3 / 3.6)
+    assert curves[0.0](0) > curves[0.005](0) > curves[0.01](0) > curves[0.02](0)
+    # after a fractional warmup the cosine starts at the real warmup end: lr(W) would be the peak
+    assert curves[0.02](3) == approx(0.1 * PEAK + 0.9 * PEAK * 0.5 * (1 + math.cos(math.pi * 0.4 / 127.4)))
+    cfg = ScheduleConfig(name="cosine", warmup=0.02)
+    assert phases(cfg, 130) == [("warmup", 0), ("cosine decay", 3), ("end", 130)]
+    assert phases(ScheduleConfig(name="cosine", warmup=0.0), 130) == [("cosine decay", 0), ("end", 130)]
+
+
 def test_constant():
     lr = build_schedule(ScheduleConfig(name="constant", warmup=4), PEAK, 50)
-    assert [lr(s) for s in range(4)] == approx([PEAK * k / 4 for k in (1, 2, 3, 4)])
+    assert [lr(s) for s in range(5)] == approx([PEAK * k / 5 for k in (1, 2, 3, 4, 5)])
     assert lr(10) == lr(49) == lr(500) == PEAK
     assert build_schedule(ScheduleConfig(name="constant", warmup=0), PEAK, 50)(0) == PEAK
 
@@ -39,7 +55,7 @@ def test_constant():
 def test_wsd(shape, mid):
     cfg = ScheduleConfig(name="wsd", warmup=10, decay_fraction=0.2, decay_shape=shape, min_lr_ratio=0.0)
     lr = build_schedule(cfg, PEAK, 100)
-    assert lr(9) == approx(PEAK) and lr(50) == lr(79) == approx(PEAK)  # stable until the last 20 steps
+    assert lr(9) < PEAK and lr(10) == lr(50) == lr(79) == approx(PEAK)  # stable until the last 20 steps
     assert lr(80) == approx(PEAK) and lr(90) == approx(mid * PEAK) and lr(100) == approx(0.0)
     assert lr(81) < PEAK
     assert [p for p in phases(cfg, 100)] == [("warmup", 0), ("stable", 10), (f"{shape} decay", 80), ("end", 100)]
@@ -50,7 +66,7 @@ def test_infinite_cosine_cooldown_constant_and_anneal():
                          anneal_fraction=0.2, min_lr_ratio=0.05)
     lr = build_schedule(cfg, PEAK, 100)
     const, eta_min = 0.5 * PEAK, 0.05 * PEAK
-    assert lr(9) == approx(PEAK) and lr(10) == approx(PEAK)
+    assert lr(9) == approx(PEAK * 10 / 11) and lr(10) == approx(PEAK)
     assert lr(30) == approx((PEAK + const) / 2)  # half way through the cosine cooldown (steps 10..50)
     assert lr(50) == lr(65) == lr(79) == approx(const)
     for m in (0, 5, 10, 20):  # eta_const * (eta_min / eta_const) ** (m / M), only over the last 20 steps

@@ -1,10 +1,13 @@
 """Learning-rate schedules as pure functions of the step: re-warming, resuming and plotting are trivial.
 
 `build_schedule(cfg, peak_lr, total_steps)` returns `lr(step)`; the only state is the step, so a
-resumed run gets the same curve without saving a scheduler. Convention (as Hugging Face's): the
-optimizer step `s` (0-based) uses `lr(s)`; warmup reaches the peak at step `warm - 1`, and a decay
-reaches its end value at step `total_steps` (one past the last step). `phases()` names the step
-where each phase starts, so `train schedule` can print and plot the boundaries.
+resumed run gets the same curve without saving a scheduler. Convention: the optimizer step `s`
+(0-based) uses `lr(s)`. A warmup of W steps runs steps 0 .. W-1 below the peak, at peak*(s+1)/(W+1),
+and reaches the peak at step W, as Hugging Face's does, without its wasted step at LR 0. W may be
+fractional (a fraction of a short run), so warmups of 0.5%, 1% and 2% stay different curves even
+when they are one or two steps long. A decay reaches its end value at step `total_steps` (one past
+the last step). `phases()` names the step where each phase starts, so `train schedule` can print and
+plot the boundaries.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ Schedule = Callable[[int], float]
 PARMAR_END_RATIO = 0.01
 
 
-def warmup_steps(warmup: float, total_steps: int) -> int:
-    return int(round(warmup * total_steps)) if warmup < 1 else int(warmup)
+def warmup_steps(warmup: float, total_steps: int) -> float:
+    """Warmup length in steps, not rounded: a fraction (< 1) of the run, else a number of steps."""
+    return warmup * total_steps if warmup < 1 else float(warmup)
 
 
 def decay_shape(shape: str, progress: float) -> float:
@@ -37,11 +41,11 @@ def decay_shape(shape: str, progress: float) -> float:
     raise ValueError(f"unknown decay shape {shape!r} (linear, cosine, 1-sqrt)")
 
 
-def _warm(peak: float, warm: int, step: int) -> float:
-    return peak * (step + 1) / warm
+def _warm(peak: float, warm: float, step: int) -> float:
+    return peak * (step + 1) / (warm + 1)
 
 
-def cosine(peak: float, total: int, warm: int, eta_min: float) -> Schedule:
+def cosine(peak: float, total: int, warm: float, eta_min: float) -> Schedule:
     """Linear warmup to `peak` over `warm` steps, then cosine to `eta_min` at step `total`."""
 
     def lr(step: int) -> float:
@@ -53,14 +57,14 @@ def cosine(peak: float, total: int, warm: int, eta_min: float) -> Schedule:
     return lr
 
 
-def constant(peak: float, warm: int) -> Schedule:
+def constant(peak: float, warm: float) -> Schedule:
     def lr(step: int) -> float:
         return _warm(peak, warm, step) if step < warm else peak
 
     return lr
 
 
-def wsd(peak: float, total: int, warm: int, decay: int, eta_min: float, shape: str) -> Schedule:
+def wsd(peak: float, total: int, warm: float, decay: int, eta_min: float, shape: str) -> Schedule:
     """Warmup-stable-decay (MiniCPM): peak until the last `decay` steps, then `shape` down to eta_min."""
     start = total - decay
 
@@ -78,7 +82,7 @@ def _inv_sqrt_f(x: float, alpha: float) -> float:
     return 1.0 / math.sqrt(1.0 + alpha * x) - 1.0
 
 
-def infinite(peak: float, total: int, warm: int, cooldown: int, anneal: int, eta_const: float,
+def infinite(peak: float, total: int, warm: float, cooldown: int, anneal: int, eta_const: float,
              eta_min: float, shape: str, alpha: float) -> Schedule:
     """Ibrahim et al.'s infinite schedule: warmup -> cooldown -> constant eta_const -> optional anneal.
 
@@ -114,8 +118,9 @@ def parmar(start_lr: float, total: int, shape: str) -> Schedule:
     return lr
 
 
-def _lengths(cfg: ScheduleConfig, total_steps: int) -> dict[str, int]:
-    """Phase lengths in steps, checked against the total so a too-short run fails with a clear message."""
+def _lengths(cfg: ScheduleConfig, total_steps: int) -> dict[str, float]:
+    """Phase lengths in steps (warmup may be fractional), checked against the total so a too-short
+    run fails with a clear message."""
     if total_steps < 1:
         raise ValueError(f"the schedule needs total_steps >= 1, got {total_steps}")
     warm = 0 if cfg.name == "parmar" else warmup_steps(cfg.warmup, total_steps)
@@ -129,8 +134,8 @@ def _lengths(cfg: ScheduleConfig, total_steps: int) -> dict[str, int]:
             out["anneal"] = 1
     used = sum(out.values())
     if used > total_steps:
-        parts = " + ".join(f"{k} {v}" for k, v in out.items())
-        raise ValueError(f"schedule {cfg.name!r}: phases need {parts} = {used} steps, more than the "
+        parts = " + ".join(f"{k} {v:g}" for k, v in out.items())
+        raise ValueError(f"schedule {cfg.name!r}: phases need {parts} = {used:g} steps, more than the "
                          f"{total_steps} total steps")
     return out
 
@@ -156,30 +161,27 @@ def build_schedule(cfg: ScheduleConfig, peak_lr: float, total_steps: int) -> Sch
 
 
 def phases(cfg: ScheduleConfig, total_steps: int) -> list[tuple[str, int]]:
-    """(phase name, first step) for each non-empty phase, then ("end", total_steps)."""
+    """(phase name, first step) for each non-empty phase, then ("end", total_steps).
+
+    A phase starting at a fractional step (after a fractional warmup) begins at the next whole step.
+    """
     n = _lengths(cfg, total_steps)
     warm = n["warmup"]
     if cfg.name == "cosine":
-        seq = [("warmup", warm), ("cosine decay", total_steps - warm)]
+        seq = [("warmup", 0.0), ("cosine decay", warm)]
     elif cfg.name == "constant":
-        seq = [("warmup", warm), ("constant", total_steps - warm)]
+        seq = [("warmup", 0.0), ("constant", warm)]
     elif cfg.name == "wsd":
-        seq = [("warmup", warm), ("stable", total_steps - warm - n["decay"]), (f"{cfg.decay_shape} decay", n["decay"])]
+        seq = [("warmup", 0.0), ("stable", warm), (f"{cfg.decay_shape} decay", total_steps - n["decay"])]
     elif cfg.name == "infinite":
-        const = total_steps - warm - n["cooldown"] - n["anneal"]
-        seq = [("warmup", warm), (f"{cfg.cooldown_shape} cooldown", n["cooldown"]), ("constant", const),
-               ("exponential anneal", n["anneal"])]
+        seq = [("warmup", 0.0), (f"{cfg.cooldown_shape} cooldown", warm), ("constant", warm + n["cooldown"]),
+               ("exponential anneal", total_steps - n["anneal"])]
     elif cfg.name == "parmar":
-        seq = [(f"{cfg.decay_shape} decay to 1/100", total_steps)]
+        seq = [(f"{cfg.decay_shape} decay to 1/100", 0.0)]
     else:
         raise ValueError(f"unknown schedule {cfg.name!r}")
-    out, step = [], 0
-    for name, length in seq:
-        if length > 0:
-            out.append((name, step))
-            step += length
-    out.append(("end", total_steps))
-    return out
+    starts = [(name, math.ceil(start)) for name, start in seq] + [("end", total_steps)]
+    return [(name, first) for (name, first), (_, nxt) in zip(starts, starts[1:]) if nxt > first] + [starts[-1]]
 
 
 def plot_schedule(cfg: ScheduleConfig, peak_lr: float, total_steps: int, path: Path) -> Path:
