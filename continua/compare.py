@@ -7,7 +7,9 @@ but the work the recipes have in common is done once:
 * mixing: `DIR/RUN/mix` per recipe, unless an earlier recipe of the set has the same plan inputs
   (sources, scores, [mix], seed): then its plan and shards are reused;
 * training: `DIR/RUN/train`; a run finished with the same resolved recipe is skipped on re-run, an
-  interrupted one resumes from its checkpoint, a changed one starts over.
+  interrupted one resumes from its checkpoint, a changed one starts over. Two recipes that would
+  train identically (same data, plan, model, optimizer, schedule, seed: e.g. `naive`, `lr-mid` and
+  `warmup-1`, the centre points of the sweeps) are trained once and reported under both names.
 
 Then it writes DIR/report.md with one curve plot per evaluation set (train.report.write_report)
 and DIR/comparison.md / comparison.json: final general and domain losses, benchmark accuracies,
@@ -88,10 +90,11 @@ def mix_key(recipe: Recipe, ckey: str) -> str:
 
 
 def train_key(recipe: Recipe) -> str:
-    """The resolved recipe minus where things are written: a change means the old run is stale."""
+    """The resolved recipe minus its name and where things are written: equal keys train identically,
+    and a changed key means the old run is stale."""
     d = {name: explicit(getattr(recipe, name)) for name in ("run", "data", "curate", "mix", "model", "optim",
                                                             "schedule", "eval", "train")}
-    d["run"] = _without(d["run"], "out_dir")
+    d["run"] = _without(d["run"], "out_dir", "name")
     for section, keys in (("curate", ("out",)), ("mix", ("out", "workers")), ("train", ("out", "shards"))):
         d[section] = _without(d[section], *keys)
     return _key(d)
@@ -109,6 +112,7 @@ class RunSpec:
     mix_key: str
     mix_owner: str  # the run whose DIR/RUN/mix holds this plan (itself unless shared)
     train_key: str = ""
+    train_owner: str = ""  # the run whose DIR/RUN/train holds this training (itself unless identical to one)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -125,6 +129,7 @@ def plan_runs(recipe_paths: list[Path], out: Path, overrides: list[str]) -> list
     specs: list[RunSpec] = []
     names: dict[str, Path] = {}
     mix_owner: dict[str, str] = {}
+    train_owner: dict[str, str] = {}
     for path in recipe_paths:
         first = load_recipe(path, overrides)
         name = first.run.name
@@ -137,17 +142,18 @@ def plan_runs(recipe_paths: list[Path], out: Path, overrides: list[str]) -> list
         ckey = curate_key(first)
         mkey = mix_key(first, ckey)
         owner = mix_owner.setdefault(mkey, name)
+        trainer = train_owner.setdefault(train_key(first), name)
         run_dir = out / name
         placed = list(overrides) + [
             f"run.out_dir={_toml_str(run_dir)}",
             f"curate.out={_toml_str(out / 'curate' / ckey)}",
             f"mix.out={_toml_str(out / owner / 'mix')}",
-            f"train.out={_toml_str(run_dir / 'train')}",
+            f"train.out={_toml_str(out / trainer / 'train')}",
         ]
         if first.train.shards is not None:  # an explicit shards folder would bypass the shared mix: drop it
             placed.append(f"train.shards={_toml_str(out / owner / 'mix' / 'shards')}")
         recipe = load_recipe(path, placed)
-        specs.append(RunSpec(name, Path(path), placed, recipe, ckey, mkey, owner, train_key(recipe)))
+        specs.append(RunSpec(name, Path(path), placed, recipe, ckey, mkey, owner, train_key(recipe), trainer))
     return specs
 
 
@@ -245,7 +251,8 @@ def comparison_rows(specs: list[RunSpec]) -> list[dict]:
                                                   "outcome")}}
         rows.append({"run": spec.name, "recipe": str(spec.recipe_path), "steps": data.final_step,
                      "tokens": data.tokens, "train_wall_s": data.wall_s, "stage_wall_s": timings,
-                     "shared_mix_with": None if spec.mix_owner == spec.name else spec.mix_owner, "sets": sets})
+                     "shared_mix_with": None if spec.mix_owner == spec.name else spec.mix_owner,
+                     "same_training_as": None if spec.train_owner == spec.name else spec.train_owner, "sets": sets})
     return rows
 
 
@@ -302,7 +309,11 @@ def render_comparison(rows: list[dict]) -> str:
             lines.append(f"| {r['run']} | {_f(s['start'])} | {worst} | {_f(s['gap_depth'])} | {_recovery(s)} | "
                          f"{_f(s['final'])} | {s['final_change']:+.4f} | {s['outcome']} |")
         lines.append("")
-    shared = [r for r in rows if r["shared_mix_with"]]
+    same = [r for r in rows if r.get("same_training_as")]
+    if same:
+        lines += ["Trained once: " + ", ".join(f"{r['run']} has the same settings as {r['same_training_as']}"
+                                              for r in same) + " (one run, reported under each name)", ""]
+    shared = [r for r in rows if r["shared_mix_with"] and not r.get("same_training_as")]
     if shared:
         lines += ["Plans shared: " + ", ".join(f"{r['run']} used {r['shared_mix_with']}'s shards" for r in shared), ""]
     return "\n".join(lines)
@@ -341,6 +352,9 @@ def compare(recipe_paths: list[Path], out: Path, overrides: list[str] | None = N
         def say(msg: str, _n=spec.name, _i=i) -> None:
             console.print(f"[bold cyan][{_i}/{len(specs)}] {_n}[/]: {msg}", highlight=False)
 
+        if spec.train_owner != spec.name:
+            say(f"same training settings as {spec.train_owner}: its run is reported under this name too")
+            continue
         if _finished(spec):
             say(f"finished earlier, skipped ({spec.train_dir})")
             continue
@@ -351,7 +365,9 @@ def compare(recipe_paths: list[Path], out: Path, overrides: list[str] | None = N
         say(f"train -> {spec.train_dir}")
         _train(spec, say)
         say(f"done in {sum(spec.timings.values()):.0f} s")
-    write_report([s.train_dir for s in specs], out, log_x=log_x)
+    owners = [s for s in specs if s.train_owner == s.name]
+    labels = [" = ".join(t.name for t in specs if t.train_owner == s.name) for s in owners]
+    write_report([s.train_dir for s in owners], out, log_x=log_x, labels=labels)
     rows = comparison_rows(specs)
     write_json(out / "comparison.json", {"runs": rows, "wall_s_this_invocation": round(time.perf_counter() - t_all, 3)})
     md = out / "comparison.md"

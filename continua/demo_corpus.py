@@ -32,7 +32,7 @@ MAX_DOC_CHARS = 12_000
 @dataclass
 class CorpusCaps:
     general_chars: int = 2_500_000
-    code_chars: int = 5_000_000
+    code_chars: int = 1_000_000
     reference_chars: int = 1_500_000
     per_package_fraction: float = 0.08  # no package may fill more than this share of a corpus
 

@@ -61,7 +61,7 @@ def test_the_strategy_recipes_exist_and_load(world):
 
 def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
     out = world["tmp"] / "cmp"
-    recipes = [str(RECIPES / n) for n in ("naive.toml", "lr-high.toml", "guo-40.toml")]
+    recipes = [str(RECIPES / n) for n in ("naive.toml", "lr-mid.toml", "lr-high.toml", "guo-40.toml")]
     args = ["compare", *recipes, "--out", str(out), *[a for s in overrides(world) for a in ("--set", s)]]
     assert train_main(args) == 0
 
@@ -76,7 +76,11 @@ def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
 
     result = json.loads((out / "comparison.json").read_text())
     rows = {r["run"]: r for r in result["runs"]}
-    assert list(rows) == ["naive", "lr-high", "guo-40"]
+    assert list(rows) == ["naive", "lr-mid", "lr-high", "guo-40"]
+    # lr-mid is naive under another name (the sweep's centre point): trained once, reported twice
+    assert rows["lr-mid"]["same_training_as"] == "naive" and rows["lr-high"]["same_training_as"] is None
+    assert not (out / "lr-mid").exists()
+    assert rows["lr-mid"]["sets"] == rows["naive"]["sets"] and rows["lr-mid"]["tokens"] == rows["naive"]["tokens"]
     assert rows["lr-high"]["shared_mix_with"] == "naive" and rows["naive"]["shared_mix_with"] is None
     for r in rows.values():
         assert r["steps"] == 6 and r["tokens"] == 6 * 4 * 32
@@ -90,6 +94,8 @@ def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
     md = (out / "comparison.md").read_text()
     assert "loss/domain (domain)" in md and "loss/general (general)" in md and "| guo-40 |" in md
     assert f"{gap['sets']['loss/domain']['final']:.4f}" in md
+    assert "lr-mid has the same settings as naive" in md and "| lr-mid |" in md
+    assert "naive = lr-mid" in (out / "report.md").read_text()
     assert (out / "report.md").exists() and (out / "eval_loss_domain.png").exists() and (out / "eval_loss_general.png").exists()
 
     # a re-run trains nothing: every run is finished with the same settings
@@ -98,7 +104,8 @@ def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
     capsys.readouterr()
     assert train_main(args) == 0
     assert metrics.stat().st_mtime_ns == before
-    assert capsys.readouterr().err.count("finished earlier, skipped") == 3
+    err = capsys.readouterr().err
+    assert err.count("finished earlier, skipped") == 3 and err.count("same training settings as naive") == 1
 
 
 def test_compare_rejects_two_recipes_with_one_name(world, capsys):

@@ -223,11 +223,16 @@ def render(runs: list[RunData], keys: list[str], set_plots: dict[str, str], lr_p
     return "\n".join(lines)
 
 
-def write_report(run_dirs: list[Path], out_dir: Path, x: str = "auto", log_x: bool = False) -> Path:
-    """Plots (one PNG per evaluation set, one for the LR) and report.md in `out_dir`; returns report.md."""
+def write_report(run_dirs: list[Path], out_dir: Path, x: str = "auto", log_x: bool = False,
+                 labels: list[str] | None = None) -> Path:
+    """Plots (one PNG per evaluation set, one for the LR) and report.md in `out_dir`; returns report.md.
+
+    `labels` name the runs in legends and tables (default: each run's [run] name)."""
     if not run_dirs:
         raise ValueError("train report needs at least one run dir")
     runs = [load_run(Path(d)) for d in run_dirs]
+    for r, label in zip(runs, labels or []):
+        r.name = label
     seen: dict[str, int] = {}
     for r in runs:  # two runs with the same [run] name: tell them apart by folder
         seen[r.name] = seen.get(r.name, 0) + 1
