@@ -6,6 +6,8 @@ import json
 import random
 from pathlib import Path
 
+from tiny_tokenizer import train_bpe
+
 MED = ("patient clinical dose therapy diagnosis symptoms treatment chronic infection cardiac renal tumor "
        "insulin trial cohort mortality prognosis lesion biopsy antibiotic syndrome").split()
 GEN = ("river castle album football village election painter novel railway season mountain festival "
@@ -39,18 +41,8 @@ def write_jsonl(path: Path, texts: list[str], field: str = "text") -> Path:
 
 def make_tokenizer(folder: Path) -> Path:
     """A 300-token byte-level BPE with </s> as EOS, trained on generated text."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(styled_texts("med", 50, 99) + styled_texts("gen", 50, 99), trainer)
-    tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
-    return folder
+    return train_bpe(folder, styled_texts("med", 50, 99) + styled_texts("gen", 50, 99), 300, ["</s>"],
+                     {"eos_token": "</s>"})
 
 
 def write_recipe(path: Path, sources: dict[str, list[Path]], tokenizer: Path | None,

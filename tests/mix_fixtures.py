@@ -16,6 +16,7 @@ import polars as pl
 from continua.documents import iter_documents
 from continua.recipe import SourceConfig
 from continua.tokenizer import load_tokenizer
+from tiny_tokenizer import train_bpe
 
 MEDICAL = ("patient clinical therapy dose tumor cardiac insulin diagnosis symptom chronic renal hepatic trial "
            "placebo cohort lesion biopsy infection antibiotic vaccine immune protein gene mutation").split()
@@ -39,19 +40,7 @@ def write_jsonl(path: Path, texts: list[str]) -> Path:
 
 def make_tokenizer(folder: Path, texts: list[str], add_bos: bool = True) -> Path:
     """A byte-level BPE (exact round trip) with <s>/</s>, and a config asking for BOS."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": add_bos}))
-    return folder
+    return train_bpe(folder, texts, 400, ["<s>", "</s>"], {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": add_bos})
 
 
 def text_hash(text: str) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 from continua.tokenizer import load_tokenizer
 from mix.manifest import Manifest, SourceEntry, SplitEntry
 from mix.shards import ShardWriter
+from tiny_tokenizer import train_bpe
 
 WORDS = {
     "med": "patient dose heart renal acute chronic therapy clinical trial cardiac lesion tumor insulin".split(),
@@ -24,21 +25,10 @@ def sentences(kind: str, n: int, rng: np.random.Generator) -> list[str]:
 
 def make_tokenizer(folder: Path, vocab_size: int = 300) -> Path:
     """A byte-level BPE trained on the fixture's words, with </s> as EOS and no BOS."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(sentences("med", 200, rng) + sentences("web", 200, rng), trainer)
-    tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "</s>", "bos_token": "<s>",
-         "add_bos_token": False}))
-    return folder
+    return train_bpe(folder, sentences("med", 200, rng) + sentences("web", 200, rng), vocab_size, ["<s>", "</s>"],
+                     {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "</s>", "bos_token": "<s>",
+                      "add_bos_token": False})
 
 
 def make_shards(folder: Path, tok_folder: Path, plan: dict[str, dict], seed: int = 0,

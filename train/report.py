@@ -111,6 +111,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _style(i: int, n: int) -> tuple:
+    """(color, line style) of run i of n: the 10 default colors, or tab20 and then dash-dots beyond 10."""
+    if n <= 10:
+        return f"C{i}", "-"
+    return _plt().get_cmap("tab20")(i % 20), "-" if i < 20 else "-."
+
+
 def plot_set(runs: list[RunData], key: str, path: Path, x: str, log_x: bool = False) -> Path:
     """One evaluation set, every run: the curve, its start (dashed), worst (v) and recovery (o) points.
 
@@ -123,9 +130,9 @@ def plot_set(runs: list[RunData], key: str, path: Path, x: str, log_x: bool = Fa
         pts = sorted((r["step"], r.get("tokens"), r["metrics"][key]) for r in run.evals if key in r["metrics"])
         if not pts:
             continue
-        color = f"C{i % 10}"
+        color, ls = _style(i, len(runs))
         xs = [p[0] if x == "step" else p[1] for p in pts]
-        ax.plot(xs, [p[2] for p in pts], "-", color=color, lw=1.4, marker=".", ms=4, label=run.name)
+        ax.plot(xs, [p[2] for p in pts], ls, color=color, lw=1.4, marker=".", ms=4, label=run.name)
         g = run.gap.get("sets", {}).get(key)
         if not g:
             continue
@@ -159,7 +166,8 @@ def plot_lr(runs: list[RunData], path: Path) -> Path | None:
     for i, run in enumerate(runs):
         pts = sorted((r["step"], r["lr"]) for r in run.trains if isinstance(r.get("lr"), (int, float)))
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=f"C{i % 10}", lw=1.4, label=run.name)
+            color, ls = _style(i, len(runs))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], ls, color=color, lw=1.4, label=run.name)
             drawn = True
     if not drawn:
         plt.close(fig)
