@@ -69,7 +69,7 @@ class ScheduleConfig:
     """
 
     name: Literal["cosine", "constant", "wsd", "infinite", "parmar"] = "cosine"
-    warmup: float = 0.01  # fraction of the steps if < 1, else a number of steps
+    warmup: float = 0.01  # steps run below the peak: a fraction of the run if < 1 (may be fractional), else a count
     min_lr_ratio: float = 0.1  # eta_min = min_lr_ratio * peak lr (Ibrahim et al.: 0.1)
     decay_fraction: float = 0.1  # wsd: the final share of steps spent decaying
     decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"  # wsd and parmar
