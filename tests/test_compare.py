@@ -61,8 +61,12 @@ def test_the_strategy_recipes_exist_and_load(world):
 
 def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
     out = world["tmp"] / "cmp"
+    quiz = world["tmp"] / "quiz.jsonl"
+    quiz.write_text("".join(json.dumps({"question": f"which style is text {i}", "options": ["med", "gen", "none"],
+                                        "answer": i % 3}) + "\n" for i in range(6)))
     recipes = [str(RECIPES / n) for n in ("naive.toml", "lr-mid.toml", "lr-high.toml", "guo-40.toml")]
-    args = ["compare", *recipes, "--out", str(out), *[a for s in overrides(world) for a in ("--set", s)]]
+    sets = overrides(world) + [f'eval.benchmarks.quiz="{quiz}"']
+    args = ["compare", *recipes, "--out", str(out), *[a for s in sets for a in ("--set", s)]]
     assert train_main(args) == 0
 
     curated = [p for p in (out / "curate").iterdir() if p.is_dir()]
@@ -86,6 +90,8 @@ def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
         assert r["steps"] == 6 and r["tokens"] == 6 * 4 * 32
         assert {"loss/domain", "loss/general"} <= set(r["sets"])
         assert r["sets"]["loss/domain"]["role"] == "domain" and r["sets"]["loss/general"]["role"] == "general"
+        assert r["sets"]["acc/quiz"]["role"] == r["sets"]["acc_norm/quiz"]["role"] == "benchmark"
+        assert r["sets"]["acc/quiz"]["final"] in {k / 6 for k in range(7)}  # accuracy over the 6 items
         assert all(math.isfinite(s["final"]) for s in r["sets"].values())
         assert r["train_wall_s"] > 0 and r["stage_wall_s"]["train"] > 0
     # the table holds the same numbers as the runs' own gap.json
@@ -93,6 +99,8 @@ def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
     assert rows["guo-40"]["sets"]["loss/domain"]["final"] == gap["sets"]["loss/domain"]["final"]
     md = (out / "comparison.md").read_text()
     assert "loss/domain (domain)" in md and "loss/general (general)" in md and "| guo-40 |" in md
+    assert "acc/quiz (benchmark)" in md
+    assert rows["guo-40"]["sets"]["acc/quiz"]["final"] == gap["sets"]["acc/quiz"]["final"]
     assert f"{gap['sets']['loss/domain']['final']:.4f}" in md
     assert "lr-mid has the same settings as naive" in md and "| lr-mid |" in md
     assert "naive = lr-mid" in (out / "report.md").read_text()
