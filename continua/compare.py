@@ -9,7 +9,7 @@ but the work the recipes have in common is done once:
 * training: `DIR/RUN/train`; a run finished with the same resolved recipe is skipped on re-run, an
   interrupted one resumes from its checkpoint, a changed one starts over. Two recipes that would
   train identically (same data, plan, model, optimizer, schedule, seed: e.g. `naive`, `lr-mid` and
-  `warmup-1`, the centre points of the sweeps) are trained once and reported under both names.
+  `warmup-1`, the centre points of the sweeps) are trained once and reported under each name.
 
 Then it writes DIR/report.md with one curve plot per evaluation set (train.report.write_report)
 and DIR/comparison.md / comparison.json: final general and domain losses, benchmark accuracies,
