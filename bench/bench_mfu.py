@@ -65,9 +65,10 @@ def main() -> None:
         from continua.recipe import recipe_from_dict
         from continua.tomlw import dumps
 
-        r = recipe_from_dict(recipe(folder, args, shape))  # validated before the (long) run
+        table = recipe(folder, args, shape)
+        r = recipe_from_dict(table)  # validated before the (long) run
         path = folder / "mfu.toml"
-        path.write_text(dumps(recipe(folder, args, shape)))
+        path.write_text(dumps(table))
         cmd = [sys.executable, "-m", "train.cli", "run", str(path), "--nproc", str(args.nproc)]
         subprocess.run(cmd, check=True)
         rows = [row for row in read_metrics(Path(r.train.out) / "metrics.jsonl") if row["kind"] == "train"]
