@@ -1,4 +1,4 @@
-"""recipes/*.toml load with user overrides; `train compare` runs a set of them on a tiny corpus,
+"""recipes/*.toml load with user overrides; `continua compare` runs a set of them on a tiny corpus,
 sharing scores and identical plans, writes the comparison, and skips finished runs on re-run."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from helpers_curate import make_tokenizer, styled_texts, train_tiny_classifier, write_jsonl
 
 from continua.recipe import load_recipe
-from train.cli import main as train_main
+from workflow.cli import main as continua_main
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 STRATEGIES = sorted(RECIPES.glob("*.toml"))
@@ -67,7 +67,7 @@ def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
     recipes = [str(RECIPES / n) for n in ("naive.toml", "lr-mid.toml", "lr-high.toml", "guo-40.toml")]
     sets = overrides(world) + [f'eval.benchmarks.quiz="{quiz}"']
     args = ["compare", *recipes, "--out", str(out), *[a for s in sets for a in ("--set", s)]]
-    assert train_main(args) == 0
+    assert continua_main(args) == 0
 
     curated = [p for p in (out / "curate").iterdir() if p.is_dir()]
     assert len(curated) == 1  # same sources and [curate]: scored once
@@ -110,7 +110,7 @@ def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
     metrics = out / "naive" / "train" / "metrics.jsonl"
     before = metrics.stat().st_mtime_ns
     capsys.readouterr()
-    assert train_main(args) == 0
+    assert continua_main(args) == 0
     assert metrics.stat().st_mtime_ns == before
     err = capsys.readouterr().err
     assert err.count("finished earlier, skipped") == 3 and err.count("same training settings as naive") == 1
@@ -119,7 +119,7 @@ def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
 def test_compare_rejects_two_recipes_with_one_name(world, capsys):
     naive = str(RECIPES / "naive.toml")
     sets = [a for s in overrides(world) for a in ("--set", s)]
-    assert train_main(["compare", naive, naive, "--out", str(world["tmp"] / "dup"), *sets]) == 1
+    assert continua_main(["compare", naive, naive, "--out", str(world["tmp"] / "dup"), *sets]) == 2
     assert "is also the name of" in capsys.readouterr().err
     assert not (world["tmp"] / "dup").exists()  # validated before any work
 
@@ -128,7 +128,7 @@ def test_keys_ignore_new_default_fields_but_not_changed_values(world):
     """A field added to a section later, left at its default, must not make finished runs look stale."""
     import dataclasses
 
-    from continua.compare import curate_key, mix_key, train_key
+    from workflow.compare import curate_key, mix_key, train_key
 
     recipe = load_recipe(RECIPES / "naive.toml", overrides(world))
     keys = (curate_key(recipe), train_key(recipe))

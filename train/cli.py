@@ -43,9 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="checkpoint after STEP and exit; a later `train run` continues (time-sliced jobs)")
     p.set_defaults(func=run_command)
-    from continua.compare import add_compare_command  # `train compare`: runs a set of recipes
-
-    add_compare_command(sub)
     try:
         from train.commands import add_eval_commands
     except ImportError:

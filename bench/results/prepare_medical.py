@@ -10,7 +10,7 @@ Writes under --out (nothing here is committed):
   data/pubmedqa_test.jsonl the 500 test items of PubMedQA's labelled set (its other contexts are in medical.jsonl)
   tokenizer/              byte-level BPE (8192) trained on a sample of both corpora
   pretrain.toml           recipe: pre-train a small Llama from scratch on data/general.jsonl
-Then run the commands printed at the end (curate train-classifier, the pre-training, train compare).
+Then run the commands printed at the end (curate train-classifier, the pre-training, continua compare).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import random
 from pathlib import Path
 
-from continua.demo_corpus import train_demo_tokenizer
+from workflow.demo_corpus import train_demo_tokenizer
 from continua.io import atomic_open, write_text
 
 PRETRAIN = """# Pre-training of the base model for docs/results.md: a small Llama from scratch on an enwiki sample.

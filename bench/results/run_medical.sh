@@ -20,7 +20,7 @@ mkdir -p "$OUT"
     && train run pretrain.toml)
 
 # 4. continual pre-training on medical text: every strategy recipe of recipes/, as it is, pointed at this data
-train compare "$REPO"/recipes/*.toml \
+continua compare "$REPO"/recipes/*.toml \
     --out "$OUT/compare" --log-x \
     --set data.tokenizer="\"$OUT/tokenizer\"" \
     --set data.sources.domain.paths="[\"$OUT/data/medical.jsonl\"]" --set data.sources.domain.id_field='"id"' \

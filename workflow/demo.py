@@ -1,8 +1,8 @@
 """The embedded demo: raw text to a continually pre-trained checkpoint, with no download and no user data.
 
-    python -m continua.demo [--out runs/demo]
+    continua demo [--out runs/demo]
 
-1. builds three real corpora from this very install (continua.demo_corpus): general English
+1. builds three real corpora from this very install (workflow.demo_corpus): general English
    (docstrings and docs), domain code (Python source), reference code (the standard library);
 2. trains a byte-level BPE tokenizer on them;
 3. pre-trains a tiny Llama on the general text (recipes/demo/pretrain.toml): the "base model";
@@ -28,7 +28,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from continua.demo_corpus import CorpusCaps, build_demo_corpora, train_demo_tokenizer
+from workflow.demo_corpus import CorpusCaps, build_demo_corpora, train_demo_tokenizer
 from continua.io import read_json, write_json
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "demo"
@@ -92,7 +92,7 @@ def headline(run_dir: Path) -> dict[str, tuple[float, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m continua.demo", description=__doc__,
+    ap = argparse.ArgumentParser(prog="continua demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder (default: runs/demo)")
     ap.add_argument("--general-chars", type=int, default=CorpusCaps.general_chars)

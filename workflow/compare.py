@@ -1,4 +1,4 @@
-"""`train compare RECIPE... --out DIR`: run a set of strategy recipes and compare them in one place.
+"""`continua compare RECIPE... --out DIR`: run a set of strategy recipes and compare them in one place.
 
 Each recipe runs curate -> mix -> train as `curate score`, `mix plan`, `mix build`, `train run` would,
 but the work the recipes have in common is done once:
@@ -169,7 +169,7 @@ def _curate(spec: RunSpec, done: set[str], say: Callable[[str], None]) -> None:
         stats = score_source(r, source, curate_dir(r), r.curate.tasks, min(r.curate.workers, r.curate.tasks))
         if stats is None:
             raise RecipeError(f"{spec.recipe_path}: [curate] executor {r.curate.executor!r} only submits jobs; "
-                              "run `train compare` again once they finish (or use executor = \"local\")")
+                              "run `continua compare` again once they finish (or use executor = \"local\")")
     done.add(spec.curate_key)
 
 
@@ -216,7 +216,7 @@ def _train(spec: RunSpec, say: Callable[[str], None]) -> None:
         from train.parallel import relaunch_with_torchrun, under_torchrun
 
         if under_torchrun():
-            raise RecipeError("train compare launches torchrun itself: run it without torchrun")
+            raise RecipeError("continua compare launches torchrun itself: run it without torchrun")
         argv = ["run", str(spec.recipe_path), *overrides_argv(spec.overrides)]
         if not resume:
             argv.append("--no-resume")
@@ -227,7 +227,7 @@ def _train(spec: RunSpec, say: Callable[[str], None]) -> None:
 
         status = run(spec.recipe, resume=resume)["status"]
     if status != "finished":
-        raise RuntimeError(f"{spec.name}: training ended with status {status!r}; run `train compare` again to resume")
+        raise RuntimeError(f"{spec.name}: training ended with status {status!r}; run `continua compare` again to resume")
     spec.timings["train"] = round(time.perf_counter() - t0, 3)
     write_json(spec.train_dir / "compare.json",
                {"train_key": spec.train_key, "recipe": str(spec.recipe_path), "timings_s": spec.timings})
@@ -323,7 +323,7 @@ def _print_table(rows: list[dict], console) -> None:
     from rich.table import Table
 
     keys = sorted({k for r in rows for k in r["sets"]})
-    table = Table(title="train compare: final values (gap depth, recovery step)")
+    table = Table(title="continua compare: final values (gap depth, recovery step)")
     for col in ["run", "tokens", "train wall"] + keys:
         table.add_column(col, justify="left" if col == "run" else "right")
     for r in rows:
@@ -342,7 +342,7 @@ def compare(recipe_paths: list[Path], out: Path, overrides: list[str] | None = N
     from train.report import write_report
 
     if not recipe_paths:
-        raise RecipeError("train compare needs at least one recipe")
+        raise RecipeError("continua compare needs at least one recipe")
     console = Console(stderr=True)
     out = Path(out).resolve()
     specs = plan_runs(recipe_paths, out, list(overrides or []))
@@ -384,13 +384,13 @@ def _command(args) -> int:
     try:
         compare(args.recipes, args.out, args.set, log_x=args.log_x)
     except RuntimeError as e:  # a run that did not finish: the others are kept, a re-run resumes it
-        print(f"train compare: error: {e}", file=sys.stderr)
+        print(f"continua compare: error: {e}", file=sys.stderr)
         return 1
     return 0
 
 
 def add_compare_command(sub) -> None:
-    """Register `train compare` on the `train` command line's subparsers."""
+    """Register `continua compare` on the `continua` command line's subparsers."""
     p = sub.add_parser(
         "compare", help="run several recipes (sharing scores and shards) and compare them: table, curves, gap",
         description="Run every RECIPE through curate score, mix plan/build and train run, in order, under "

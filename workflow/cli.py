@@ -1,0 +1,38 @@
+"""`continua demo` and `continua compare`: the commands that drive curate -> mix -> train."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from workflow.compare import add_compare_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="continua", description="Run the whole workflow: the embedded demo, "
+                                     "or a set of strategy recipes compared side by side.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="the embedded demo: corpora from this machine, pre-training, then CPT "
+                                "(`continua demo --help` for its options)")
+    add_compare_command(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:  # the demo owns its whole command line
+        from workflow.demo import main as demo_main
+
+        return demo_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from continua.recipe import RecipeError
+
+    try:
+        return args.func(args)
+    except RecipeError as e:  # a usage or recipe error, as for curate and mix
+        print(f"continua {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
