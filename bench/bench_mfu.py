@@ -62,13 +62,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         make_shards(folder / "shards", shape["vocab"], args.steps * args.batch * (args.seq + 1) * 2)
-        from continua.recipe import recipe_from_dict
-        from continua.tomlw import dumps
+        from continua.recipe import recipe_from_dict, toml_text
 
         table = recipe(folder, args, shape)
         r = recipe_from_dict(table)  # validated before the (long) run
         path = folder / "mfu.toml"
-        path.write_text(dumps(table))
+        path.write_text(toml_text(table))
         cmd = [sys.executable, "-m", "train.cli", "run", str(path), "--nproc", str(args.nproc)]
         subprocess.run(cmd, check=True)
         rows = [row for row in read_metrics(Path(r.train.out) / "metrics.jsonl") if row["kind"] == "train"]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from continua.schema import RecipeError, build, path_field, to_dict
 
 __all__ = ["Recipe", "RecipeError", "RunConfig", "DataConfig", "SourceConfig", "load_recipe", "parse_overrides",
-           "add_recipe_arguments", "overrides_argv"]
+           "add_recipe_arguments", "overrides_argv", "toml_text", "toml_value"]
 
 
 @dataclass
@@ -98,9 +98,7 @@ class Recipe:
         return {f.name: to_dict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "path"}
 
     def to_toml(self) -> str:
-        from continua.tomlw import dumps
-
-        return dumps(self.to_dict())
+        return toml_text(self.to_dict())
 
     @property
     def out_dir(self) -> Path:
@@ -136,6 +134,26 @@ def add_recipe_arguments(parser, example: str) -> None:
     parser.add_argument("recipe", type=Path, help="recipe TOML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help=f"override a recipe key (repeatable), e.g. --set {example}")
+
+
+def toml_text(table: dict) -> str:
+    """A table as TOML text (tomli-w quotes keys and escapes strings); None values are left out: TOML has no null."""
+    import tomli_w
+
+    return tomli_w.dumps(_without_none(table))
+
+
+def toml_value(value: Any) -> str:
+    """One value as TOML, for a `--set section.key=VALUE` override that must read back as this exact value."""
+    return toml_text({"v": value})[len("v = "):].rstrip("\n")
+
+
+def _without_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _without_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_without_none(v) for v in obj]
+    return obj
 
 
 def overrides_argv(overrides: list[str]) -> list[str]:

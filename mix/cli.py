@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from continua.documents import InputError
-from continua.recipe import RecipeError, add_recipe_arguments, load_recipe
+from continua.recipe import RecipeError, add_recipe_arguments, load_recipe, toml_value
 from continua.tokenizer import TokenizerError
 
 _console = Console(stderr=True)
@@ -26,12 +26,8 @@ def _recipe(args: argparse.Namespace):
                       ("replay", "replay"), ("preset", "preset"), ("resample", "resample"), ("workers", "workers")):
         value = getattr(args, flag, None)
         if value is not None:
-            overrides.append(f"mix.{key}={value}" if not isinstance(value, str) else f"mix.{key}={_toml_str(value)}")
+            overrides.append(f"mix.{key}={value}" if not isinstance(value, str) else f"mix.{key}={toml_value(value)}")
     return load_recipe(args.recipe, overrides)
-
-
-def _toml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -78,7 +78,7 @@ def medical_quality(text: str, i: int) -> float:
 
 def write_recipe(path: Path, sources: dict[str, dict], tokenizer: Path, mix: dict | None = None,
                  train: dict | None = None, seed: int = 0) -> Path:
-    from continua.tomlw import dumps
+    from continua.recipe import toml_text
 
     table = {
         "run": {"out_dir": str(path.parent / "out"), "seed": seed, "name": "test"},
@@ -86,7 +86,7 @@ def write_recipe(path: Path, sources: dict[str, dict], tokenizer: Path, mix: dic
         "mix": mix or {},
         "train": train or {"seq_len": 64, "batch_size": 4},
     }
-    path.write_text(dumps(table))
+    path.write_text(toml_text(table))
     return path
 
 

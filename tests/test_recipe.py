@@ -81,3 +81,28 @@ def test_resolved_recipe_round_trips_through_toml(tmp_path):
     again = tomllib.loads(r.to_toml())
     assert again["data"]["sources"]["med"]["paths"] == [str(tmp_path / "d.jsonl")]
     assert again["train"]["steps"] == r.train.steps
+
+
+def test_a_non_ascii_source_name_and_odd_strings_round_trip(tmp_path):
+    """Written back with tomli-w: a bare `médical` key or a control character would make unreadable TOML."""
+    folder = tmp_path / "dónnées 😀"
+    folder.mkdir()
+    (folder / "d.jsonl").write_text('{"text": "x"}\n')
+    text = ('[run]\nname = "tab\\there \\"quoted\\" \\\\ back"\n'
+            '[data.sources."médical"]\npaths = ["dónnées 😀/d.jsonl"]\ntext_field = "texte_ü"\n'
+            '[mix]\nbudget = "40%"\n')
+    r = load_recipe(write(tmp_path, text))
+    assert list(r.data.sources) == ["médical"]
+    again = tmp_path / "again.toml"
+    again.write_text(r.to_toml(), encoding="utf-8")
+    back = load_recipe(again)
+    assert back.to_dict() == r.to_dict()
+    assert back.run.name == 'tab\there "quoted" \\ back'
+
+
+def test_toml_value_overrides_read_back_as_the_same_string(tmp_path):
+    from continua.recipe import toml_value
+
+    for value in ["plain", "é 😀", 'q"uote\\', "new\nline", "x = 1"]:
+        assert parse_overrides([f"run.name={toml_value(value)}"]) == {"run": {"name": value}}
+    assert parse_overrides([f"train.steps={toml_value(7)}"]) == {"train": {"steps": 7}}

@@ -182,3 +182,16 @@ def test_model_smaller_than_the_tokenizer_is_an_error(tmp_path, shards):
     recipe = write_recipe(tmp_path / "r.toml", tmp_path / "out", shards, model={"path": str(tmp_path / "small")})
     with pytest.raises(ValueError, match="100 embeddings but the shards' tokenizer has 300"):
         loop.run(load_recipe(recipe))
+
+
+def test_resolved_recipe_with_a_non_ascii_source_reads_back_equal(tmp_path, shards):
+    from train.report import load_run
+
+    (tmp_path / "d.jsonl").write_text('{"text": "x"}\n')
+    extra = f'\n[data.sources."médical"]\npaths = ["{tmp_path / "d.jsonl"}"]\n'
+    path = write_recipe(tmp_path / "r.toml", tmp_path / "out", shards, train={"steps": 3}, extra=extra)
+    recipe = load_recipe(path, ["run.name=étude"])
+    assert loop.run(recipe)["status"] == "finished"
+    written = load_recipe(tmp_path / "out" / "train" / "recipe.toml")
+    assert written.to_dict() == recipe.to_dict() and "médical" in written.data.sources
+    assert load_run(tmp_path / "out" / "train").name == "étude"  # what `train report` and `compare` show

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from continua.io import read_json, write_json, write_text
 from continua.layout import curate_dir, mix_dir, train_dir
-from continua.recipe import Recipe, RecipeError, load_recipe, overrides_argv
+from continua.recipe import Recipe, RecipeError, load_recipe, overrides_argv, toml_value
 
 __all__ = ["RunSpec", "plan_runs", "compare", "comparison_rows", "render_comparison"]
 
@@ -40,7 +40,7 @@ def _key(obj: Any) -> str:
 
 
 def _toml_str(value: Path | str) -> str:
-    return json.dumps(str(value))  # a JSON string of a path is a valid TOML basic string
+    return toml_value(str(value))
 
 
 def _without(d: dict, *keys: str) -> dict:
