@@ -1,26 +1,44 @@
 """Checkpoints with torch.distributed.checkpoint: sharded model + optimizer, sampler, step, RNG.
 
-A checkpoint is written under a hidden temporary name and renamed to `step_NNNNNNN` only when
-every rank has finished, so a folder with the final name is always complete; the last K stay.
+A checkpoint is written under a hidden temporary name, checksummed (`checksums.json`, written last)
+and renamed to `step_NNNNNNN` only when every rank has finished, so a folder with the final name is
+always complete; the last K stay. Nothing in a checkpoint is unpickled with Python's full pickle:
+model and optimizer go through `train.dcp_safe`, RNG states are tensors in `rng_RANK.safetensors`,
+the trainer state (step, sampler) is JSON. At resume the newest checkpoint whose files match their
+checksums is used; a damaged one is named in one line and moved aside to `damaged_step_NNNNNNN`.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
+from continua import checksums
 from continua.io import write_json
+from train import dcp_safe
 from train.parallel import Dist, barrier
 
 STEP_RE = re.compile(r"^step_(\d{7,})$")
 TRAINER_STATE = "trainer.json"
+DAMAGED_PREFIX = "damaged_"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: damaged, unsafe to read, or not a checkpoint of this tool."""
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -62,10 +80,16 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
-    torch.save(_rng_state(), tmp / f"rng_{d.rank}.pt")
+    _save_rng(tmp / f"rng_{d.rank}.safetensors")
     barrier()
+    # every rank hashes a share of the files; the main rank writes the manifest last
+    names = sorted(p.name for p in tmp.iterdir() if p.is_file())
+    parts = _gather(checksums.describe(tmp, names[d.rank::d.world]))
     if d.is_main:
         write_json(tmp / TRAINER_STATE, {**trainer_state, "step": step, "world_size": d.world})
+        files = {k: v for part in parts for k, v in part.items()}
+        files.update(checksums.describe(tmp, [TRAINER_STATE]))
+        checksums.write_manifest(tmp, files)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -75,49 +99,169 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     return final
 
 
+def newest_valid_checkpoint(run_dir: Path, d: Dist, say: Callable[[str], None]) -> Path | None:
+    """The newest checkpoint whose files match their checksums (all ranks call this; they share the reading).
+
+    A damaged one is named in one line and renamed `damaged_step_NNNNNNN`, out of the way of resume and
+    of the keep-K pruning, but kept for inspection.
+    """
+    for _, path in reversed(list_checkpoints(run_dir)):
+        problem = _check(path, d)
+        if problem is None:
+            return path
+        damaged = path.with_name(DAMAGED_PREFIX + path.name)
+        if d.is_main:
+            shutil.rmtree(damaged, ignore_errors=True)
+            path.rename(damaged)
+        barrier()
+        say(f"checkpoint {path} is damaged, skipped (moved to {damaged.name}): {problem}")
+    return None
+
+
+def verify_checkpoint(path: Path, d: Dist | None = None) -> None:
+    """Raise CheckpointError naming the file when `path` does not match its checksums (collective under torchrun)."""
+    problem = _check(Path(path), d)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path} is damaged: {problem}")
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, d: Dist) -> dict:
     """Restore model, optimizer and this rank's RNG from `path`; returns the trainer state (step, sampler)."""
-    state = json.loads((Path(path) / TRAINER_STATE).read_text())
+    path = Path(path)
+    try:
+        state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
+        step = int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path / TRAINER_STATE}: unreadable trainer state ({e})") from None
     model_sd, optim_sd = get_state_dict(model, optimizer)
     both = {"model": model_sd, "optim": optim_sd}
-    dcp.load(both, checkpoint_id=path)
+    _dcp_load(both, path)
     set_state_dict(model, optimizer, model_state_dict=both["model"], optim_state_dict=both["optim"])
-    rng = Path(path) / f"rng_{d.rank}.pt"
-    if rng.exists() and state.get("world_size") == d.world:
-        _set_rng_state(torch.load(rng, weights_only=False))
+    if state.get("world_size") == d.world:  # RNG streams are per rank: they only carry over to the same world
+        rng = _read_rng(path, d.rank)
+        if rng is not None:
+            _set_rng_state(rng)
+    state["step"] = step
     return state
 
 
-def load_optimizer_only(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+def load_optimizer_only(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        d: Dist | None = None) -> None:
     """CPT option: keep the freshly loaded weights but restore AdamW moments from an earlier run."""
-    if not (Path(path) / ".metadata").exists():
+    path = Path(path)
+    if not (path / dcp_safe.METADATA).exists():
         raise FileNotFoundError(f"[train] optimizer_from: {path} is not a torch.distributed.checkpoint folder "
                                 "(no .metadata); name a checkpoints/step_NNNNNNN folder")
+    verify_checkpoint(path, d)
     _, optim_sd = get_state_dict(model, optimizer)
     holder = {"optim": optim_sd}
-    dcp.load(holder, checkpoint_id=path)
+    _dcp_load(holder, path)
     set_state_dict(model, optimizer, model_state_dict={}, optim_state_dict=holder["optim"],
                    options=StateDictOptions(strict=False))
 
 
-def _rng_state() -> dict:
-    import random
+def _check(path: Path, d: Dist | None) -> str | None:
+    """None when `path` matches its manifest (or has none: written before checksums); else the first problem."""
+    problem = None
+    try:
+        files = checksums.read_manifest(path)
+        if files is not None:
+            missing = [n for n in (dcp_safe.METADATA, TRAINER_STATE) if n not in files]
+            if missing:
+                raise checksums.ChecksumError(f"{path / checksums.MANIFEST}: does not list {', '.join(missing)}")
+            names = sorted(files)
+            rank, world = (d.rank, d.world) if d is not None else (0, 1)
+            checksums.verify(path, files, names[rank::world])
+    except (checksums.ChecksumError, OSError) as e:
+        problem = str(e)
+    found = [p for p in _gather(problem) if p is not None]
+    return found[0] if found else None
 
-    import numpy as np
 
-    out = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state()
+def _dcp_load(state_dict: dict, path: Path) -> None:
+    """dcp_safe.load, with any failure (on any rank) raised as one CheckpointError naming the checkpoint."""
+    files = checksums.read_manifest(path)
+    try:
+        dcp_safe.load(state_dict, path, allowed_files=set(files) if files is not None else None)
+    except (dcp_safe.UnsafeCheckpointError, FileNotFoundError) as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from None
+    except CheckpointException as e:
+        first = next(iter(e.failures.values()), e)
+        raise CheckpointError(f"checkpoint {path}: cannot be loaded: {_root(first)}") from None
+
+
+def _root(exc: BaseException) -> str:
+    inner = getattr(exc, "exc", None) or getattr(exc, "exception", None)
+    return _root(inner) if isinstance(inner, BaseException) else f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _gather(obj: object) -> list:
+    """Every rank's `obj` (a list of one when there is no process group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)  # between this run's own ranks, never from a file
     return out
 
 
+# RNG: tensors in safetensors, the few scalars as JSON in its header
+
+def _save_rng(path: Path) -> None:
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors = {"torch": torch.get_rng_state(), "python_mt": torch.tensor(mt, dtype=torch.int64),
+               "numpy_mt": torch.from_numpy(np.asarray(keys, dtype=np.int64))}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    meta = {"python_version": version, "python_gauss": gauss, "numpy_kind": kind, "numpy_pos": int(pos),
+            "numpy_has_gauss": int(has_gauss), "numpy_cached_gaussian": float(cached)}
+    save_file(tensors, str(path), metadata={"state": json.dumps(meta)})
+
+
+def _read_rng(path: Path, rank: int) -> dict | None:
+    """This rank's RNG state from rng_RANK.safetensors, or from a pre-safetensors rng_RANK.pt read weights-only."""
+    new, old = path / f"rng_{rank}.safetensors", path / f"rng_{rank}.pt"
+    if new.exists():
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(new), "pt") as f:
+                meta = json.loads(f.metadata()["state"])
+            t = load_file(str(new))
+            return {"torch": t["torch"], "cuda": t.get("cuda"),
+                    "python": (meta["python_version"], tuple(t["python_mt"].tolist()), meta["python_gauss"]),
+                    "numpy": (meta["numpy_kind"], t["numpy_mt"].numpy().astype(np.uint32), meta["numpy_pos"],
+                              meta["numpy_has_gauss"], meta["numpy_cached_gaussian"])}
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{new}: unreadable RNG state ({e})") from None
+    if old.exists():
+        return _read_legacy_rng(old)
+    return None
+
+
+def _read_legacy_rng(path: Path) -> dict:
+    """RNG files of earlier versions (torch.save of a dict): loaded with torch's weights-only unpickler,
+    which admits tensors, plain containers and numpy arrays only, so no code in the file can run."""
+    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 / numpy 1.26
+    numpy_globals = [core.multiarray._reconstruct, np.ndarray, np.dtype]
+    try:
+        with torch.serialization.safe_globals(numpy_globals):
+            state = torch.load(path, weights_only=True)
+        if not isinstance(state, dict) or not {"torch", "python", "numpy"} <= set(state):
+            raise ValueError("not an RNG state dict")
+    except Exception as e:  # noqa: BLE001 - whatever the file holds, it is refused with its name
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        first = next((ln.strip() for ln in lines if "WeightsUnpickler error" in ln), lines[0])
+        raise CheckpointError(f"{path}: refused: an RNG file must hold plain tensors and numbers, and this one "
+                              f"does not ({first[:200]}); it was not run. Delete the file to resume without its "
+                              "RNG state, or start over with --no-resume") from None
+    return state
+
+
 def _set_rng_state(state: dict) -> None:
-    import random
-
-    import numpy as np
-
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
     np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
+    if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])

@@ -66,14 +66,14 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     sampler = Sampler(shards, manifest, tc.seq_len, tc.batch_size, recipe.run.seed, d.rank, d.world)
 
     # resume, or start fresh (optionally with an earlier run's optimizer moments)
-    start, elapsed0, latest = 0, 0.0, ckpt.latest_checkpoint(run_dir) if resume else None
+    start, elapsed0, latest = 0, 0.0, ckpt.newest_valid_checkpoint(run_dir, d, say) if resume else None
     if latest is not None:
         state = ckpt.load_checkpoint(latest, model, optimizer, d)
         sampler.load_state_dict(state["sampler"])
         start, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
         say(f"resumed from {latest} (step {start} of {steps})")
     elif tc.optimizer_from is not None:
-        ckpt.load_optimizer_only(tc.optimizer_from, model, optimizer)
+        ckpt.load_optimizer_only(tc.optimizer_from, model, optimizer, d)
         say(f"optimizer state restored from {tc.optimizer_from}")
     if not resume and d.is_main:
         ckpt.remove_checkpoints(run_dir)  # a fresh start must never resume from the old run's later steps
