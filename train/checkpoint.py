@@ -24,7 +24,6 @@ import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from continua import checksums
@@ -114,7 +113,7 @@ def newest_valid_checkpoint(run_dir: Path, d: Dist, say: Callable[[str], None]) 
             shutil.rmtree(damaged, ignore_errors=True)
             path.rename(damaged)
         barrier()
-        say(f"checkpoint {path} is damaged, skipped (moved to {damaged.name}): {problem}")
+        say(f"checkpoint {path} is damaged, skipped (moved to {damaged.name}): {problem.replace(f'{path}/', '')}")
     return None
 
 
@@ -183,16 +182,8 @@ def _dcp_load(state_dict: dict, path: Path) -> None:
     files = checksums.read_manifest(path)
     try:
         dcp_safe.load(state_dict, path, allowed_files=set(files) if files is not None else None)
-    except (dcp_safe.UnsafeCheckpointError, FileNotFoundError) as e:
-        raise CheckpointError(f"checkpoint {path}: {e}") from None
-    except CheckpointException as e:
-        first = next(iter(e.failures.values()), e)
-        raise CheckpointError(f"checkpoint {path}: cannot be loaded: {_root(first)}") from None
-
-
-def _root(exc: BaseException) -> str:
-    inner = getattr(exc, "exc", None) or getattr(exc, "exception", None)
-    return _root(inner) if isinstance(inner, BaseException) else f"{type(exc).__name__}: {exc}".splitlines()[0]
+    except (dcp_safe.CheckpointReadError, FileNotFoundError) as e:
+        raise CheckpointError(f"checkpoint {e}") from None
 
 
 def _gather(obj: object) -> list:
@@ -243,15 +234,14 @@ def _read_legacy_rng(path: Path) -> dict:
     """RNG files of earlier versions (torch.save of a dict): loaded with torch's weights-only unpickler,
     which admits tensors, plain containers and numpy arrays only, so no code in the file can run."""
     core = np._core if hasattr(np, "_core") else np.core  # numpy 2 / numpy 1.26
-    numpy_globals = [core.multiarray._reconstruct, np.ndarray, np.dtype]
+    numpy_globals = [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
     try:
         with torch.serialization.safe_globals(numpy_globals):
             state = torch.load(path, weights_only=True)
         if not isinstance(state, dict) or not {"torch", "python", "numpy"} <= set(state):
             raise ValueError("not an RNG state dict")
     except Exception as e:  # noqa: BLE001 - whatever the file holds, it is refused with its name
-        lines = str(e).strip().splitlines() or [type(e).__name__]
-        first = next((ln.strip() for ln in lines if "WeightsUnpickler error" in ln), lines[0])
+        first = dcp_safe.weights_only_reason(e)
         raise CheckpointError(f"{path}: refused: an RNG file must hold plain tensors and numbers, and this one "
                               f"does not ({first[:200]}); it was not run. Delete the file to resume without its "
                               "RNG state, or start over with --no-resume") from None

@@ -23,6 +23,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint import metadata as dcp_metadata
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint._nested_dict import set_element
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata
@@ -32,7 +33,11 @@ _PATH_MODULES = {"pathlib", "pathlib._local"}
 _PATH_NAMES = {"PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath", "Path", "PurePath"}
 
 
-class UnsafeCheckpointError(ValueError):
+class CheckpointReadError(ValueError):
+    """DCP could not read a checkpoint (a file missing or unreadable, a key absent): the first rank's reason."""
+
+
+class UnsafeCheckpointError(CheckpointReadError):
     """A checkpoint file asks to load something other than tensors and plain values."""
 
 
@@ -115,7 +120,7 @@ class _Planner(DefaultLoadPlanner):
         try:
             obj = torch.load(value, weights_only=True)
         except pickle.UnpicklingError as e:
-            raise UnsafeCheckpointError(f"value {fqn!r} is not plain data: {str(e).splitlines()[0]}") from None
+            raise UnsafeCheckpointError(f"value {fqn!r} is not plain data ({weights_only_reason(e)})") from None
         if self.flatten_state_dict:
             set_element(self.original_state_dict, self.mappings[fqn], obj)
         else:
@@ -125,4 +130,22 @@ class _Planner(DefaultLoadPlanner):
 def load(state_dict: dict, folder: Path, allowed_files: set[str] | None = None, partial: bool = False) -> None:
     """dcp.load into `state_dict` (in place) from `folder`, with the checks above."""
     meta = read_metadata(folder, allowed_files)
-    dcp.load(state_dict, storage_reader=_Reader(Path(folder), meta), planner=_Planner(allow_partial_load=partial))
+    try:
+        dcp.load(state_dict, storage_reader=_Reader(Path(folder), meta), planner=_Planner(allow_partial_load=partial))
+    except CheckpointException as e:  # DCP wraps each rank's failure (a BaseException): raise one plain error
+        causes = [f[0] if isinstance(f, tuple) else f for f in e.failures.values()] or [e]
+        unsafe = [c for c in causes if isinstance(c, UnsafeCheckpointError)]
+        if unsafe:
+            raise UnsafeCheckpointError(f"{folder}: {unsafe[0]}") from None
+        first = f"{type(causes[0]).__name__}: {causes[0]}".splitlines()[0]
+        raise CheckpointReadError(f"{folder}: cannot be read ({first})") from None
+
+
+def weights_only_reason(e: BaseException) -> str:
+    """The one informative line of torch's long weights-only refusal (which global or type it met)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if "WeightsUnpickler error" in ln:
+            rest = ln.split("WeightsUnpickler error:", 1)[-1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else ln)
+    return lines[0] if lines else type(e).__name__
