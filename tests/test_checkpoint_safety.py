@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from train_fixtures import make_shards, make_tokenizer, write_recipe
+from train_fixtures import two_source_shards, write_recipe
 
 from continua import checksums
 from continua.recipe import load_recipe
@@ -34,9 +34,7 @@ class Payload:
 def trained(tmp_path_factory):
     """A 6-step run with checkpoints at steps 2, 4, 6, and its losses."""
     root = tmp_path_factory.mktemp("ckpt")
-    tok = make_tokenizer(root / "tok")
-    make_shards(root / "shards", tok, {"med": {"docs": 30, "epochs": 2.0},
-                                       "web": {"docs": 30, "role": "general", "target_tokens": 600}})
+    two_source_shards(root, docs=30, general_tokens=600)
     train = {"steps": 6, "checkpoint_every": 2, "keep_checkpoints": 3}
     recipe = write_recipe(root / "r.toml", root / "out", root / "shards", train=train)
     assert loop.run(load_recipe(recipe))["status"] == "finished"

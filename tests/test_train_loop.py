@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import pytest
 import torch
-from train_fixtures import make_shards, make_tokenizer, write_recipe
+from train_fixtures import two_source_shards, write_recipe
 
 from continua.recipe import load_recipe
 from train import loop
@@ -19,11 +19,7 @@ from train.gap import read_metrics
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    tok = make_tokenizer(root / "tok")
-    make_shards(root / "shards", tok, {"med": {"docs": 40, "epochs": 2.0},
-                                       "web": {"docs": 40, "role": "general", "target_tokens": 800}})
-    return root / "shards"
+    return two_source_shards(tmp_path_factory.mktemp("data"))
 
 
 def train_losses(run_dir) -> dict[int, float]:

@@ -60,6 +60,14 @@ def make_shards(folder: Path, tok_folder: Path, plan: dict[str, dict], seed: int
     return manifest
 
 
+def two_source_shards(root: Path, docs: int = 40, general_tokens: int = 800) -> Path:
+    """Tokenizer + shards of a domain source (`med`, 2 epochs) and a general one (`web`); returns the shards folder."""
+    tok = make_tokenizer(root / "tok")
+    make_shards(root / "shards", tok, {"med": {"docs": docs, "epochs": 2.0},
+                                       "web": {"docs": docs, "role": "general", "target_tokens": general_tokens}})
+    return root / "shards"
+
+
 TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4,
               "max_position_embeddings": 64}
 

@@ -107,6 +107,8 @@ def newest_valid_checkpoint(run_dir: Path, d: Dist, say: Callable[[str], None]) 
     for _, path in reversed(list_checkpoints(run_dir)):
         problem = _check(path, d)
         if problem is None:
+            if not (path / checksums.MANIFEST).exists():
+                say(f"checkpoint {path} has no {checksums.MANIFEST} (written by an earlier version): not verified")
             return path
         damaged = path.with_name(DAMAGED_PREFIX + path.name)
         if d.is_main:

@@ -46,7 +46,7 @@ class _MetadataUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if module == dcp_metadata.__name__:
-            obj = getattr(dcp_metadata, name, None)
+            obj = vars(dcp_metadata).get(name)
             if isinstance(obj, type) and obj.__module__ == module:
                 return obj
         elif (module, name) == ("torch.distributed.checkpoint.filesystem", "_StorageInfo"):
@@ -55,8 +55,8 @@ class _MetadataUnpickler(pickle.Unpickler):
             return _StorageInfo
         elif module == "torch" and name == "Size":
             return torch.Size
-        elif module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
+        elif module == "torch" and isinstance(vars(torch).get(name), torch.dtype):
+            return vars(torch)[name]
         elif (module, name) == ("torch.serialization", "_get_layout"):
             from torch.serialization import _get_layout
 
