@@ -69,11 +69,6 @@ class MixConfig:
         at_least("shard_tokens", self.shard_tokens, 1)
         at_least("workers", self.workers, 0, " (0 = one per core)")
         at_least("dsir_buckets", self.dsir_buckets, 2)
-        from mix.budget import parse_amount
-
-        parse_amount(self.budget, "budget")  # errors name the key and the value
-        if self.top:
-            parse_amount(self.top, "top")
         if self.replay > 0 and (self.preset or self.preset_weights):
             raise ValueError("replay and preset are two ways to set the replay share: choose one")
         if self.replay_select == "dsir" and not self.dsir_target:
