@@ -200,5 +200,5 @@ def score_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, work
         mark_duplicates(recipe, source, curate_dir, tasks, workers)
     outputs = [folder / "scores" / f"{task_name(r)}.parquet" for r in range(tasks)]
     finish_scoring(folder, inputs, outputs + [dedup_path(curate_dir, source)] * bool(recipe.curate.dedup),
-                      {"dedup": list(recipe.curate.dedup)})
+                   {"dedup": list(recipe.curate.dedup)})
     return stats
