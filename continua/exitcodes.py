@@ -12,9 +12,53 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 OK = 0
 FAILED = 1
 USAGE = 2
 INTERRUPTED = 75
 
-__all__ = ["OK", "FAILED", "USAGE", "INTERRUPTED"]
+__all__ = ["OK", "FAILED", "USAGE", "INTERRUPTED", "run_command", "system_error"]
+
+
+def system_error(e: OSError) -> str:
+    """One line for an error of the system, naming the path: `PATH: Permission denied`."""
+    where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else None
+    what = e.strerror or str(e)
+    return f"{where}: {what}" if where else what
+
+
+def run_command(prog: str, func: Callable[[], int], failures: tuple[type[BaseException], ...] = (),
+                usage: tuple[type[BaseException], ...] = ()) -> int:
+    """Run a command's body and turn what it raises into one line on stderr and the code of the table.
+
+    `failures` are the caller's runtime-failure types (1); `usage` adds usage-error types (2) to
+    recipe and value errors. Errors of the system (a read-only folder, a full disk, an unreadable
+    file), also when wrapped in another error, are 1 and name the path. Anything else is a bug and
+    keeps its traceback.
+    """
+    from continua.fingerprint import StaleInputError
+
+    def say(message: str) -> None:
+        print(f"{prog}: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+    try:
+        return func()
+    except KeyboardInterrupt:
+        say("interrupted; run the same command again to resume")
+        return INTERRUPTED
+    except (StaleInputError, *failures) as e:
+        say(f"error: {e}")
+        return FAILED
+    except OSError as e:
+        if e.errno is None:  # raised by our code with a message (e.g. "run `mix build` first")
+            say(f"error: {e}")
+            return USAGE
+        say(f"error: {system_error(e)}")
+        return FAILED
+    except (ValueError, *usage) as e:
+        cause = e.__cause__
+        say(f"error: {e}")
+        return FAILED if isinstance(cause, OSError) and cause.errno is not None else USAGE

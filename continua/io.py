@@ -23,6 +23,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.filename is None:  # a failed write (a full disk) names no file: name the one being written
+            raise type(e)(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

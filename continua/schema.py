@@ -7,6 +7,7 @@ TOML table into one of them, with errors that name the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -25,6 +26,12 @@ def path_field(default: Any = dataclasses.MISSING, *, must_exist: bool = True, f
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def at_least(key: str, value: float, low: float, note: str = "") -> None:
+    """One check, one message naming its key, for a section's `validate` (`steps must be >= 0, got -1`)."""
+    if value < low:
+        raise ValueError(f"{key} must be >= {low:g}{note}, got {value}")
 
 
 def _type_name(tp: Any) -> str:
@@ -94,6 +101,8 @@ def convert(value: Any, tp: Any, key: str, where: str, base_dir: Path | None, me
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{where}: key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):  # TOML has nan and inf; no setting means either
+            raise RecipeError(f"{where}: key '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

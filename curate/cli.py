@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from continua.documents import InputError
+from continua.exitcodes import run_command
 from continua.recipe import RecipeError, add_recipe_arguments, load_recipe
 
 DESCRIPTION = """\
@@ -207,11 +207,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (RecipeError, InputError, FileNotFoundError, ValueError) as e:
-        print(f"curate {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(f"curate {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from continua.schema import path_field
+from continua.schema import at_least, path_field
 
 
 @dataclass
@@ -78,7 +78,6 @@ class CurateConfig:
     out: Path | None = path_field(None, must_exist=False)  # default: <run.out_dir>/curate
 
     def validate(self) -> None:
-        if self.tasks < 1 or self.workers < 1:
-            raise ValueError("tasks and workers must be at least 1")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        at_least("tasks", self.tasks, 1)
+        at_least("workers", self.workers, 1)
+        at_least("batch_size", self.batch_size, 1)

@@ -20,6 +20,7 @@ def load_fasttext(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise ClassifierError(f"{path}: fastText model file does not exist")
+    open(path, "rb").close()  # an unreadable file is a PermissionError naming it, not fastText's "No such file"
     try:
         return _FastText(model_path=str(path))
     except ValueError as e:

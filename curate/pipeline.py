@@ -19,6 +19,7 @@ import polars as pl
 from datatrove.executor.base import PipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
+from continua.fingerprint import SCORED, finish_scoring, start_scoring
 from continua.documents import InputError, expand_inputs
 from continua.io import read_json, write_json
 from continua.recipe import Recipe, RecipeError
@@ -27,7 +28,7 @@ from continua.tokenizer import load_tokenizer
 from curate.fasttext_scorer import FastTextScorer
 from curate.heuristics import HeuristicSignals
 from curate.steps import ScoreWriter, SourceReader, TokenCounter, task_name
-from curate.table import source_dir as _source_dir
+from curate.table import dedup_path, source_dir as _source_dir
 
 
 class ScoreRunError(ValueError):
@@ -135,7 +136,7 @@ def prepare_folder(folder: Path, fp: dict, restart: bool) -> None:
     run_file = folder / "run.json"
     if restart and folder.exists():
         for sub in ("scores", "rejects", "tasks", "logs", "dedup", "dedup.parquet", "stats.json", "run.json",
-                    "selection.parquet"):
+                    "selection.parquet", SCORED):
             p = folder / sub
             if p.is_dir():
                 shutil.rmtree(p)
@@ -187,6 +188,7 @@ def score_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, work
     folder = _source_dir(curate_dir, source)
     steps = build_steps(recipe, source, folder, show_progress=show_progress)
     prepare_folder(folder, fingerprint(recipe, source, tasks), restart)
+    inputs = start_scoring(folder, [p for p, _, _ in expand_inputs(recipe.data.sources[source])])
     executor = build_executor(recipe, steps, folder / "logs", tasks, workers, job_name=f"curate-{source}")
     executor.run()
     if recipe.curate.executor != "local":
@@ -196,4 +198,7 @@ def score_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, work
         from curate.dedup import mark_duplicates
 
         mark_duplicates(recipe, source, curate_dir, tasks, workers)
+    outputs = [folder / "scores" / f"{task_name(r)}.parquet" for r in range(tasks)]
+    finish_scoring(folder, inputs, outputs + [dedup_path(curate_dir, source)] * bool(recipe.curate.dedup),
+                   {"dedup": list(recipe.curate.dedup)})
     return stats

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from continua.schema import RecipeError
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
+BARE_MIN = 1000  # a bare number below this is an error: it is almost surely a percentage without its sign
 _AMOUNT = re.compile(r"^\s*(?P<num>\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<exp>[+-]?\d+))?\s*(?P<unit>[kKmMbBgGtT%]?)\s*$")
 
 
@@ -66,6 +67,9 @@ def parse_amount(text: str | int | float, what: str = "budget") -> Amount:
     tokens = value * _SUFFIX[unit]
     if tokens < 1:
         raise BudgetError(f"{what} {given!r}: is less than one token")
+    if not unit and tokens < BARE_MIN:  # `--budget 40` is a forgotten percent sign, not a 40-token plan
+        raise BudgetError(f"{what} {given!r}: a bare number counts tokens, and {given.strip()} tokens is not a "
+                          f"training budget; did you mean '{given.strip()}%'? (token counts: 40K, 500M, 2B)")
     return Amount(given=given.strip(), tokens=int(round(tokens)))
 
 

@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 
+from continua import fingerprint as fp
 from continua.documents import expand_inputs, iter_documents
 from continua.io import file_sha256, read_json, write_json
 from continua.layout import mix_dir, shards_dir
@@ -33,6 +34,7 @@ from continua.tokenizer import TextTokenizer, load_tokenizer
 from mix.manifest import Manifest, SourceEntry, SplitEntry
 from mix.planner import PLAN_NAME
 from mix.shards import Shard, ShardWriter
+from curate.table import text_hash
 from mix.tables import PlanError
 
 COMPLETE = "complete.json"
@@ -91,12 +93,17 @@ class Builder:
         self.plan_path = self.mix_dir / PLAN_NAME
         if not self.plan_path.exists():
             raise PlanError(f"{self.plan_path}: no plan; run `mix plan` first")
+        self.plan_fp = fp.fingerprint(self.plan_path)
         self.plan = read_json(self.plan_path)
         self.plan_sha = file_sha256(self.plan_path)
         sel_path = self.mix_dir / self.plan["selection"]
         if not sel_path.exists() or file_sha256(sel_path) != self.plan.get("selection_sha256"):
-            raise PlanError(f"{sel_path} is missing or changed since {self.plan_path} was written: run `mix plan` again")
+            raise fp.StaleInputError(f"{sel_path} is missing or changed since {self.plan_path} was written: "
+                                     f"run `mix plan` again")
         self.selection = pl.read_parquet(sel_path)
+        if "text_hash" not in self.selection.columns or "source_files" not in self.plan:
+            raise fp.StaleInputError(f"{self.plan_path}: made by an older `mix plan` without fingerprints; run "
+                                     f"`mix plan` again")
         self.out = shards_dir(recipe)
         self.seed = recipe.run.seed
         self._pool = None
@@ -129,7 +136,7 @@ class Builder:
                 self._pool.close()
                 self._pool.join()
         manifest = Manifest(tokenizer=self.tok.describe(), seed=self.seed, sources=entries,
-                            plan={"path": str(self.plan_path), "sha256": self.plan_sha}, inputs=inputs,
+                            plan=self.plan_fp | {"sha256": self.plan_sha}, inputs=inputs,
                             total_target_tokens=sum(e.target_tokens for e in entries.values()), warnings=warnings)
         return manifest.save(self.out)
 
@@ -143,19 +150,22 @@ class Builder:
         if (done.get("plan_sha256"), done.get("tokenizer"), done.get("shard_tokens"), done.get("seed")) != (
                 self.plan_sha, str(self.tok.path), self.recipe.mix.shard_tokens, self.seed):
             return None
-        for split in SPLITS:
-            if not all((self.out / p).exists() for p in done[split]["shards"]):
-                return None
+        shards = done.get("shard_files")  # a changed or missing shard rebuilds the source
+        if shards is None or any(fp.changed(r | {"path": str(self.out / r["path"])}) for r in shards):
+            return None
         return done
 
     def _build_source(self, name: str, cfg: SourceConfig, planned: dict) -> dict:
         from tqdm import tqdm
 
         folder = self.out / name
+        fp.check(self.plan["source_files"].get(name, []), "`curate score` read it",
+                 "`curate score --restart`, `mix plan` and `mix build`")
         if folder.exists():
             shutil.rmtree(folder)  # stale or partial outputs of another plan
         sel = self.selection.filter(pl.col("source") == name)
-        split_of = dict(zip(sel["doc_id"].to_list(), (sel["split"] == "valid").cast(pl.Int8).to_list()))
+        split_of = dict(zip(sel["doc_id"].to_list(),
+                            zip((sel["split"] == "valid").cast(pl.Int8).to_list(), sel["text_hash"].to_list())))
         work = folder / ".work"
         writers = [ShardWriter(work / f"{s}.ds", self.tok.token_dtype, str(self.tok.path)) for s in SPLITS]
         planned_docs = len(split_of)
@@ -163,8 +173,14 @@ class Builder:
 
         def wanted() -> Iterator[tuple[int, str]]:
             for rec in iter_documents(name, cfg):
-                s = split_of.pop(rec.doc_id, None)  # each planned document once, even if an id repeats
-                if s is not None:
+                planned = split_of.pop(rec.doc_id, None)  # each planned document once, even if an id repeats
+                if planned is not None:
+                    s, want = planned
+                    if text_hash(rec.text) != want:  # the text `curate score` scored, or nothing
+                        raise fp.StaleInputError(
+                            f"{rec.path} line {rec.row + 1}: document {rec.doc_id} is not the text `curate score` "
+                            f"scored (the file changed since); re-run `curate score --restart`, `mix plan` and "
+                            f"`mix build`")
                     yield s, rec.text
                     if not split_of:
                         return
@@ -186,7 +202,7 @@ class Builder:
         for w in writers:
             w.close()
         if split_of:
-            raise PlanError(f"source '{name}': {len(split_of)} planned document(s) were not found in its files (first: "
+            raise fp.StaleInputError(f"source '{name}': {len(split_of)} planned document(s) were not found in its files (first: "
                             f"{next(iter(split_of))}); the files changed since `curate score`: run `curate score` and "
                             f"`mix plan` again")
         result: dict = {"plan_sha256": self.plan_sha, "tokenizer": str(self.tok.path),
@@ -202,6 +218,8 @@ class Builder:
                     f"{name}/{split}: {got:,} tokens in the shards vs {want:,} in the plan's score table: the score "
                     f"table was counted with another tokenizer than {self.tok.path}")
         result["inputs"] = [{"source": name, "path": str(p), "sha256": file_sha256(p)} for p, _, _ in expand_inputs(cfg)]
+        result["shard_files"] = [fp.fingerprint(self.out / f) | {"path": f} for s in SPLITS for p in result[s]["shards"]
+                                 for f in (p, f"{p}.index", f"{p}.metadata")]
         write_json(folder / COMPLETE, result)
         self.log(f"{name}: train {result['train']['docs']:,} docs / {result['train']['tokens']:,} tokens, "
                  f"valid {result['valid']['docs']:,} docs / {result['valid']['tokens']:,} tokens")

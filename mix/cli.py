@@ -9,9 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from continua.documents import InputError
-from continua.recipe import RecipeError, add_recipe_arguments, load_recipe, toml_value
-from continua.tokenizer import TokenizerError
+from continua.exitcodes import run_command
+from continua.recipe import add_recipe_arguments, load_recipe, toml_value
 
 _console = Console(stderr=True)
 
@@ -100,11 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (RecipeError, InputError, TokenizerError, FileNotFoundError, ValueError) as e:
-        _console.print(f"[red]mix {args.command}: error:[/red] {escape(str(e))}")
-        return 2
+    return run_command(f"mix {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

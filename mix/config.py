@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from continua.schema import path_field
+from continua.schema import at_least, path_field
 
 
 @dataclass
@@ -57,14 +57,18 @@ class MixConfig:
             raise ValueError(f"valid_fraction must be in (0, 0.5), got {self.valid_fraction}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
-        if self.max_epochs < 1 or self.warn_epochs <= 0 or self.auto_epochs < 1:
-            raise ValueError("max_epochs and auto_epochs must be >= 1 and warn_epochs > 0")
-        if self.valid_max_docs < 0 or self.min_valid_docs < 0 or self.min_subset_docs < 0:
-            raise ValueError("valid_max_docs, min_valid_docs and min_subset_docs must be >= 0")
+        at_least("max_epochs", self.max_epochs, 1)
+        at_least("auto_epochs", self.auto_epochs, 1)
+        if self.warn_epochs <= 0:
+            raise ValueError(f"warn_epochs must be > 0, got {self.warn_epochs}")
+        at_least("valid_max_docs", self.valid_max_docs, 0)
+        at_least("min_valid_docs", self.min_valid_docs, 0)
+        at_least("min_subset_docs", self.min_subset_docs, 0)
         if not 0.0 <= self.min_subset_fraction < 1.0:
             raise ValueError(f"min_subset_fraction must be in [0, 1), got {self.min_subset_fraction}")
-        if self.shard_tokens < 1 or self.workers < 0 or self.dsir_buckets < 2:
-            raise ValueError("shard_tokens must be >= 1, workers >= 0 (0 = one per core) and dsir_buckets >= 2")
+        at_least("shard_tokens", self.shard_tokens, 1)
+        at_least("workers", self.workers, 0, " (0 = one per core)")
+        at_least("dsir_buckets", self.dsir_buckets, 2)
         if self.replay > 0 and (self.preset or self.preset_weights):
             raise ValueError("replay and preset are two ways to set the replay share: choose one")
         if self.replay_select == "dsir" and not self.dsir_target:

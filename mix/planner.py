@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from continua.documents import iter_documents
+from continua import fingerprint as fp
+from continua.documents import expand_inputs, iter_documents
 from continua.io import atomic_path, file_sha256, read_json, write_json
 from continua.layout import curate_dir, mix_dir
 from continua.recipe import Recipe, SourceConfig
@@ -339,6 +340,8 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
         raise PlanError("the recipe has no source with role = \"domain\" ([data.sources.NAME] role = \"domain\")")
 
     tables: dict[str, SourceTable] = {n: open_table(cdir, n, recipe.data.sources[n]) for n in names}
+    source_files = {n: fp.check_scored(cdir / n, [p for p, _, _ in expand_inputs(recipe.data.sources[n])],
+                                       tables[n].files, recipe.curate.dedup if mix.dedup else []) for n in names}
     score = None
     if mix.score:
         for n in domain:  # names the source, the missing column and the available ones
@@ -451,6 +454,7 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
     plan, selection = _assemble(recipe, amount, budget_tokens, domain, general, tables, sizes, valid, cand, dom,
                                 picks, notes, {n: (elig[n][1], elig[n][2], dups[n]) for n in names})
     plan["inputs"] = hashing.result()
+    plan["source_files"] = source_files  # what `mix build` checks before reading a source
     write_json(cache_path, cache)
     return PlanResult(plan, selection)
 
@@ -485,7 +489,8 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
         v = valid[n]
         ids = fetch_ids(t, docs[KEY].to_numpy(), t.key[v])
         sel_parts.append(ids.select("doc_id", pl.lit(n).alias("source"), "split",
-                                    pl.when(pl.col("split") == "valid").then(1.0).otherwise(repeats).alias("repeats")))
+                                    pl.when(pl.col("split") == "valid").then(1.0).otherwise(repeats).alias("repeats"),
+                                    "text_hash"))
         sources[n] = {
             "role": cfg.role, "group": cfg.group, "method": method if target else "unused (no share)",
             "available": {"docs": sizes[n][0], "tokens": sizes[n][1]},

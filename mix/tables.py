@@ -284,15 +284,15 @@ class Ranked:
 
 
 def fetch_ids(table: SourceTable, train_keys: np.ndarray, valid_keys: np.ndarray) -> pl.DataFrame:
-    """(doc_id, split) of the training and validation documents, read again from the score table.
+    """(doc_id, text_hash, split) of the training and validation documents, read again from the score table.
 
     Only the kept documents' ids are materialized; the seeded key identifies them (a 64-bit hash:
     a collision or a doc_id listed twice is reported, never silently merged)."""
     valid = pl.Series(valid_keys, dtype=pl.UInt64).implode()
     wanted = pl.Series(np.concatenate([train_keys, valid_keys]), dtype=pl.UInt64).implode()
-    found = (table.frame.select(pl.col("doc_id"), pl.col("doc_id").hash(table.seed).alias(KEY))
+    found = (table.frame.select(pl.col("doc_id"), pl.col("doc_id").hash(table.seed).alias(KEY), "text_hash")
              .filter(pl.col(KEY).is_in(wanted)).collect(engine="streaming")
-             .select("doc_id", pl.when(pl.col(KEY).is_in(valid)).then(pl.lit("valid")).otherwise(pl.lit("train"))
+             .select("doc_id", "text_hash", pl.when(pl.col(KEY).is_in(valid)).then(pl.lit("valid")).otherwise(pl.lit("train"))
                      .alias("split")))
     if found.height != train_keys.size + valid_keys.size:
         twice = found.filter(pl.col("doc_id").is_duplicated())["doc_id"].head(3).to_list()

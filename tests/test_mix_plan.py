@@ -234,7 +234,7 @@ def test_cli_plan_writes_plan_selection_and_plot(world, capsys):
     for s in plan["sources"].values():
         assert {"role", "available", "selected", "valid", "epochs", "target_tokens", "share", "expected_steps"} <= set(s)
     sel = pl.read_parquet(out / "selection.parquet")
-    assert sel.columns == ["doc_id", "source", "split", "repeats"]
+    assert sel.columns == ["doc_id", "source", "split", "repeats", "text_hash"]
     assert (out / "plan.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "domain" in printed and "82.0%" in printed

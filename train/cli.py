@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
+from continua import exitcodes
+from continua.exitcodes import FAILED, INTERRUPTED, OK
 from continua.recipe import add_recipe_arguments, overrides_argv
 
 
@@ -24,7 +28,23 @@ def run_command(args: argparse.Namespace) -> int:
     from train.loop import run
 
     summary = run(recipe, resume=not args.no_resume, stop_at=args.stop_at)
-    return 0 if summary["status"] in ("finished", "stopped", "interrupted") else 1
+    return report_status(summary["status"])
+
+
+def report_status(status: str) -> int:
+    """0 only when the run finished; 75 when stopped (--stop-at, SIGTERM) with a checkpoint to resume from.
+
+    Under torchrun a rank's non-zero exit reads as a crash, so rank 0 hands the code to the launching
+    process through the file named by CONTINUA_TRAIN_STATUS (see train.parallel.relaunch_with_torchrun)."""
+    from train.parallel import STATUS_ENV
+
+    code = OK if status == "finished" else INTERRUPTED if status in ("stopped", "interrupted") else FAILED
+    status_file = os.environ.get(STATUS_ENV)
+    if status_file and os.environ.get("RANK") is not None:
+        if os.environ["RANK"] == "0":
+            Path(status_file).write_text(str(code))
+        return OK if code == INTERRUPTED else code
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,17 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from continua.recipe import RecipeError
+    from train.checkpoint import CheckpointError
     from train.loop import NonFiniteLoss
 
-    try:
-        return args.func(args)
-    except (RecipeError, NonFiniteLoss, FileNotFoundError, ValueError) as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("train: interrupted", file=sys.stderr)
-        return 130
+    return exitcodes.run_command(f"train {args.command}", lambda: args.func(args),
+                                 failures=(NonFiniteLoss, CheckpointError))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from continua.schema import path_field
+from continua.schema import at_least, path_field
 
 __all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainConfig"]
 
@@ -121,8 +121,10 @@ class EvalConfig:
     mcq_max_items: int = 0  # items per benchmark (an evenly spread, fixed subset); 0 = all
 
     def validate(self) -> None:
-        if self.every < 0 or self.num_evals < 2 or self.max_batches < 1 or self.batch_size < 1:
-            raise ValueError("every >= 0, num_evals >= 2, max_batches >= 1, batch_size >= 1")
+        at_least("every", self.every, 0)
+        at_least("num_evals", self.num_evals, 2)
+        at_least("max_batches", self.max_batches, 1)
+        at_least("batch_size", self.batch_size, 1)
         if self.mcq_max_items < 0:
             raise ValueError(f"mcq_max_items must be >= 0 (0 = all), got {self.mcq_max_items}")
         for name in self.benchmarks:
@@ -159,9 +161,12 @@ class TrainConfig:
     def validate(self) -> None:
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
-        if self.steps < 0 or self.seq_len < 8 or self.batch_size < 1 or self.nproc < 1:
-            raise ValueError("steps must be >= 0 (0 = auto), batch_size and nproc >= 1, seq_len >= 8")
+        at_least("steps", self.steps, 0, " (0 = auto: from the plan)")
+        at_least("seq_len", self.seq_len, 8)
+        at_least("batch_size", self.batch_size, 1)
+        at_least("nproc", self.nproc, 1)
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
-        if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.peak_flops < 0:
-            raise ValueError("keep_checkpoints >= 1, checkpoint_every >= 0 and peak_flops >= 0")
+        at_least("keep_checkpoints", self.keep_checkpoints, 1)
+        at_least("checkpoint_every", self.checkpoint_every, 0, " (0 = only at the end)")
+        at_least("peak_flops", self.peak_flops, 0, " (0 = measure)")

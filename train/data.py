@@ -16,8 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mix.manifest import Manifest, SourceEntry
+from continua import fingerprint as fp
+from continua.io import file_sha256
+from mix.manifest import MANIFEST_NAME, Manifest, SourceEntry
 from mix.shards import ShardSet
+
+RUN_INPUTS = "inputs.json"  # run dir: the manifest the run trains on (a resumed run must find the same)
 
 
 @dataclass
@@ -157,3 +161,37 @@ def planned_steps(manifest: Manifest, batch_size: int, seq_len: int) -> int:
         raise ValueError(f"the plan's {total} target tokens are less than one step "
                          f"({batch_size} x {seq_len} tokens); lower [train] batch_size or seq_len, or set steps")
     return int(steps)
+
+
+def open_shards(shards: Path, run_dir: Path | None = None, resuming: bool = False, record: bool = True) -> Manifest:
+    """The shard manifest, refused when it is stale: its plan changed since `mix build` (a new budget
+    must be rebuilt before training), or a resumed run started on other shards. Records the
+    manifest's fingerprint in `run_dir` (when `record`) so the next resume can tell."""
+    shards = Path(shards)
+    manifest = Manifest.load(shards)
+    why = _plan_changed(manifest.plan)
+    if why:
+        raise fp.StaleInputError(f"{manifest.plan['path']}: changed since `mix build` made {shards} ({why}): the "
+                                 f"shards are of the earlier plan; re-run `mix build`")
+    if run_dir is None:
+        return manifest
+    inputs = Path(run_dir) / RUN_INPUTS
+    if resuming and inputs.exists():
+        why = fp.changed(fp.read_record(inputs, "")["manifest"])
+        if why:
+            raise fp.StaleInputError(f"{shards / MANIFEST_NAME}: changed since this run started in {run_dir} ({why}): "
+                                     f"resuming would train on other data; start over with `train run --no-resume` "
+                                     f"or set another [train] out")
+    elif record:
+        fp.write_record(inputs, {"manifest": fp.fingerprint(shards / MANIFEST_NAME)})
+    return manifest
+
+
+def _plan_changed(plan: dict) -> str | None:
+    """How the plan file differs from the one the shards were built from (shards made without a plan: None)."""
+    if "hash" in plan:
+        return fp.changed(plan)
+    if "sha256" in plan:  # a manifest of an older `mix build`
+        path = Path(plan["path"])
+        return "missing" if not path.exists() else None if file_sha256(path) == plan["sha256"] else "content changed"
+    return None

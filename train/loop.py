@@ -19,7 +19,7 @@ from continua.recipe import Recipe
 from mix.manifest import Manifest
 from mix.shards import ShardSet
 from train import checkpoint as ckpt
-from train.data import Sampler, planned_steps
+from train.data import Sampler, open_shards, planned_steps
 from train.evaluate import eval_steps, evaluate_losses, validation_windows
 from train.metrics import MetricsLog, Progress, TensorBoard, WeightChange, measure_peak_flops
 from train.model import build_model, export_pretrained, flops_per_token
@@ -44,7 +44,7 @@ def run(recipe: Recipe, resume: bool = True, stop_at: int | None = None) -> dict
 
 def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = None) -> dict:
     tc, run_dir, shards = recipe.train, train_dir(recipe), shards_dir(recipe)
-    manifest = Manifest.load(shards)
+    manifest = open_shards(shards, run_dir, resume and ckpt.latest_checkpoint(run_dir) is not None, d.is_main)
     steps = tc.steps or planned_steps(manifest, tc.batch_size, tc.seq_len)
     recipe.train.steps = steps  # the resolved recipe records what ran
     micro = tc.micro_batch_size or tc.batch_size // d.world

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -67,13 +68,22 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+STATUS_ENV = "CONTINUA_TRAIN_STATUS"  # file where rank 0 leaves the run's exit code (train.cli.report_status)
+
+
 def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
-    """Run `train` again as `nproc` torchrun workers on this machine; returns their exit code."""
+    """Run `train` again as `nproc` torchrun workers on this machine; returns the run's exit code
+    (torchrun itself only says 0 or 1, so an interrupted run's 75 comes back through a status file)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "train.cli", *argv]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.call(cmd, env=env)
+    with tempfile.TemporaryDirectory() as tmp:
+        env[STATUS_ENV] = status = os.path.join(tmp, "status")
+        code = subprocess.call(cmd, env=env)
+        if code == 0 and os.path.exists(status):
+            return int(open(status).read().strip() or 0)
+    return code
 
 
 def use_fsdp(d: Dist) -> bool:

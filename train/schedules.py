@@ -241,9 +241,8 @@ def _planned_steps(recipe) -> int:
     if not (shards / "manifest.json").exists():
         raise ValueError(f"[train] steps is 0 (auto: from the mix budget) but {shards}/manifest.json does not "
                          "exist yet (run `mix build`), or pass --steps N to plot the schedule for N steps")
-    from mix.manifest import Manifest
-    from train.data import planned_steps
+    from train.data import open_shards, planned_steps
 
-    steps = planned_steps(Manifest.load(shards), recipe.train.batch_size, recipe.train.seq_len)
+    steps = planned_steps(open_shards(shards), recipe.train.batch_size, recipe.train.seq_len)
     print(f"[train] steps = 0: {steps} steps from {shards}/manifest.json")
     return steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from continua.exitcodes import run_command
 from workflow.compare import add_compare_command
 
 
@@ -23,15 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["demo"]:  # the demo owns its whole command line
         from workflow.demo import main as demo_main
 
-        return demo_main(argv[1:])
+        return run_command("continua demo", lambda: demo_main(argv[1:]))
     args = build_parser().parse_args(argv)
-    from continua.recipe import RecipeError
-
-    try:
-        return args.func(args)
-    except RecipeError as e:  # a usage or recipe error, as for curate and mix
-        print(f"continua {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(f"continua {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

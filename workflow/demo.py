@@ -41,8 +41,9 @@ def run(cmd: list[str]) -> None:
     console.print(f"\n[bold cyan]$ {shown}[/]")
     exe = {"curate": "curate.cli", "mix": "mix.cli", "train": "train.cli"}[cmd[0]]
     code = subprocess.call([sys.executable, "-c", f"import sys; from {exe} import main; sys.exit(main())", *cmd[1:]])
-    if code != 0:
-        raise SystemExit(f"demo step failed (exit {code}): {shown}")
+    if code != 0:  # the step's own code (75: interrupted, run the demo again to resume)
+        print(f"continua demo: step ended with exit {code}: {shown}", file=sys.stderr)
+        raise SystemExit(code)
 
 
 def corpus_step(out: Path, caps: CorpusCaps) -> dict:
