@@ -28,6 +28,8 @@ __all__ = ["InputError", "Record", "Reject", "detect_format", "expand_inputs", "
            "JSONL_SUFFIXES", "PARQUET_SUFFIXES"]
 
 CHUNK = 1 << 20  # bytes per read (and per inflate step of a .gz)
+# compressed bytes handed to zlib at a time: an error loses what inflating the current slice gave
+GZ_FEED = 1 << 14
 BATCH_ROWS = 4096  # rows per batch from Parquet and datasets
 BOM = b"\xef\xbb\xbf"
 RAW_KEEP = 2000  # characters of a rejected item kept in the rejects file
@@ -103,7 +105,10 @@ def _plain_chunks(f: BinaryIO, start: int, stop: int | None) -> Iterator[bytes]:
 
 def _gzip_chunks(f: BinaryIO) -> Iterator[bytes]:
     """Inflated data in pieces of at most CHUNK bytes (a small .gz that expands to gigabytes never
-    expands at once); concatenated gzip members are read in turn; damage raises _Damaged."""
+    expands at once); concatenated gzip members are read in turn; damage raises _Damaged.
+
+    zlib finds a damaged stream when it cannot decode it or, at the latest, at the member's CRC:
+    rows inflated before that are kept (like every streaming reader, this cannot take them back)."""
     d = zlib.decompressobj(31)
     fed = 0  # compressed bytes handed to zlib so far
     out_at = 0
@@ -112,24 +117,29 @@ def _gzip_chunks(f: BinaryIO) -> Iterator[bytes]:
         raw = f.read(CHUNK)
         if not raw:
             break
-        base = fed
-        fed += len(raw)
-        data = raw
-        while data:
-            started = True
-            try:
-                out = d.decompress(data, CHUNK)
-            except zlib.error as e:
-                raise _Damaged(f"corrupt ({e})", base + len(raw) - len(data), out_at) from e
-            if out:
-                out_at += len(out)
-                yield out
-            if d.eof:
-                data = d.unused_data.lstrip(b"\0")  # zero padding after the last member is allowed
-                started = False
-                d = zlib.decompressobj(31)
-            else:
-                data = d.unconsumed_tail
+        for at in range(0, len(raw), GZ_FEED):
+            data = raw[at:at + GZ_FEED]
+            base = fed
+            fed += len(data)
+            while data:
+                if not started:
+                    data = data.lstrip(b"\0")  # zero padding after the last member is allowed
+                    if not data:
+                        break
+                started = True
+                try:
+                    out = d.decompress(data, CHUNK)
+                except zlib.error as e:
+                    raise _Damaged(f"corrupt ({e})", base, out_at) from e
+                if out:
+                    out_at += len(out)
+                    yield out
+                if d.eof:  # end of a member: another may follow
+                    data = d.unused_data
+                    started = False
+                    d = zlib.decompressobj(31)
+                else:
+                    data = d.unconsumed_tail
     if started:
         raise _Damaged("truncated (ends before its end-of-stream marker)", fed, out_at)
 
