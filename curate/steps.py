@@ -54,8 +54,11 @@ class SourceReader(PipelineStep):
         if data:
             yield from data
         if not self.record_rejects:
+            from curate.duplicate_ids import dropped_rows
+
+            skip = dropped_rows(self.source_dir)  # copies of repeated ids dropped from the score table
             for item in iter_source(self.source, self.cfg, rank, world_size, self.pieces):
-                if isinstance(item, Record):
+                if isinstance(item, Record) and (item.path, item.row) not in skip:
                     yield Document(text=item.text, id=item.doc_id,
                                    metadata={"source": self.source, "path": item.path, "row": item.row})
             return
