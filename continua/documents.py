@@ -209,31 +209,39 @@ def _read_jsonl(piece: Piece, source: str, cfg: SourceConfig) -> Iterator[Record
 
 def _jsonl_item(raw: bytes | None, length: int, offset: int, pos: int, piece: Piece, source: str,
                 cfg: SourceConfig) -> Record | Reject:
-    path = piece.path
+    if raw is not None:
+        try:
+            obj = orjson.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, orjson.JSONDecodeError):
+            obj = None  # told apart below, off the common path
+        if type(obj) is dict:
+            text = obj.get(cfg.text_field)
+            if type(text) is str and text.strip():
+                explicit = obj.get(cfg.id_field) if cfg.id_field else None
+                return Record(_doc_id(source, piece.name, pos, explicit, piece.by_offset), text, piece.path, pos)
+    reason, detail, shown = _why(raw, length, offset, cfg)
+    return Reject(piece.path, pos, reason, detail, shown, offset=offset, row_is_line=not piece.by_offset)
 
-    def reject(reason: str, detail: str, shown: str) -> Reject:
-        return Reject(path, pos, reason, detail, shown, offset=offset, row_is_line=not piece.by_offset)
 
+def _why(raw: bytes | None, length: int, offset: int, cfg: SourceConfig) -> tuple[str, str, str]:
+    """(reason, detail, start of the line) for a line that gave no document."""
     if raw is None:
-        return reject("line_too_long", f"line of {length:,} bytes at byte {offset:,} exceeds max_line_bytes = "
-                                       f"{cfg.max_line_bytes:,}; skipped to the next newline", "")
+        return "line_too_long", (f"line of {length:,} bytes at byte {offset:,} exceeds max_line_bytes = "
+                                 f"{cfg.max_line_bytes:,}; skipped to the next newline"), ""
     if not raw.strip():
-        return reject("blank_line", "line holds no JSON", "")
+        return "blank_line", "line holds no JSON", ""
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return reject("invalid_utf8", str(e), raw[:RAW_KEEP].decode("utf-8", "replace"))
+        return "invalid_utf8", str(e), raw[:RAW_KEEP].decode("utf-8", "replace")
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as e:
-        return reject("malformed_json", str(e), line[:RAW_KEEP])
+        return "malformed_json", str(e), line[:RAW_KEEP]
     if not isinstance(obj, dict):
-        return reject("not_an_object", f"line is a JSON {type(obj).__name__}", line[:RAW_KEEP])
-    text, reason, detail = _check_text(obj.get(cfg.text_field), cfg.text_field)
-    if text is None:
-        return reject(reason, detail, line[:RAW_KEEP])
-    explicit = obj.get(cfg.id_field) if cfg.id_field else None
-    return Record(_doc_id(source, piece.name, pos, explicit, piece.by_offset), text, path, pos)
+        return "not_an_object", f"line is a JSON {type(obj).__name__}", line[:RAW_KEEP]
+    _, reason, detail = _check_text(obj.get(cfg.text_field), cfg.text_field)
+    return reason, detail, line[:RAW_KEEP]
 
 
 def _rows(texts: list, ids: list, first_row: int, name: str, path: str, source: str,
