@@ -226,6 +226,9 @@ def hf_splits(path: Path, loaded: Any, split: str | None) -> list[tuple[str | No
     import datasets
 
     if not isinstance(loaded, datasets.DatasetDict):
+        saved_as = str(loaded.split) if loaded.split is not None else None
+        if split is not None and saved_as is not None and saved_as != split:
+            raise InputError(f"{path}: this dataset is split '{saved_as}', not '{split}'")
         return [(None, loaded)]
     if split is None:
         return list(loaded.items())

@@ -225,6 +225,10 @@ def test_datasets_split_and_hub_style_folder_split(tmp_path):
     assert all(parts) and sorted(sum(parts, [])) == sorted(i.doc_id for i in train)
     with pytest.raises(InputError, match="no split 'valid' in this dataset \\(splits: train, test\\)"):
         list(iter_source("s", src(tmp_path / "dd", split="valid")))
+    datasets.Dataset.from_dict({"text": ["s0"]}, split="test").save_to_disk(str(tmp_path / "one"))
+    assert [i.text for i in iter_source("s", src(tmp_path / "one", split="test"))] == ["s0"]
+    with pytest.raises(InputError, match="this dataset is split 'test', not 'train'"):
+        list(iter_source("s", src(tmp_path / "one", split="train")))
     hub = tmp_path / "hub"
     (hub / "data").mkdir(parents=True)
     pq.write_table(pa.table({"text": ["tr0", "tr1"]}), hub / "data" / "train-00000-of-00001.parquet")
