@@ -17,8 +17,8 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
 from continua.documents import Record, iter_source
-from continua.partition import plan_pieces
 from continua.io import atomic_open, atomic_path, write_json
+from continua.partition import plan_pieces
 from continua.recipe import SourceConfig
 from continua.tokenizer import TextTokenizer
 from curate.table import text_hash
