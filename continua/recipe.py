@@ -39,10 +39,23 @@ class SourceConfig:
     format: Literal["auto", "jsonl", "parquet", "hf"] = "auto"
     # the pre-training source this corpus stands in for when replayed (a key of the mix preset)
     group: str | None = None
+    # the split of a DatasetDict or of a hub-style folder (data/train-*.parquet, train/...); None reads all
+    split: str | None = None
+    # a JSON Lines line (or inflated .gz line) longer than this is a `line_too_long` reject, never held whole
+    max_line_bytes: int = 64 << 20
+    # size of the pieces work is cut into: plain JSON Lines files above it are read in line-aligned byte
+    # ranges by several tasks (their ids then name byte offsets, FILE@OFFSET), datasets in row ranges
+    piece_bytes: int = 256 << 20
+    # repeated id_field values: "error" at `curate score` (with examples), or "keep-first" (later copies rejected)
+    duplicate_ids: Literal["error", "keep-first"] = "error"
 
     def validate(self) -> None:
         if not self.paths:
             raise ValueError("a source needs at least one path")
+        if self.max_line_bytes < 1:
+            raise ValueError(f"max_line_bytes must be at least 1, got {self.max_line_bytes}")
+        if self.piece_bytes < 1:
+            raise ValueError(f"piece_bytes must be at least 1, got {self.piece_bytes}")
 
 
 @dataclass

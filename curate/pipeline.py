@@ -25,6 +25,7 @@ from continua.io import read_json, write_json
 from continua.recipe import Recipe, RecipeError
 from continua.schema import to_dict
 from continua.tokenizer import load_tokenizer
+from curate.duplicate_ids import DROPPED, dropped_count, resolve_duplicate_ids
 from curate.fasttext_scorer import FastTextScorer
 from curate.heuristics import HeuristicSignals
 from curate.steps import ScoreWriter, SourceReader, TokenCounter, task_name
@@ -136,7 +137,7 @@ def prepare_folder(folder: Path, fp: dict, restart: bool) -> None:
     run_file = folder / "run.json"
     if restart and folder.exists():
         for sub in ("scores", "rejects", "tasks", "logs", "dedup", "dedup.parquet", "stats.json", "run.json",
-                    "selection.parquet", SCORED):
+                    "selection.parquet", SCORED, DROPPED):
             p = folder / sub
             if p.is_dir():
                 shutil.rmtree(p)
@@ -170,6 +171,8 @@ def collect_stats(folder: Path, source: str, tasks: int) -> dict[str, Any]:
         scored += pl.scan_parquet(table).select(pl.len()).collect().item()
     if missing:
         raise ScoreRunError(f"{folder}: tasks {missing} have not finished; re-run `curate score` to complete them")
+    rejected["duplicate_id"] += dropped_count(folder)  # later copies of repeated ids (keep-first)
+    rejected += Counter()  # drops zero counts
     n_rejected = sum(rejected.values())
     if documents_in != scored + n_rejected:
         raise ScoreRunError(f"{folder}: documents_in {documents_in} != scored {scored} + rejected {n_rejected}")
@@ -193,6 +196,7 @@ def score_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, work
     executor.run()
     if recipe.curate.executor != "local":
         return None
+    resolve_duplicate_ids(recipe, source, folder, tasks)
     stats = collect_stats(folder, source, tasks)
     if recipe.curate.dedup:
         from curate.dedup import mark_duplicates

@@ -18,6 +18,7 @@ from datatrove.utils.batching import batched
 
 from continua.documents import Record, iter_source
 from continua.io import atomic_open, atomic_path, write_json
+from continua.partition import plan_pieces
 from continua.recipe import SourceConfig
 from continua.tokenizer import TextTokenizer
 from curate.table import text_hash
@@ -46,20 +47,25 @@ class SourceReader(PipelineStep):
         self.cfg = cfg
         self.source_dir = Path(source_dir)
         self.record_rejects = record_rejects  # False when re-reading a source already scored (dedup)
+        # planned once, here in the main process: the pieces travel to the tasks, each reads only its own
+        self.pieces = plan_pieces(cfg)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
         if not self.record_rejects:
-            for item in iter_source(self.source, self.cfg, rank, world_size):
-                if isinstance(item, Record):
+            from curate.duplicate_ids import dropped_rows
+
+            skip = dropped_rows(self.source_dir)  # copies of repeated ids dropped from the score table
+            for item in iter_source(self.source, self.cfg, rank, world_size, self.pieces):
+                if isinstance(item, Record) and (item.path, item.row) not in skip:
                     yield Document(text=item.text, id=item.doc_id,
                                    metadata={"source": self.source, "path": item.path, "row": item.row})
             return
         rejected: Counter[str] = Counter()
         documents_in = 0
         with atomic_open(self.source_dir / "rejects" / f"{task_name(rank)}.jsonl") as rej:
-            for item in iter_source(self.source, self.cfg, rank, world_size):
+            for item in iter_source(self.source, self.cfg, rank, world_size, self.pieces):
                 documents_in += 1
                 if isinstance(item, Record):
                     yield Document(text=item.text, id=item.doc_id,

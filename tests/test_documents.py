@@ -19,8 +19,14 @@ def test_jsonl_ids_are_stable_and_sharding_partitions(tmp_path):
     all_ids = [r.doc_id for r in iter_source("s", src(p))]
     assert all_ids == [f"s/a.jsonl#{i}" for i in range(10)]
     parts = [[r.doc_id for r in iter_source("s", src(p), rank=k, world_size=3)] for k in range(3)]
-    assert sorted(sum(parts, [])) == sorted(all_ids)
-    assert all(parts)
+    assert sorted(sum(parts, [])) == sorted(all_ids)  # a file below piece_bytes is one task's piece
+    # above piece_bytes a plain file is read in line-aligned byte ranges; its ids name byte offsets
+    line = len(json.dumps({"text": "doc 0"})) + 1
+    cut = src(p, piece_bytes=2 * line)
+    whole = [r.doc_id for r in iter_source("s", cut)]
+    assert whole == [f"s/a.jsonl@{i * line}" for i in range(10)]
+    parts = [[r.doc_id for r in iter_source("s", cut, rank=k, world_size=3)] for k in range(3)]
+    assert all(parts) and sorted(sum(parts, [])) == sorted(whole)
 
 
 def test_gzip_parquet_and_hf_dataset(tmp_path):

@@ -1,0 +1,109 @@
+"""Repeated `id_field` values, found across every task's score table once all tasks have finished.
+
+Ids a source builds itself (`FILE#ROW`, `FILE@OFFSET`) are unique by construction; ids taken from
+the data (`id_field`) may repeat, and a repeated id would make later stages pick texts at random.
+`duplicate_ids = "error"` (the default) stops `curate score` with examples; `"keep-first"` keeps
+the first copy in input order (file order, then row: the copy `mix build` reads back by that id)
+and turns every later copy into a `duplicate_id` reject:
+
+- curate/SOURCE/duplicate_ids.parquet lists the dropped copies (doc_id, path, row); it is written
+  first, and the steps after it only follow it, so an interrupted run resumes to the same result;
+- the score tables are rewritten without them, rejects/duplicate_ids.jsonl names each one, and
+  stats.json counts them as rejected (documents_in = scored + rejected still holds);
+- the MinHash re-read skips them too (curate.steps.SourceReader), so its document indices still
+  match the score tables' rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from continua.io import atomic_open, atomic_path
+from continua.recipe import Recipe
+from curate.dedup import _order_key
+from curate.steps import task_name
+
+DROPPED = "duplicate_ids.parquet"
+EXAMPLES = 3
+
+
+class DuplicateIdError(ValueError):
+    """id_field values that repeat where the recipe asks for unique ones."""
+
+
+def dropped_path(folder: Path) -> Path:
+    return Path(folder) / DROPPED
+
+
+def dropped_count(folder: Path) -> int:
+    """Later copies rejected as duplicate ids (0 when none were, or the source has no id_field)."""
+    f = dropped_path(folder)
+    return pl.scan_parquet(f).select(pl.len()).collect().item() if f.exists() else 0
+
+
+def dropped_rows(folder: Path) -> set[tuple[str, int]]:
+    """(path, row) of the dropped copies, for readers that must skip them."""
+    f = dropped_path(folder)
+    if not f.exists():
+        return set()
+    frame = pl.read_parquet(f, columns=["path", "row"])
+    return set(zip(frame["path"].to_list(), frame["row"].to_list()))
+
+
+def _repeats(recipe: Recipe, source: str, tables: list[Path]) -> pl.DataFrame:
+    """Every copy of each repeated id, with `_order` (input order), first copies first."""
+    scores = pl.concat([pl.scan_parquet(t).select("doc_id", "path", "row") for t in tables])
+    repeated = scores.group_by("doc_id").agg(pl.len().alias("_n")).filter(pl.col("_n") > 1).select("doc_id")
+    return (_order_key(scores.join(repeated, on="doc_id", how="semi"), recipe, source)
+            .sort("doc_id", "_order").collect())
+
+
+def resolve_duplicate_ids(recipe: Recipe, source: str, folder: Path, tasks: int) -> int:
+    """Check (or, with keep-first, resolve) repeated ids; returns the number of copies dropped."""
+    cfg = recipe.data.sources[source]
+    folder = Path(folder)
+    tables = [folder / "scores" / f"{task_name(r)}.parquet" for r in range(tasks)]
+    if cfg.id_field is None or not all(t.exists() for t in tables):
+        return 0  # unique by construction / unfinished tasks: collect_stats names those
+    if not dropped_path(folder).exists():
+        copies = _repeats(recipe, source, tables)
+        if copies.height == 0:
+            return 0
+        if cfg.duplicate_ids == "error":
+            ids = copies["doc_id"].unique(maintain_order=True)
+            shown = []
+            for doc_id in ids.head(EXAMPLES).to_list():
+                where = copies.filter(pl.col("doc_id") == doc_id)
+                shown.append(f"{doc_id!r} at " + " and ".join(f"{p} row {r}" for p, r in
+                                                               where.select("path", "row").head(2).iter_rows()))
+            raise DuplicateIdError(
+                f"source '{source}': {ids.len():,} {cfg.id_field} value(s) repeat ({copies.height:,} documents), "
+                f"e.g. {'; '.join(shown)}. Make them unique, or set duplicate_ids = \"keep-first\" in "
+                f"[data.sources.{source}] and re-run `curate score --restart`")
+        later = copies.filter(pl.col("_order") != pl.col("_order").min().over("doc_id")).select("doc_id", "path", "row")
+        with atomic_path(dropped_path(folder)) as tmp:
+            later.write_parquet(tmp)
+    dropped = pl.read_parquet(dropped_path(folder))
+    for table in tables:  # idempotent: a table already rewritten has nothing left to drop
+        frame = pl.read_parquet(table)
+        kept = frame.join(dropped.select("path", "row"), on=["path", "row"], how="anti")
+        if kept.height != frame.height:
+            with atomic_path(table) as tmp:
+                kept.write_parquet(tmp)
+    firsts = dict(_kept_copies(tables, dropped))
+    with atomic_open(folder / "rejects" / "duplicate_ids.jsonl") as f:
+        for doc_id, path, row in dropped.iter_rows():
+            f.write(json.dumps({"source": source, "path": path, "row": row, "doc_id": doc_id, "reason": "duplicate_id",
+                                "detail": f"{cfg.id_field} already used by the first copy, kept: "
+                                          f"{firsts.get(doc_id, 'unknown')}"}, ensure_ascii=False) + "\n")
+    return dropped.height
+
+
+def _kept_copies(tables: list[Path], dropped: pl.DataFrame) -> list[tuple[str, str]]:
+    """(doc_id, 'path row N') of the kept first copy of each dropped id."""
+    kept = (pl.concat([pl.scan_parquet(t).select("doc_id", "path", "row") for t in tables])
+            .join(dropped.lazy().select("doc_id").unique(), on="doc_id", how="semi").collect())
+    return [(d, f"{p} row {r}") for d, p, r in kept.iter_rows()]
