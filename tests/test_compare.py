@@ -144,3 +144,19 @@ def test_keys_ignore_new_default_fields_but_not_changed_values(world):
     changed = load_recipe(RECIPES / "naive.toml", overrides(world) + ["optim.lr=1e-4"])
     assert train_key(changed) != keys[1] and curate_key(changed) == keys[0]
     assert mix_key(changed, keys[0]) == mix_key(load_recipe(RECIPES / "naive.toml", overrides(world)), keys[0])
+
+
+def test_an_interrupted_training_makes_compare_exit_75_and_a_rerun_finishes(world, monkeypatch, capsys):
+    """A signal-stopped run is 'interrupted, resumable' (75), not a failure and not a success."""
+    import train.loop
+
+    real_run = train.loop.run
+    monkeypatch.setattr(train.loop, "run", lambda recipe, resume=True: {**real_run(recipe, resume=resume, stop_at=2),
+                                                                        "status": "stopped"})
+    out = world["tmp"] / "interrupted"
+    args = ["compare", str(RECIPES / "naive.toml"), "--out", str(out),
+            *[a for s in overrides(world) for a in ("--set", s)]]
+    assert continua_main(args) == 75
+    assert "interrupted" in capsys.readouterr().err and not (out / "comparison.json").exists()
+    monkeypatch.setattr(train.loop, "run", real_run)
+    assert continua_main(args) == 0 and (out / "comparison.json").exists()

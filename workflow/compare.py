@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from continua.exitcodes import FAILED, INTERRUPTED, OK
 from continua.io import read_json, write_json, write_text
 from continua.layout import curate_dir, mix_dir, train_dir
 from continua.recipe import Recipe, RecipeError, load_recipe, overrides_argv, toml_value
@@ -226,6 +227,8 @@ def _train(spec: RunSpec, say: Callable[[str], None]) -> None:
         from train.loop import run
 
         status = run(spec.recipe, resume=resume)["status"]
+    if status in ("stopped", "interrupted", f"exit {INTERRUPTED}"):
+        raise TrainingInterrupted(f"{spec.name}: training was interrupted; run `continua compare` again to resume")
     if status != "finished":
         raise RuntimeError(f"{spec.name}: training ended with status {status!r}; run `continua compare` again to resume")
     spec.timings["train"] = round(time.perf_counter() - t0, 3)
@@ -378,6 +381,10 @@ def compare(recipe_paths: list[Path], out: Path, overrides: list[str] | None = N
 
 
 
+class TrainingInterrupted(RuntimeError):
+    """A run stopped by a signal: its checkpoint is kept and a re-run of the comparison resumes it."""
+
+
 def _command(args) -> int:
     import sys
 
@@ -385,8 +392,8 @@ def _command(args) -> int:
         compare(args.recipes, args.out, args.set, log_x=args.log_x)
     except RuntimeError as e:  # a run that did not finish: the others are kept, a re-run resumes it
         print(f"continua compare: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return INTERRUPTED if isinstance(e, TrainingInterrupted) else FAILED
+    return OK
 
 
 def add_compare_command(sub) -> None:
