@@ -33,6 +33,7 @@ def write_llama_gguf(model, path: Path, quantize_mlp: bool = True) -> Path:
     import gguf
 
     cfg = model.config
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)

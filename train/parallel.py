@@ -67,9 +67,19 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
-    """Run `train` again as `nproc` torchrun workers on this machine; returns their exit code."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+def relaunch_with_torchrun(nproc: int, argv: list[str], nnodes: int = 1, rdzv_endpoint: str | None = None,
+                           rdzv_id: str | None = None) -> int:
+    """Run `train` again as `nproc` torchrun workers on this machine; returns their exit code.
+
+    With `rdzv_endpoint` the workers join a c10d rendezvous there: every node of a multi-node job runs
+    the same command (srun starts it once per node) and torchrun forms one world of nnodes x nproc.
+    """
+    if rdzv_endpoint:
+        rid = rdzv_id or os.environ.get("SLURM_JOB_ID") or "continua"
+        launch = [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={rid}"]
+    else:
+        launch = ["--standalone"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, f"--nproc-per-node={nproc}",
            "-m", "train.cli", *argv]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))

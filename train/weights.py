@@ -112,6 +112,8 @@ def materialize(model: nn.Module, device: torch.device) -> None:
     """Give a (sharded) meta model uninitialized storage on `device`; buffers keep their computed values."""
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     model.to_empty(device=device)
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.tie_weights()  # to_empty gives each module a new parameter: tie the head to the embeddings again
     with torch.no_grad():
         for name, b in model.named_buffers():
             if name in buffers:
@@ -220,8 +222,8 @@ def _load_pickled(model: nn.Module, files: list[Path]) -> None:
     if rank0:
         for f in files:
             full.update(load_pickled_weights(f))
-    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True,
-                                                               strict=False))
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=dist.is_initialized(), strict=False)
+    set_model_state_dict(model, full, options=options)
 
 
 def export_safetensors(model: nn.Module, dest: Path, is_main: bool) -> None:
