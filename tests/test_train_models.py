@@ -131,7 +131,15 @@ def test_gguf_file_trains_exports_reloads_and_a_lost_export_comes_back(tmp_path,
     assert all(torch.equal(p, exported.state_dict()[k]) for k, p in model.state_dict().items())
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_meta_loading_is_bitwise_plain_loading_on_one_and_two_processes(tmp_path):
+    """One process in this one; two through torchrun's c10d rendezvous on a localhost endpoint (the
+    multi-node launch path, with one node)."""
     from transformers import AutoModelForCausalLM
 
     from train.parallel import Dist, prepare_model
@@ -145,21 +153,38 @@ def test_meta_loading_is_bitwise_plain_loading_on_one_and_two_processes(tmp_path
     assert all(p.is_meta for p in model.parameters())
     prepare_model(model, Dist(0, 1, 0, torch.device("cpu")), bf16=False)
     load_weights(model, source.path, source.kind)
-    plain = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).state_dict()
-    assert all(torch.equal(v, plain[k]) for k, v in model.state_dict().items())
-    assert all(torch.equal(b, dict(model.named_buffers())[n]) for n, b in
-               AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).named_buffers())  # rotary tables
+    plain = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(b, dict(model.named_buffers())[n]) for n, b in plain.named_buffers())  # rotary tables
 
     out, folder = tmp_path / "two.json", tmp_path / "tied"  # tied embeddings stay tied through to_empty
     tiny_llama(tied=True).save_pretrained(folder, max_shard_size="40KB")
-    plain = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).state_dict()
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
+                           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=test",
                            str(ROOT / "tests" / "meta_load_worker.py"), str(folder), str(out)],
                           env=ENV, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     verdict = json.loads(out.read_text())
-    assert verdict["unequal"] == [] and verdict["keys"] == len(plain)
+    assert verdict["unequal"] == [] and verdict["keys"] == 21  # 2 x 9 per layer, embeddings, norm; head tied
     assert verdict["local"] < 0.6 * verdict["total"]  # rank 0 holds its shards, not the model
+
+
+def test_train_run_across_nodes_launches_torchrun_with_a_c10d_rendezvous(tmp_path, shards, monkeypatch):
+    """`train run --nnodes 2 --rdzv-endpoint HOST:PORT` on each node (as srun starts it): checked, then
+    torchrun joins the rendezvous; a missing endpoint is a usage error."""
+    import train.parallel
+
+    calls = []
+    monkeypatch.setattr(train.parallel.subprocess, "call", lambda cmd, env: calls.append(cmd) or 0)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    recipe = write_recipe(tmp_path / "r.toml", tmp_path / "out", shards)
+    assert main(["run", str(recipe), "--nproc", "2", "--nnodes", "2", "--rdzv-endpoint", "node1:29500"]) == 0
+    cmd = calls[0]
+    assert cmd[1:3] == ["-m", "torch.distributed.run"]
+    assert {"--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=node1:29500", "--rdzv-id=4242",
+            "--nproc-per-node=2"} <= set(cmd)
+    assert cmd[cmd.index("train.cli"):] == ["train.cli", "run", str(recipe)]
+    assert main(["run", str(recipe), "--nnodes", "2"]) == 2
 
 
 def test_pickled_weights_need_the_flag_and_load_weights_only(tmp_path):
@@ -252,20 +277,3 @@ def test_nproc_above_cpu_cores_is_a_warning_with_the_counts(tmp_path, shards, ca
     preflight(recipe, nproc=cpu_cores() + 2, say=print)
     out = capsys.readouterr().out
     assert f"{cpu_cores() + 2} processes x 1 thread(s) on {cpu_cores()} CPU core(s)" in out
-
-
-def test_rendezvous_launch_trains_two_local_processes(tmp_path, shards):
-    """The multi-node path (c10d rendezvous on an endpoint) with one node of 2 processes on localhost."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    recipe = write_recipe(tmp_path / "r.toml", tmp_path / "out", shards, train={"steps": 2})
-    proc = subprocess.run([sys.executable, "-m", "train.cli", "run", str(recipe), "--nproc", "2", "--nnodes", "1",
-                           "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test"],
-                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [r for r in read_metrics(tmp_path / "out" / "train" / "metrics.jsonl") if r["kind"] == "train"]
-    assert [r["step"] for r in rows] == [1, 2]
-    assert (tmp_path / "out" / "train" / "export" / "model.safetensors").is_file()
-    state = json.loads((tmp_path / "out" / "train" / "checkpoints" / "step_0000002" / "trainer.json").read_text())
-    assert state["world_size"] == 2
