@@ -97,7 +97,7 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
         write_text(run_dir / "recipe.toml", recipe.to_toml())
     log = MetricsLog(run_dir / "metrics.jsonl", d.is_main, keep_until_step=start if latest else None)
     board = TensorBoard(run_dir / "tensorboard", tc.tensorboard and d.is_main, say)
-    peak = peak_flops(d.device, tc.peak_flops, say)  # None on CPU unless configured: no MFU
+    peaks = peak_flops(d.device, tc.peak_flops, say)  # {} on CPU unless configured: no MFU
     tokens_per_step = tc.batch_size * tc.seq_len
 
     def evaluate(step: int) -> dict:
@@ -136,8 +136,8 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
             row = {"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                    "tokens": step * tokens_per_step, "tokens_per_s": tokens_per_step / dt,
                    "elapsed_s": elapsed0 + time.perf_counter() - t_run}
-            if peak is not None:
-                row["mfu"] = flops_tok * tokens_per_step / dt / (peak * d.world)
+            for key, peak in peaks.items():
+                row[key] = flops_tok * tokens_per_step / dt / (peak * d.world)
             log.write(row)
             board.write(row)
             progress.update(row)

@@ -57,22 +57,23 @@ def datasheet_peak(name: str) -> float | None:
     return None
 
 
-def peak_flops(device: torch.device, configured: float, say=print) -> float | None:
-    """The FLOP/s that MFU divides by: [train] peak_flops if set; on GPU the datasheet's bf16 peak (the
-    measured bf16 matmul peak when the GPU is not in the table), both printed; on CPU none (no MFU):
-    a CPU's attainable peak moves with load and threads too much for a percentage to mean anything."""
+def peak_flops(device: torch.device, configured: float, say=print) -> dict[str, float]:
+    """What MFU divides by, per metrics key: `mfu` against [train] peak_flops if set, else on GPU against
+    the datasheet's bf16 peak (the measured one when the GPU is not in the table) and `mfu_measured`
+    against a measured bf16 matmul peak, both printed. On CPU nothing (no MFU): a CPU's attainable peak
+    moves with load and threads too much for a percentage to mean anything."""
     if configured:
-        return configured
+        return {"mfu": configured}
     if device.type != "cuda":
         say("MFU is not reported on CPU; set [train] peak_flops (FLOP/s of one process) to get it")
-        return None
+        return {}
     name = torch.cuda.get_device_name(device)
     measured = measure_peak_flops(device, seconds=1.0)
     sheet = datasheet_peak(name)
     say(f"{name}: bf16 matmul measured {measured / 1e12:.0f} TFLOP/s, datasheet "
         f"{f'{sheet / 1e12:.0f} TFLOP/s' if sheet else 'unknown'}; MFU is against the "
         f"{'datasheet' if sheet else 'measured'} peak")
-    return sheet or measured
+    return {"mfu": sheet or measured, "mfu_measured": measured}
 
 
 def measure_peak_flops(device: torch.device, seconds: float = 0.5) -> float:
