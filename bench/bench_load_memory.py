@@ -4,7 +4,8 @@ model, then shards) against the new one (meta device, shard, each rank reads its
 A ~134M-parameter Llama (hidden 768, 12 layers, vocab 32000, untied; bf16 safetensors on disk) is
 loaded by 2 processes (torchrun, gloo, CPU). Per rank: the peak RSS above the process's RSS before the
 model is built (imports and the process group excluded), (1) until the model is loaded and sharded,
-before the optimizer exists, and (2) over the whole run: AdamW and 2 training steps (batch 2 x 256).
+before the optimizer exists (also its anonymous part alone: RSS counts the mmapped safetensors pages),
+and (2) over the whole run: AdamW and 2 training steps (batch 2 x 256).
 The 8-rank column is arithmetic, not a run: what scales with 1/world (fp32 weights while loading;
 weights, gradients and AdamW moments over the run, 16 bytes/param) is moved from /2 to /8, the rest
 (activations, one tensor in flight, allocator slack) kept as measured.
@@ -38,6 +39,36 @@ def current_rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+class AnonPeak:
+    """Peak anonymous RSS (RssAnon), sampled every 2 ms: RSS also counts the memory-mapped safetensors
+    pages a rank reads its slices through, which are page cache the kernel can drop, not memory held."""
+
+    def __init__(self):
+        import threading
+
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, anon_rss())
+            self._stop.wait(0.002)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, anon_rss())
+
+
+def anon_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def worker(folder: str, mode: str, out: str) -> None:
     """One rank: load the way `mode` says, measure, train 2 steps, measure; rank 0 writes all ranks' numbers."""
     import torch
@@ -52,7 +83,8 @@ def worker(folder: str, mode: str, out: str) -> None:
     d = init_distributed("cpu")
     source = resolve_source(Path(folder))
     config = load_config(source)
-    base = current_rss()
+    base, base_anon = current_rss(), anon_rss()
+    sampler = AnonPeak()
     if mode == "before":  # what train run did: the whole fp32 model on every rank, then fully_shard
         from transformers import AutoModelForCausalLM
 
@@ -63,6 +95,7 @@ def worker(folder: str, mode: str, out: str) -> None:
         prepare_model(model, d, bf16=False)
         load_weights(model, source.path, source.kind)
     loaded = peak_rss() - base
+    loaded_anon = sampler.stop() - base_anon
     install_chunked_loss(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(d.rank)
@@ -73,7 +106,7 @@ def worker(folder: str, mode: str, out: str) -> None:
         opt.zero_grad(set_to_none=True)
     whole = peak_rss() - base
     both = [None] * d.world
-    dist.all_gather_object(both, {"rank": d.rank, "loaded": loaded, "whole": whole})
+    dist.all_gather_object(both, {"rank": d.rank, "loaded": loaded, "loaded_anon": loaded_anon, "whole": whole})
     if d.is_main:
         n = sum(p.numel() for p in model.parameters()) if mode == "before" else None
         Path(out).write_text(json.dumps({"mode": mode, "ranks": both, "params": n}))
@@ -108,8 +141,8 @@ def main() -> None:
     weights = 4 * n  # the fp32 model
     print(f"\nLlama {n / 1e6:.0f}M params, fp32 weights {weights / gib:.2f} GiB; 2 CPU processes (gloo); "
           "peak RSS above each rank's pre-model RSS")
-    print(f"{'load path':<10}{'rank':>5}{'loaded+sharded':>16}{'x weights':>10}{'whole run':>11}"
-          f"{'8 ranks: loaded':>17}{'8 ranks: run':>14}")
+    print(f"{'load path':<10}{'rank':>5}{'loaded+sharded':>16}{'x weights':>10}{'anon only':>10}{'x weights':>10}"
+          f"{'whole run':>11}{'8 ranks: loaded':>17}{'8 ranks: run':>14}")
     rows = []
     for mode, res in results.items():
         for r in res["ranks"]:
@@ -119,6 +152,7 @@ def main() -> None:
             rows.append({"mode": mode, **r, "loaded_x_weights": r["loaded"] / weights, "loaded_8": load8,
                          "whole_8": run8})
             print(f"{mode:<10}{r['rank']:>5}{r['loaded'] / gib:>14.2f} G{r['loaded'] / weights:>10.2f}"
+                  f"{r['loaded_anon'] / gib:>8.2f} G{r['loaded_anon'] / weights:>10.2f}"
                   f"{r['whole'] / gib:>9.2f} G{load8 / gib:>15.2f} G{run8 / gib:>12.2f} G")
     if args.json:
         args.json.write_text(json.dumps({"params": n, "weights_bytes": weights, "rows": rows}, indent=2))

@@ -137,6 +137,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_the_tokenizer_comes_with_the_model_unless_the_recipe_names_one(tmp_path):
+    from continua.recipe import recipe_from_dict
+
+    gguf = write_llama_gguf(tiny_llama(), tmp_path / "m" / "tiny.gguf", quantize_mlp=False)
+    assert recipe_from_dict({"model": {"path": str(gguf)}}).data.tokenizer == gguf
+    named = make_tokenizer(tmp_path / "tok")
+    recipe = recipe_from_dict({"model": {"path": str(gguf)}, "data": {"tokenizer": str(named)}})
+    assert recipe.data.tokenizer == named
+    assert recipe_from_dict({}).data.tokenizer is None
+
+
 def test_meta_loading_is_bitwise_plain_loading_on_one_and_two_processes(tmp_path):
     """One process in this one; two through torchrun's c10d rendezvous on a localhost endpoint (the
     multi-node launch path, with one node)."""
