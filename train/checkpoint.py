@@ -65,8 +65,6 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     torch.save(_rng_state(), tmp / f"rng_{d.rank}.pt")
     barrier()
     if d.is_main:
-        if hasattr(model, "config"):  # so the checkpoint can be a later run's [model] path
-            model.config.to_json_file(str(tmp / "config.json"))
         write_json(tmp / TRAINER_STATE, {**trainer_state, "step": step, "world_size": d.world})
         if final.exists():
             shutil.rmtree(final)

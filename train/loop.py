@@ -95,6 +95,7 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     mcq = _benchmarks(recipe, manifest)
     if d.is_main:
         write_text(run_dir / "recipe.toml", recipe.to_toml())
+        write_text(run_dir / "config.json", model.config.to_json_string())  # checkpoints/step_N as a [model] path
     log = MetricsLog(run_dir / "metrics.jsonl", d.is_main, keep_until_step=start if latest else None)
     board = TensorBoard(run_dir / "tensorboard", tc.tensorboard and d.is_main, say)
     peaks = peak_flops(d.device, tc.peak_flops, say)  # {} on CPU unless configured: no MFU

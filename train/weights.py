@@ -55,11 +55,11 @@ def resolve_source(path: Path, gguf_file: str | None = None) -> ModelSource:
     if not p.is_dir():
         raise ModelSourceError(f"[model] path {p} does not exist")
     if (p / ".metadata").is_file():
-        for cand in (p, p.parent.parent / "export"):  # a run's checkpoints/step_N, config beside or in export/
+        for cand in (p, p.parent.parent, p.parent.parent / "export"):  # a run's checkpoints/step_N: its run dir
             if (cand / "config.json").is_file():
                 return ModelSource("dcp", p, cand)
-        raise ModelSourceError(f"[model] path {p}: a DCP checkpoint without config.json (looked in it and in "
-                               f"{p.parent.parent / 'export'}); copy the model's config.json into it")
+        raise ModelSourceError(f"[model] path {p}: a DCP checkpoint without config.json (looked in it, in "
+                               f"{p.parent.parent} and in its export/); copy the model's config.json into it")
     if (p / "config.json").is_file():
         return ModelSource("hf", p, p)
     ggufs = sorted(p.glob("*.gguf"))
