@@ -125,6 +125,7 @@ def run(folder: Path, mode: str, tmp: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--modes", nargs="+", choices=["before", "after"], default=["before", "after"])
     args = p.parse_args()
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -136,7 +137,7 @@ def main() -> None:
         n = sum(p.numel() for p in model.parameters())
         model.to(torch.bfloat16).save_pretrained(tmp / "model", max_shard_size="200MB")
         del model
-        results = {mode: run(tmp / "model", mode, tmp) for mode in ("before", "after")}
+        results = {mode: run(tmp / "model", mode, tmp) for mode in args.modes}
     gib = 2 ** 30
     weights = 4 * n  # the fp32 model
     print(f"\nLlama {n / 1e6:.0f}M params, fp32 weights {weights / gib:.2f} GiB; 2 CPU processes (gloo); "

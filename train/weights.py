@@ -179,11 +179,9 @@ def load_weights(model: nn.Module, folder_or_ckpt: Path, kind: SourceKind, allow
     """Fill a materialized (sharded) model from a HF folder or a DCP checkpoint; each rank reads its slices."""
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
-    sd = _model_keys(model)
+    sd = _model_keys(model)  # the parameters themselves (their local shards): DCP reads into them in place
     if kind == "dcp":
-        holder = {"model": sd}
-        dcp.load(holder, checkpoint_id=str(folder_or_ckpt))
-        set_model_state_dict(model, holder["model"], options=StateDictOptions(strict=False))
+        dcp.load({"model": sd}, checkpoint_id=str(folder_or_ckpt))
         return
     refuse_remote_code(folder_or_ckpt)
     fmt, files = weight_files(folder_or_ckpt, allow_pickle)
@@ -197,7 +195,6 @@ def load_weights(model: nn.Module, folder_or_ckpt: Path, kind: SourceKind, allow
                                f"safetensors files (first: {', '.join(missing[:3])})")
     _drop_unindexed(folder_or_ckpt, files)
     dcp.load(sd, storage_reader=HuggingFaceStorageReader(str(folder_or_ckpt)))
-    set_model_state_dict(model, sd, options=StateDictOptions(strict=False))
 
 
 def _drop_unindexed(folder: Path, files: list[Path]) -> None:
