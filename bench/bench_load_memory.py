@@ -3,8 +3,8 @@ model, then shards) against the new one (meta device, shard, each rank reads its
 
 A ~134M-parameter Llama (hidden 768, 12 layers, vocab 32000, untied; bf16 safetensors on disk) is
 loaded by 2 processes (torchrun, gloo, CPU). Per rank: the peak RSS above the process's RSS before the
-model is built (imports and the process group excluded), (1) until the model is loaded and sharded,
-before the optimizer exists (also its anonymous part alone: RSS counts the mmapped safetensors pages),
+model is built (imports, the loading code's included, and the process group excluded), (1) until the
+model is loaded and sharded, before the optimizer exists (also its anonymous part alone: RSS counts the mmapped safetensors pages),
 and (2) over the whole run: AdamW and 2 training steps (batch 2 x 256).
 The 8-rank column is arithmetic, not a run: what scales with 1/world (fp32 weights while loading;
 weights, gradients and AdamW moments over the run, 16 bytes/param) is moved from /2 to /8, the rest
@@ -83,6 +83,12 @@ def worker(folder: str, mode: str, out: str) -> None:
     d = init_distributed("cpu")
     source = resolve_source(Path(folder))
     config = load_config(source)
+    import accelerate  # noqa: F401 - code, not model memory: imported before the baseline in both modes
+    import safetensors.torch  # noqa: F401
+    import torch.distributed.checkpoint.hf_storage  # noqa: F401
+    import torch.distributed.checkpoint.state_dict  # noqa: F401
+    import transformers.models.llama.modeling_llama  # noqa: F401
+
     base, base_anon = current_rss(), anon_rss()
     sampler = AnonPeak()
     if mode == "before":  # what train run did: the whole fp32 model on every rank, then fully_shard
