@@ -150,7 +150,7 @@ LlamaForCausalLM(cfg).save_pretrained(sys.argv[2])
 def part_perplexity(out: Path, data: Path) -> dict:
     gguf = sorted((out / "cpt" / "smollm2").glob("*.gguf")) if (out / "cpt" / "smollm2").is_dir() else []
     cmd = [sys.executable, "bench/bench_perplexity.py", "--lm-only", "--data", data, "--lm-docs", "2000",
-           "--docs", "0", "--out", out / "perplexity"]
+           "--docs", "1000", "--out", out / "perplexity"]
     if gguf:
         cmd += ["--model", gguf[0].parent]
     status, secs = call(cmd, out / "logs" / "perplexity.log", BUDGET_S["perplexity"])
