@@ -85,7 +85,8 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
         shutil.rmtree(run_dir / "export", ignore_errors=True)
     if start >= steps:
         say(f"{run_dir}: already trained {start} of {steps} steps (--no-resume starts over)")
-        finish(model, run_dir, manifest, shards, d, say, export=not (run_dir / "export").is_dir())
+        missing = torch.tensor([float(not (run_dir / "export").is_dir())], device=d.device)
+        finish(model, run_dir, manifest, shards, d, say, export=all_reduce_sum(missing).item() > 0)  # all ranks agree
         return {"status": "finished", "step": start, "steps": steps, "run_dir": str(run_dir),
                 "tokens_by_source": sampler.tokens_by_source()}
 
