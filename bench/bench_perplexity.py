@@ -6,6 +6,7 @@
   max_length / batch_tokens settings. Random weights cost exactly what trained ones do.
 
     python bench/bench_perplexity.py [--docs 2000] [--lm-docs 200] [--out bench_out/perplexity]
+    python bench/bench_perplexity.py --lm-only --model DIR_WITH_GGUF --data ../shared/data   (the GPU check)
 """
 
 from __future__ import annotations
@@ -67,13 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ref-docs", type=int, default=10000, help="medical documents the n-gram model is trained on")
     ap.add_argument("--lm-docs", type=int, default=200, help="enwiki documents scored by the LM")
     ap.add_argument("--out", type=Path, default=Path("bench_out/perplexity"))
+    ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder (general/, medical/)")
+    ap.add_argument("--lm-only", action="store_true", help="skip the n-gram scorer")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="score with this model folder (HF or GGUF, e.g. SmolLM2) instead of a random 12M Llama")
     args = ap.parse_args(argv)
     rows = []
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
+    data = args.data
 
-    ref = read(DATA / "medical/medical.jsonl", args.ref_docs)
-    texts = read(DATA / "general/enwiki.jsonl", args.docs)
-    for order in (3, 4, 5):
+    texts = read(data / "general/enwiki.jsonl", args.docs)
+    for order in () if args.lm_only else (3, 4, 5):
+        ref = read(data / "medical/medical.jsonl", args.ref_docs)
         t0, c0 = time.perf_counter(), time.process_time()
         model = train_ngram(ref, order=order)
         t_train, c_train = time.perf_counter() - t0, time.process_time() - c0
@@ -87,12 +93,17 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"scorer": "n-gram score", "setting": f"order {order}, batch {len(texts)} docs",
                      "docs": len(texts), "tokens": n_tok, "seconds": t_score, "cpu_seconds": c_score})
 
-    lm_texts = read(DATA / "general/enwiki.jsonl", args.lm_docs, skip=args.docs)
+    lm_texts = read(data / "general/enwiki.jsonl", args.lm_docs, skip=args.docs)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
-        n_params = tiny_llama(Path(tmp), texts[:1000], vocab=8192, hidden=256, layers=6)
-        for max_length, batch_tokens in ((256, 4096), (512, 8192), (1024, 8192)):
-            scorer = LMScorer(tmp, batch_tokens=batch_tokens, max_length=max_length, device=device)
+        if args.model is None:
+            n_params = tiny_llama(Path(tmp), texts[:1000], vocab=8192, hidden=256, layers=6)
+        model_dir = str(args.model or tmp)
+        settings = ((256, 4096), (512, 8192), (1024, 8192)) + (((1024, 65536),) if device == "cuda" else ())
+        for max_length, batch_tokens in settings:
+            scorer = LMScorer(model_dir, batch_tokens=batch_tokens, max_length=max_length, device=device)
+            if args.model is not None:
+                n_params = sum(p.numel() for p in scorer.model.parameters())
             scorer.perplexity(lm_texts[:4])  # load + warm-up
             ids = scorer.encode(lm_texts)
             t0, c0 = time.perf_counter(), time.process_time()

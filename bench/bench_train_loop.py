@@ -80,7 +80,7 @@ def bench_trainer(folder: Path, args) -> dict:
     sampler = Sampler(folder / "shards", manifest, args.seq, args.batch, seed=0)
     windows = np.concatenate([sampler.next_batch() for _ in range(args.steps)])
     data = [{"input_ids": torch.as_tensor(w[:-1]), "labels": torch.as_tensor(w[:-1])} for w in windows]
-    model = build_model(recipe.model, manifest.tokenizer, seed=0)
+    model, _ = build_model(recipe.model, manifest.tokenizer, seed=0, work_dir=folder)
     ends: list[float] = []
 
     class Timer(TrainerCallback):
@@ -121,7 +121,7 @@ def main() -> None:
         folder = Path(tmp)
         make_shards(folder / "shards", args.vocab, args.steps * args.batch * args.seq * 2)
         recipe = recipe_from_dict(recipe_for(folder, args))
-        model = build_model(recipe.model, {"vocab_size": args.vocab}, 0)
+        model, _ = build_model(recipe.model, {"vocab_size": args.vocab}, 0, folder)
         fpt = flops_per_token(model, args.seq)
         n_params = sum(p.numel() for p in model.parameters())
         del model

@@ -196,7 +196,22 @@ def recipe_from_dict(table: dict, where: str = "<recipe>", base_dir: Path | None
         if not isinstance(raw, dict):
             raise RecipeError(f"{where}: [{name}] must be a table")
         sections[name] = build(cls, raw, where, base_dir, prefix=name)
-    return Recipe(**sections)
+    recipe = Recipe(**sections)
+    if recipe.data.tokenizer is None:  # the tokenizer comes with the model unless the recipe names one
+        recipe.data.tokenizer = _model_tokenizer(recipe.model.path, recipe.model.gguf_file)
+    return recipe
+
+
+def _model_tokenizer(path: Path | None, gguf_file: str | None) -> Path | None:
+    """`[model] path` when it carries a tokenizer (a HF folder with tokenizer.json, or a GGUF), else None."""
+    if path is None:
+        return None
+    p = Path(path) / gguf_file if gguf_file else Path(path)
+    if p.suffix == ".gguf" and p.is_file():
+        return p
+    if p.is_dir() and ((p / "tokenizer.json").is_file() or any(p.glob("*.gguf"))):
+        return p
+    return None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | dict | None = None) -> Recipe:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from continua.trust import HF_SAFE_KWARGS, UntrustedModelError, refuse_remote_code
+
 
 class TokenizerError(ValueError):
     pass
@@ -109,7 +111,7 @@ def _load_backend(path: Path):
     if gguf is not None:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **HF_SAFE_KWARGS)
         return tok.backend_tokenizer
     raise TokenizerError(f"{path}: no tokenizer.json or .gguf file found")
 
@@ -120,6 +122,10 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
     if not path.exists():
         raise TokenizerError(f"tokenizer path does not exist: {path}")
     folder = path.parent if path.is_file() else path
+    try:
+        refuse_remote_code(folder)
+    except UntrustedModelError as e:
+        raise TokenizerError(str(e)) from e
     config: dict = {}
     cfg_file = folder / "tokenizer_config.json"
     if cfg_file.exists():
@@ -135,7 +141,7 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
         from transformers import AutoTokenizer
 
         gguf = _gguf_file(path)
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **HF_SAFE_KWARGS)
         eos, bos = tok.eos_token, tok.bos_token
         add_bos = bool(getattr(tok, "add_bos_token", False))
     tok = TextTokenizer(path=path, eos_token=eos or "", bos_token=bos, add_bos=add_bos)

@@ -60,6 +60,7 @@ class CurateConfig:
     lm_batch_tokens: int = 16384  # padded tokens per forward pass (memory ~ this x vocabulary x 4 bytes)
     lm_max_length: int = 1024  # documents are truncated to their first lm_max_length tokens
     lm_device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    lm_allow_pickle: bool = False  # accept pickled .bin weights (read weights-only); safetensors otherwise
     # CCNet buckets: score column -> two percentiles, e.g. ppl_ngram_med = [30, 60] gives
     # bucket_ppl_ngram_med = head (best 30%) / middle / tail over the whole table
     buckets: dict[str, list[float]] = field(default_factory=dict)

@@ -57,8 +57,17 @@ def pack_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
 class LMScorer:
     """Loads a Hugging Face causal LM folder on first use; `perplexity(texts)` -> one float per text."""
 
-    def __init__(self, path: str | Path, batch_tokens: int = 16384, max_length: int = 1024, device: str = "auto"):
+    def __init__(self, path: str | Path, batch_tokens: int = 16384, max_length: int = 1024, device: str = "auto",
+                 allow_pickle: bool = False):
+        from continua.trust import UntrustedModelError, refuse_remote_code
+
         self.path = Path(path)
+        self.allow_pickle = allow_pickle
+        if self.path.is_dir():
+            try:
+                refuse_remote_code(self.path)  # now, naming the file, rather than in a worker
+            except UntrustedModelError as e:
+                raise LMScorerError(str(e)) from e
         if max_length < 2:
             raise LMScorerError(f"lm_max_length must be at least 2 (a start token and one scored token), got {max_length}")
         if batch_tokens < max_length:
@@ -85,8 +94,10 @@ class LMScorer:
         if not self._gguf() and not any((self.path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
             raise LMScorerError(f"{self.path}: no tokenizer.json or tokenizer_config.json (save the tokenizer "
                                 "with the model: tokenizer.save_pretrained(folder))")
+        from continua.trust import HF_SAFE_KWARGS
+
         try:
-            tok = AutoTokenizer.from_pretrained(str(self.path), **self._gguf())
+            tok = AutoTokenizer.from_pretrained(str(self.path), **self._gguf(), **HF_SAFE_KWARGS)
         except (OSError, ValueError) as e:
             raise LMScorerError(f"{self.path}: cannot load the tokenizer from this folder: {e}") from e
         tok.truncation_side = "right"  # keep each document's beginning, whatever the folder's config says
@@ -97,9 +108,16 @@ class LMScorer:
         import torch
         from transformers import AutoModelForCausalLM
 
+        from continua.trust import HF_SAFE_KWARGS, UntrustedModelError, weight_files
+
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        kwargs = self._gguf()
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=dtype, **self._gguf())
+            if not kwargs:  # safetensors, or pickled weights only when allowed (transformers reads them weights-only)
+                kwargs["use_safetensors"] = weight_files(self.path, self.allow_pickle)[0] == "safetensors"
+            model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=dtype, **kwargs, **HF_SAFE_KWARGS)
+        except UntrustedModelError as e:
+            raise LMScorerError(str(e)) from e
         except (OSError, ValueError) as e:
             raise LMScorerError(f"{self.path}: cannot load a causal LM from this folder: {e}") from e
         return model.to(self.device).eval()

@@ -84,14 +84,15 @@ class LMPerplexityStep(_PerplexityStep):
     _lazy = ("scorer",)
 
     def __init__(self, name: str, model_path: str | Path, batch_tokens: int = 16384, max_length: int = 1024,
-                 device: str = "auto", batch_docs: int = 512):
+                 device: str = "auto", batch_docs: int = 512, allow_pickle: bool = False):
         super().__init__(f"ppl_lm_{name}", batch_docs)
         self.model_path, self.batch_tokens, self.max_length, self.device = Path(model_path), batch_tokens, max_length, device
-        LMScorer(self.model_path, batch_tokens, max_length, device)  # check the numbers now, not in a worker
+        self.allow_pickle = allow_pickle
+        LMScorer(self.model_path, batch_tokens, max_length, device, allow_pickle)  # check now, not in a worker
 
     @cached_property
     def scorer(self) -> LMScorer:
-        return LMScorer(self.model_path, self.batch_tokens, self.max_length, self.device)
+        return LMScorer(self.model_path, self.batch_tokens, self.max_length, self.device, self.allow_pickle)
 
     def score(self, texts: list[str]) -> np.ndarray:
         return self.scorer.perplexity(texts)
@@ -115,5 +116,6 @@ def perplexity_steps(cfg: CurateConfig) -> list[PipelineStep]:
         _check_name("lm_scorers", name)
         if not Path(path).is_dir():
             raise FileNotFoundError(f"[curate] lm_scorers.{name}: {path} is not a local model folder")
-        steps.append(LMPerplexityStep(name, path, cfg.lm_batch_tokens, cfg.lm_max_length, cfg.lm_device))
+        steps.append(LMPerplexityStep(name, path, cfg.lm_batch_tokens, cfg.lm_max_length, cfg.lm_device,
+                                      allow_pickle=cfg.lm_allow_pickle))
     return steps

@@ -121,10 +121,10 @@ def test_non_finite_loss_stops_before_the_update_and_saves_nothing(tmp_path, sha
     real = loop.build_model
 
     def poisoned(*args, **kwargs):
-        model = real(*args, **kwargs)
+        model, weights = real(*args, **kwargs)
         with torch.no_grad():
             model.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
-        return model
+        return model, weights
 
     monkeypatch.setattr(loop, "build_model", poisoned)
     with pytest.raises(loop.NonFiniteLoss, match="step 1: loss nan.*before the optimizer update"):

@@ -13,18 +13,29 @@ from continua.recipe import add_recipe_arguments, overrides_argv
 
 
 def run_command(args: argparse.Namespace) -> int:
+    import os
+
     from continua.recipe import load_recipe
     from train.parallel import relaunch_with_torchrun, under_torchrun
+    from train.preflight import preflight
 
     recipe = load_recipe(args.recipe, args.overrides)
     nproc = args.nproc or recipe.train.nproc
-    if nproc > 1 and not under_torchrun():
+    if under_torchrun():  # started by torchrun directly: check once per rank, print on rank 0 only
+        quiet = os.environ.get("RANK", "0") != "0"
+        preflight(recipe, int(os.environ.get("LOCAL_WORLD_SIZE", nproc)),
+                  int(os.environ["WORLD_SIZE"]) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+                  say=(lambda m: None) if quiet else _warn)
+    else:
+        preflight(recipe, nproc, args.nnodes, say=_warn)
+    if (nproc > 1 or args.nnodes > 1 or args.rdzv_endpoint) and not under_torchrun():
         argv = ["run", str(args.recipe), *overrides_argv(args.overrides)]
         if args.no_resume:
             argv.append("--no-resume")
         if args.stop_at is not None:
             argv += ["--stop-at", str(args.stop_at)]
-        return relaunch_with_torchrun(nproc, argv)
+        return relaunch_with_torchrun(nproc, argv, nnodes=args.nnodes, rdzv_endpoint=args.rdzv_endpoint,
+                                      rdzv_id=args.rdzv_id)
     from train.loop import run
 
     summary = run(recipe, resume=not args.no_resume, stop_at=args.stop_at)
@@ -47,6 +58,10 @@ def report_status(status: str) -> int:
     return code
 
 
+def _warn(msg: str) -> None:
+    print(f"train: {msg}", file=sys.stderr, flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="train", description="Continual pre-training on the shards of `mix build`.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_recipe_arguments(p, "train.steps=100")
     p.add_argument("--nproc", type=int, default=None,
                    help="processes on this machine (default [train] nproc); > 1 relaunches under torchrun")
+    p.add_argument("--nnodes", type=int, default=1,
+                   help="machines in the job; run the same command on each (e.g. under srun) with --rdzv-endpoint")
+    p.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+                   help="torchrun c10d rendezvous on HOST:PORT (the first node); needed when --nnodes > 1")
+    p.add_argument("--rdzv-id", default=None,
+                   help="rendezvous id shared by the nodes of one job (default: $SLURM_JOB_ID, else 'continua')")
     p.add_argument("--no-resume", action="store_true",
                    help="start from step 0, deleting the run dir's checkpoints from an earlier run")
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
@@ -76,9 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from train.checkpoint import CheckpointError
     from train.loop import NonFiniteLoss
+    from train.preflight import PreflightError
 
-    return exitcodes.run_command(f"train {args.command}", lambda: args.func(args),
-                                 failures=(NonFiniteLoss, CheckpointError))
+    if getattr(args, "nnodes", 1) > 1 and not args.rdzv_endpoint:
+        print("train: error: --nnodes > 1 needs --rdzv-endpoint HOST:PORT (the first node)", file=sys.stderr)
+        return exitcodes.USAGE
+
+    def body() -> int:
+        try:
+            return args.func(args)
+        except PreflightError:
+            if os.environ.get("RANK", "0") != "0":  # every rank checks; rank 0 alone says it
+                return exitcodes.USAGE
+            raise
+
+    return exitcodes.run_command(f"train {args.command}", body, failures=(NonFiniteLoss, CheckpointError),
+                                 usage=(PreflightError,))
 
 
 if __name__ == "__main__":

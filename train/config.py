@@ -13,10 +13,12 @@ __all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainC
 
 @dataclass
 class ModelConfig:
-    """A local Hugging Face model (`path`), or a fresh Llama of the given shape."""
+    """A base model (`path`: a Hugging Face folder, a .gguf file or a folder with one, or a DCP checkpoint
+    folder of an earlier run), or a fresh Llama of the given shape."""
 
     path: Path | None = path_field(None, must_exist=True)
-    gguf_file: str | None = None
+    gguf_file: str | None = None  # older spelling: path = the folder, gguf_file = the file's name in it
+    allow_pickle: bool = False  # accept pickled .bin weights (read with torch's weights-only loader)
     hidden_size: int = 256
     intermediate_size: int = 688
     num_layers: int = 4

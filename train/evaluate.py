@@ -68,9 +68,12 @@ def evaluate_losses(model: torch.nn.Module, windows: dict[str, np.ndarray], batc
             x = torch.as_tensor(batch[:, :-1], device=device)
             y = torch.as_tensor(batch[:, 1:], device=device)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = model(input_ids=x).logits
-            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
-                                                     reduction="sum")
+                if getattr(model, "fused_loss", False):  # train.loss: no full-vocabulary logits
+                    loss = model(input_ids=x, targets=y) * y.numel()
+                else:
+                    logits = model(input_ids=x).logits
+                    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                             y.reshape(-1), reduction="sum")
             total += torch.stack([loss.double() * weight, torch.tensor(y.numel() * weight, dtype=torch.float64,
                                                                         device=device)])
         if world > 1:

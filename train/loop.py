@@ -5,13 +5,13 @@ maybe evaluate, maybe checkpoint. The mechanics live in train.{model,parallel,da
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from continua.io import write_text
 from continua.layout import shards_dir, train_dir
@@ -21,10 +21,12 @@ from mix.shards import ShardSet
 from train import checkpoint as ckpt
 from train.data import Sampler, open_shards, planned_steps
 from train.evaluate import eval_steps, evaluate_losses, validation_windows
-from train.metrics import MetricsLog, Progress, TensorBoard, WeightChange, measure_peak_flops
+from train.loss import install_chunked_loss
+from train.metrics import MetricsLog, Progress, TensorBoard, WeightChange, peak_flops
 from train.model import build_model, export_pretrained, flops_per_token
 from train.parallel import Dist, all_reduce_sum, decoder_layers, init_distributed, prepare_model, shutdown
 from train.schedules import build_schedule
+from train.weights import load_weights
 
 
 class NonFiniteLoss(RuntimeError):
@@ -55,9 +57,12 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     say = _sayer(d)
 
     # model, optimizer, schedule, data
-    model = build_model(recipe.model, manifest.tokenizer, recipe.run.seed)
+    model, base_weights = build_model(recipe.model, manifest.tokenizer, recipe.run.seed, run_dir)
     flops_tok = flops_per_token(model, tc.seq_len)
     prepare_model(model, d, bf16, activation_checkpointing=tc.activation_checkpointing, compile=tc.compile)
+    if base_weights is not None:  # meta-built and sharded: each rank reads only its slices
+        load_weights(model, *base_weights, allow_pickle=recipe.model.allow_pickle)
+    install_chunked_loss(model)
     weights = WeightChange(decoder_layers(model))
     o = recipe.optim
     optimizer = torch.optim.AdamW(_decay_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
@@ -77,9 +82,13 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
         say(f"optimizer state restored from {tc.optimizer_from}")
     if not resume and d.is_main:
         ckpt.remove_checkpoints(run_dir)  # a fresh start must never resume from the old run's later steps
+        shutil.rmtree(run_dir / "export", ignore_errors=True)
     if start >= steps:
-        say(f"{run_dir}: already trained {start} of {steps} steps; nothing to do (--no-resume starts over)")
-        return {"status": "finished", "step": start, "steps": steps, "run_dir": str(run_dir)}
+        say(f"{run_dir}: already trained {start} of {steps} steps (--no-resume starts over)")
+        missing = torch.tensor([float(not (run_dir / "export").is_dir())], device=d.device)
+        finish(model, run_dir, manifest, shards, d, say, export=all_reduce_sum(missing).item() > 0)  # all ranks agree
+        return {"status": "finished", "step": start, "steps": steps, "run_dir": str(run_dir),
+                "tokens_by_source": sampler.tokens_by_source()}
 
     # evaluation sets, logs
     windows = _validation_sets(shards, manifest, tc.seq_len, recipe.eval.max_batches * recipe.eval.batch_size)
@@ -87,9 +96,10 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     mcq = _benchmarks(recipe, manifest)
     if d.is_main:
         write_text(run_dir / "recipe.toml", recipe.to_toml())
+        write_text(run_dir / "config.json", model.config.to_json_string())  # checkpoints/step_N as a [model] path
     log = MetricsLog(run_dir / "metrics.jsonl", d.is_main, keep_until_step=start if latest else None)
     board = TensorBoard(run_dir / "tensorboard", tc.tensorboard and d.is_main, say)
-    peak = tc.peak_flops or measure_peak_flops(d.device, seconds=0.3)
+    peaks = peak_flops(d.device, tc.peak_flops, say)  # {} on CPU unless configured: no MFU
     tokens_per_step = tc.batch_size * tc.seq_len
 
     def evaluate(step: int) -> dict:
@@ -127,8 +137,9 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
             dt = time.perf_counter() - t0
             row = {"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                    "tokens": step * tokens_per_step, "tokens_per_s": tokens_per_step / dt,
-                   "mfu": flops_tok * tokens_per_step / dt / (peak * d.world),
                    "elapsed_s": elapsed0 + time.perf_counter() - t_run}
+            for key, peak in peaks.items():
+                row[key] = flops_tok * tokens_per_step / dt / (peak * d.world)
             log.write(row)
             board.write(row)
             progress.update(row)
@@ -151,13 +162,25 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     summary = {"status": status, "step": step, "steps": steps, "run_dir": str(run_dir),
                "tokens_by_source": sampler.tokens_by_source()}
     if status == "finished":
-        export_pretrained(model, run_dir / "export", _tokenizer_path(manifest, shards), manifest.tokenizer, d.is_main)
-        if d.is_main:
-            from train.gap import write_gap
-
-            write_gap(run_dir)
-            say(f"done: {run_dir} (export/, metrics.jsonl, gap.json)")
+        finish(model, run_dir, manifest, shards, d, say, export=True)
     return summary
+
+
+def finish(model: torch.nn.Module, run_dir: Path, manifest: Manifest, shards: Path, d: Dist, say, export: bool) -> None:
+    """The outputs of a finished run: export/ (when asked, or missing) and gap.json; checked before returning.
+
+    Called again by a re-run of a finished run, so outputs lost to a crash or a deletion come back.
+    """
+    from train.gap import write_gap
+
+    if export:
+        export_pretrained(model, run_dir / "export", _tokenizer_path(manifest, shards), manifest.tokenizer, d.is_main)
+    if d.is_main:
+        write_gap(run_dir)
+        missing = [name for name in ("export/config.json", "gap.json") if not (run_dir / name).is_file()]
+        if missing:
+            raise RuntimeError(f"{run_dir}: finished, but {', '.join(missing)} was not written")
+        say(f"done: {run_dir} (export/, metrics.jsonl, gap.json)")
 
 
 def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int) -> float:
@@ -169,8 +192,7 @@ def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int) ->
         if hasattr(model, "set_requires_gradient_sync"):
             model.set_requires_gradient_sync(i == n - 1)  # FSDP: reduce-scatter once per step
         xs, ys = x[i * micro:(i + 1) * micro], y[i * micro:(i + 1) * micro]
-        logits = model(input_ids=xs).logits
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), ys.reshape(-1)) / n
+        loss = model(input_ids=xs, targets=ys) / n  # train.loss: no full-vocabulary logits
         loss.backward()
         total += loss.detach()
     return float(total)

@@ -45,10 +45,41 @@ class MetricsLog:
             self._f = None
 
 
+# dense bf16 tensor-core peaks from NVIDIA's datasheets (FLOP/s), matched against torch's device name
+DATASHEET_BF16 = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
+                  ("B200", 2250e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12), ("A10G", 70e12))
+
+
+def datasheet_peak(name: str) -> float | None:
+    for key, flops in DATASHEET_BF16:
+        if key in name:
+            return flops
+    return None
+
+
+def peak_flops(device: torch.device, configured: float, say=print) -> dict[str, float]:
+    """What MFU divides by, per metrics key: `mfu` against [train] peak_flops if set, else on GPU against
+    the datasheet's bf16 peak (the measured one when the GPU is not in the table) and `mfu_measured`
+    against a measured bf16 matmul peak, both printed. On CPU nothing (no MFU): a CPU's attainable peak
+    moves with load and threads too much for a percentage to mean anything."""
+    if configured:
+        return {"mfu": configured}
+    if device.type != "cuda":
+        say("MFU is not reported on CPU; set [train] peak_flops (FLOP/s of one process) to get it")
+        return {}
+    name = torch.cuda.get_device_name(device)
+    measured = measure_peak_flops(device, seconds=1.0)
+    sheet = datasheet_peak(name)
+    say(f"{name}: bf16 matmul measured {measured / 1e12:.0f} TFLOP/s, datasheet "
+        f"{f'{sheet / 1e12:.0f} TFLOP/s' if sheet else 'unknown'}; MFU is against the "
+        f"{'datasheet' if sheet else 'measured'} peak")
+    return {"mfu": sheet or measured, "mfu_measured": measured}
+
+
 def measure_peak_flops(device: torch.device, seconds: float = 0.5) -> float:
     """FLOP/s of a large matmul in the training dtype: a measured ceiling where no spec sheet applies."""
     on_gpu = device.type == "cuda"
-    n = 4096 if on_gpu else 1024
+    n = 8192 if on_gpu else 1024
     dtype = torch.bfloat16 if on_gpu else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -82,8 +113,9 @@ class Progress:
 
     def update(self, row: dict) -> None:
         if self.bar is not None:
+            extra = {"mfu": f"{100 * row['mfu']:.1f}%"} if "mfu" in row else {}
             self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
-                                 tok_s=f"{row['tokens_per_s']:,.0f}", mfu=f"{100 * row['mfu']:.1f}%", refresh=False)
+                                 tok_s=f"{row['tokens_per_s']:,.0f}", **extra, refresh=False)
             self.bar.update(1)
 
     def write(self, text: str) -> None:
@@ -114,7 +146,8 @@ class TensorBoard:
             return
         if row["kind"] == "train":
             for k in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu"):
-                self.writer.add_scalar(f"train/{k}", row[k], row["step"])
+                if k in row:
+                    self.writer.add_scalar(f"train/{k}", row[k], row["step"])
         else:
             for k, v in row["metrics"].items():
                 self.writer.add_scalar(f"eval/{k}", v, row["step"])

@@ -1,6 +1,7 @@
-"""The model in and out: a local Hugging Face checkpoint (or GGUF), or a fresh small Llama; export back.
+"""The model in and out: a base model (HF folder, GGUF, DCP checkpoint) or a fresh small Llama; export back.
 
-Loading and saving go through transformers so the result opens anywhere `from_pretrained` does.
+The weights themselves move through train/weights.py (sharded reads and writes); the export is a plain
+Hugging Face folder (safetensors, config, tokenizer) that opens anywhere `from_pretrained` does.
 """
 
 from __future__ import annotations
@@ -18,33 +19,36 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.json", "merges.txt", "chat_template.jinja")
 
 
-def build_model(cfg: ModelConfig, tokenizer: dict, seed: int) -> nn.Module:
-    """Load `[model] path` (safetensors, or `gguf_file` through transformers) or build a fresh Llama.
+def build_model(cfg: ModelConfig, tokenizer: dict, seed: int, work_dir: Path) -> tuple[nn.Module, tuple | None]:
+    """The model to train, and where its weights come from (None: a fresh Llama, initialized here).
 
-    `tokenizer` is the manifest's tokenizer entry; its vocabulary must fit the model's embeddings.
+    With `[model] path` the architecture is built on the meta device (no memory): prepare_model shards
+    it, then `load_weights(model, *source)` fills each rank's shards. A GGUF file is first dequantized
+    by rank 0 into `work_dir`/base_model. `tokenizer` is the manifest's entry; its vocabulary must fit.
     """
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from train.parallel import barrier
+    from train.weights import build_empty, gguf_to_folder, load_config, resolve_source
 
     vocab = int(tokenizer.get("vocab_size") or 0)
     if vocab < 1:
         raise ValueError("the shard manifest's tokenizer entry has no vocab_size")
     torch.manual_seed(seed)
     if cfg.path is not None:
-        kwargs = {"dtype": torch.float32, "attn_implementation": "sdpa"}
-        if cfg.gguf_file:
-            if not (Path(cfg.path) / cfg.gguf_file).exists():
-                raise FileNotFoundError(f"[model] gguf_file: {Path(cfg.path) / cfg.gguf_file} does not exist")
-            kwargs["gguf_file"] = cfg.gguf_file
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(cfg.path), **kwargs)
-        except (OSError, ValueError, ImportError) as e:
-            raise RuntimeError(f"[model] path {cfg.path}: transformers cannot load it: {e}") from e
-        n_emb = model.get_input_embeddings().weight.shape[0]
-        if n_emb < vocab:
-            raise ValueError(f"[model] path {cfg.path}: {n_emb} embeddings but the shards' tokenizer has "
+        source = resolve_source(cfg.path, cfg.gguf_file)
+        config = load_config(source)
+        if config.vocab_size < vocab:
+            raise ValueError(f"[model] path {cfg.path}: {config.vocab_size} embeddings but the shards' tokenizer has "
                              f"{vocab} ids; use the model's own tokenizer in [data] tokenizer")
-        model.config.architectures = [type(model).__name__]  # FSDP renames the class; export keeps this one
-        return model
+        weights = (source.path, source.kind)
+        if source.kind == "gguf":
+            folder = Path(work_dir) / "base_model"
+            if _is_main():
+                gguf_to_folder(source.path, folder)
+            barrier()
+            weights = (folder, "hf")
+        return build_empty(config), weights
     config = LlamaConfig(
         vocab_size=vocab,
         hidden_size=cfg.hidden_size,
@@ -62,7 +66,13 @@ def build_model(cfg: ModelConfig, tokenizer: dict, seed: int) -> nn.Module:
         attn_implementation="sdpa",
     )
     config.architectures = ["LlamaForCausalLM"]
-    return LlamaForCausalLM(config)
+    return LlamaForCausalLM(config), None
+
+
+def _is_main() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -89,6 +99,10 @@ def copy_tokenizer(tokenizer_path: Path, dest: Path, tokenizer: dict) -> None:
     for name in TOKENIZER_FILES:
         if (folder / name).exists() and not (dest / name).exists():
             shutil.copy2(folder / name, dest / name)
+    if not (dest / "tokenizer.json").exists():  # e.g. a GGUF file's tokenizer: write it out as tokenizer.json
+        from continua.tokenizer import load_tokenizer
+
+        load_tokenizer(tokenizer_path).backend.save(str(dest / "tokenizer.json"))
     if not (dest / "tokenizer_config.json").exists() and (dest / "tokenizer.json").exists():
         cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": tokenizer.get("eos_token"),
                "add_bos_token": bool(tokenizer.get("add_bos"))}
@@ -99,17 +113,24 @@ def copy_tokenizer(tokenizer_path: Path, dest: Path, tokenizer: dict) -> None:
 
 def export_pretrained(model: nn.Module, dest: Path, tokenizer_path: Path | None, tokenizer: dict,
                       is_main: bool) -> Path | None:
-    """Gather full weights (all ranks call this) and `save_pretrained` them with the tokenizer, atomically."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    """Save weights (each rank its shards, consolidated into safetensors), config and tokenizer, atomically.
 
+    All ranks call this; `dest` appears complete or not at all, so its presence means the export is done.
+    """
     from train.parallel import barrier
+    from train.weights import export_safetensors
 
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp")
     if is_main:
-        tmp = dest.with_name(f".{dest.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(str(tmp), state_dict=full)
+        tmp.mkdir(parents=True)
+    barrier()
+    export_safetensors(model, tmp, is_main)
+    if is_main:
+        model.config.save_pretrained(str(tmp))
+        if getattr(model, "generation_config", None) is not None and model.can_generate():
+            model.generation_config.save_pretrained(str(tmp))
         if tokenizer_path is not None and Path(tokenizer_path).exists():
             copy_tokenizer(Path(tokenizer_path), tmp, tokenizer)
         shutil.rmtree(dest, ignore_errors=True)

@@ -71,10 +71,20 @@ def shutdown() -> None:
 STATUS_ENV = "CONTINUA_TRAIN_STATUS"  # file where rank 0 leaves the run's exit code (train.cli.report_status)
 
 
-def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
+def relaunch_with_torchrun(nproc: int, argv: list[str], nnodes: int = 1, rdzv_endpoint: str | None = None,
+                           rdzv_id: str | None = None) -> int:
     """Run `train` again as `nproc` torchrun workers on this machine; returns the run's exit code
-    (torchrun itself only says 0 or 1, so an interrupted run's 75 comes back through a status file)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+    (torchrun itself only says 0 or 1, so an interrupted run's 75 comes back through a status file).
+
+    With `rdzv_endpoint` the workers join a c10d rendezvous there: every node of a multi-node job runs
+    the same command (srun starts it once per node) and torchrun forms one world of nnodes x nproc.
+    """
+    if rdzv_endpoint:
+        rid = rdzv_id or os.environ.get("SLURM_JOB_ID") or "continua"
+        launch = [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={rid}"]
+    else:
+        launch = ["--standalone"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, f"--nproc-per-node={nproc}",
            "-m", "train.cli", *argv]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -101,7 +111,7 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def shard_model(model: nn.Module, mp_dtype: torch.dtype | None) -> nn.Module:
-    """FSDP2: each decoder block is one unit, untied embeddings and head are their own, then the root.
+    """FSDP2: each decoder block is one unit, untied input embeddings their own, the rest (norm, head) the root.
 
     With `mp_dtype` (bf16 on GPU) parameters are gathered in that dtype and gradients reduced in fp32.
     """
@@ -111,19 +121,23 @@ def shard_model(model: nn.Module, mp_dtype: torch.dtype | None) -> nn.Module:
         # the last block is needed again at once by backward: keep it gathered
         fully_shard(block, mp_policy=mp, reshard_after_forward=i < len(layers) - 1)
     tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
-    if not tied:
-        emb, head = model.get_input_embeddings(), model.get_output_embeddings()
-        if emb is not None:
-            fully_shard(emb, mp_policy=mp)
-        if head is not None:
-            fully_shard(head, mp_policy=mp, reshard_after_forward=False)
+    if not tied and model.get_input_embeddings() is not None:
+        fully_shard(model.get_input_embeddings(), mp_policy=mp)
+    # the output head stays in the root unit: train.loss reads its weight inside the root's forward
     fully_shard(model, mp_policy=mp)
     return model
 
 
 def prepare_model(model: nn.Module, d: Dist, bf16: bool, activation_checkpointing: bool = False,
                   compile: bool = False) -> nn.Module:
-    """Activation checkpointing, torch.compile per block, device placement and FSDP2, in that order."""
+    """Activation checkpointing, torch.compile per block, device placement and FSDP2, in that order.
+
+    A model built on the meta device is sharded first and then given (uninitialized) storage, so each
+    rank allocates only its shards; train.weights.load_weights fills them.
+    """
+    from train.weights import is_meta, materialize
+
+    meta = is_meta(model)
     if activation_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -132,11 +146,14 @@ def prepare_model(model: nn.Module, d: Dist, bf16: bool, activation_checkpointin
     if compile:
         for block in decoder_layers(model):
             block.compile()
-    model.to(d.device)
+    if not use_fsdp(d) and bf16:
+        raise ValueError("[train] dtype = 'bfloat16' needs FSDP mixed precision: use a GPU or nproc > 1")
+    if not meta:
+        model.to(d.device)
     if use_fsdp(d):
         shard_model(model, torch.bfloat16 if bf16 else None)
-    elif bf16:
-        raise ValueError("[train] dtype = 'bfloat16' needs FSDP mixed precision: use a GPU or nproc > 1")
+    if meta:
+        materialize(model, d.device)
     return model
 
 
