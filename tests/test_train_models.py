@@ -251,7 +251,7 @@ def one_error_line(capsys, argv: list[str]) -> str:
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("train: error: "), err
+    assert len(err) == 1 and err[0].startswith("train run: error: "), err
     return err[0]
 
 
