@@ -1,0 +1,104 @@
+"""ARPA export/import and KenLM: continua's probabilities survive ARPA exactly, and kenlm agrees."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from curate.arpa import read_arpa, write_arpa
+from curate.kenlm_query import KenlmModel, load_reference
+from curate.ngram import NgramError, NgramModel, train_ngram
+from curate.reference_cli import main as ref_main
+
+HAS_KENLM = importlib.util.find_spec("kenlm") is not None
+needs_kenlm = pytest.mark.skipif(not HAS_KENLM, reason="kenlm is not installed (pip install 'continua[kenlm]'; "
+                                                       "it builds from source in ~4 min)")
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    rng = random.Random(5)
+    vocab = "the cell dose of a patient with fever was given and drug".split()
+    vocab += ["r" + chr(97 + i // 26) + chr(97 + i % 26) for i in range(200)]
+    texts = [" ".join(rng.choices(vocab, k=rng.randint(1, 14))) + rng.choice([".", "!", ""]) for _ in range(300)]
+    held = ["The patient was given a drug.", "fever of the cell cell cell", "zebra 12 the dose", "", "!!"]
+    return texts, held + texts[:40]
+
+
+CASES = [(1, 1, 1), (2, 1, 1), (3, 1, 1), (4, 1, 1), (3, 5, 2), (4, 1, 2)]  # order, min_count, prune
+
+
+@pytest.mark.parametrize("order,min_count,prune", CASES)
+def test_arpa_round_trip_keeps_every_probability(corpus, tmp_path, order, min_count, prune):
+    texts, held = corpus
+    model = train_ngram(texts, order=order, min_count=min_count, prune=prune)
+    counts = write_arpa(model, tmp_path / "m.arpa")
+    assert counts[1] == len(model.encoder.vocab) + 3  # every word, </s>, <unk> and <s>
+    back = read_arpa(tmp_path / "m.arpa")
+    assert back.order == order and back.encoder.vocab == model.encoder.vocab
+    a, _ = model.logprobs(model.encoder.encode(held))
+    b, _ = back.logprobs(back.encoder.encode(held))
+    np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(back.perplexity(held), model.perplexity(held), rtol=1e-6)
+
+
+@needs_kenlm
+@pytest.mark.parametrize("order,min_count,prune", [c for c in CASES if c[0] > 1])  # KenLM needs a bigram model
+def test_kenlm_perplexity_equals_continua(corpus, tmp_path, order, min_count, prune):
+    texts, held = corpus
+    model = train_ngram(texts, order=order, min_count=min_count, prune=prune)
+    write_arpa(model, tmp_path / "m.arpa")
+    km = KenlmModel(tmp_path / "m.arpa")
+    assert km.order == order
+    ours, _ = model.logprobs(model.encoder.encode(held))
+    theirs = np.concatenate([km.logprobs(t) for t in held])
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-6)  # KenLM stores float32 log10
+    np.testing.assert_allclose(km.perplexity(held), model.perplexity(held), rtol=1e-5)
+
+
+@needs_kenlm
+@pytest.mark.skipif(shutil.which("build_binary") is None,
+                    reason="KenLM's build_binary is not on PATH (the kenlm pip module cannot write binaries)")
+def test_kenlm_binary_through_the_recipe_loader(corpus, tmp_path):
+    texts, held = corpus
+    model = train_ngram(texts, order=3)
+    write_arpa(model, tmp_path / "m.arpa")
+    subprocess.run(["build_binary", str(tmp_path / "m.arpa"), str(tmp_path / "m.binary")], check=True,
+                   capture_output=True)
+    ref = load_reference(tmp_path / "m.binary")
+    assert isinstance(ref, KenlmModel)
+    np.testing.assert_allclose(ref.perplexity(held), model.perplexity(held), rtol=1e-5)
+
+
+def test_loader_picks_the_engine_and_errors_name_the_file(corpus, tmp_path, monkeypatch):
+    texts, held = corpus
+    model = train_ngram(texts, order=3)
+    model.save(tmp_path / "m.npz")
+    write_arpa(model, tmp_path / "m.arpa")
+    assert isinstance(load_reference(tmp_path / "m.npz"), NgramModel)
+    monkeypatch.setitem(__import__("sys").modules, "kenlm", None)  # as where kenlm is not installed
+    arpa = load_reference(tmp_path / "m.arpa")
+    assert isinstance(arpa, NgramModel)  # continua's own reader, no kenlm needed
+    np.testing.assert_allclose(arpa.perplexity(held), model.perplexity(held), rtol=1e-6)
+    (tmp_path / "m.binary").write_bytes(b"mmap lm")
+    with pytest.raises(NgramError, match=r"pip install 'continua\[kenlm\]'"):
+        load_reference(tmp_path / "m.binary")
+    (tmp_path / "bad.arpa").write_text("\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0\tthe\n-1.0 a b c d\n\\end\\\n")
+    with pytest.raises(NgramError, match=r"bad.arpa:6: a 1-gram line"):
+        read_arpa(tmp_path / "bad.arpa")
+
+
+def test_export_arpa_cli(corpus, tmp_path, capsys):
+    texts, held = corpus
+    model = train_ngram(texts, order=3)
+    model.save(tmp_path / "m.npz")
+    assert ref_main(["export-arpa", str(tmp_path / "m.npz"), str(tmp_path / "m.arpa")]) == 0
+    assert "3-grams" in capsys.readouterr().out
+    np.testing.assert_allclose(read_arpa(tmp_path / "m.arpa").perplexity(held), model.perplexity(held), rtol=1e-6)
+    assert ref_main(["export-arpa", str(tmp_path / "missing.npz"), str(tmp_path / "x.arpa")]) == 2
+    assert "missing.npz" in capsys.readouterr().err
