@@ -52,7 +52,11 @@ class CurateConfig:
     # datatrove heuristic signal groups to add as columns
     heuristics: list[Literal["gopher_quality", "gopher_repetition", "c4", "fineweb"]] = field(
         default_factory=lambda: ["gopher_quality", "gopher_repetition"])
-    # reference n-gram perplexity (Guo et al.): name -> model from `curate train-reference`;
+    # word splitter of the heuristics: "regex" (built in, fast) or "spacy" (datatrove's spaCy
+    # tokenizer, spacy.blank("en"): pip install 'continua[spacy]', no model download)
+    word_tokenizer: Literal["regex", "spacy"] = "regex"
+    # reference n-gram perplexity (Guo et al.): name -> model from `curate train-reference`, or a
+    # KenLM .arpa / .binary file (texts split by the built-in word tokenizer);
     # column ppl_ngram_<name>, lower = closer to the reference corpus
     ngram_references: dict[str, Path] = field(default_factory=dict, metadata={"path": True, "must_exist": False})
     # causal-LM perplexity (Ankner et al.): name -> local Hugging Face model folder; column ppl_lm_<name>

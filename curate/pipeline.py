@@ -64,7 +64,7 @@ def build_steps(recipe: Recipe, source: str, folder: Path, show_progress: bool =
         steps.append(scorer)
     steps.extend(perplexity_steps(recipe))
     for group in cur.heuristics:
-        steps.append(HeuristicSignals(group))
+        steps.append(HeuristicSignals(group, cur.word_tokenizer))
     steps.append(ScoreWriter(folder, show_progress=show_progress))
     return steps
 
