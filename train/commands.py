@@ -1,4 +1,4 @@
-"""The `train schedule` and `train report` subcommands, registered into train's CLI by `add_eval_commands`.
+"""The `train schedule`, `train report` and `train lm-eval` subcommands, registered into train's CLI by `add_eval_commands`.
 
 Kept apart from train/cli.py so the loop's CLI and these read-only tools can change independently.
 Each subcommand sets `func`: the CLI calls `args.func(args)` and returns its int exit code.
@@ -32,8 +32,20 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def lm_eval_command(args: argparse.Namespace) -> int:
+    import sys
+
+    from train.harness import HarnessError, lm_eval_command as run
+
+    try:
+        return run(Path(args.run_dir), args.device, args.batch_size, args.dtype)
+    except HarnessError as e:
+        print(f"train: error: {e}", file=sys.stderr)
+        return 1
+
+
 def add_eval_commands(subparsers) -> None:
-    """Register `schedule` and `report` on the `train` command's subparsers."""
+    """Register `schedule`, `report` and `lm-eval` on the `train` command's subparsers."""
     p = subparsers.add_parser(
         "schedule", help="plot a recipe's learning-rate schedule (PNG) and print the LR at phase boundaries",
         description="Plot the [schedule] of RECIPE over [train] steps with [optim] lr as the peak, and print "
@@ -56,3 +68,16 @@ def add_eval_commands(subparsers) -> None:
     p.add_argument("--log-x", action="store_true",
                    help="symmetric-log x axis: spreads out the dense early evaluations where the gap happens")
     p.set_defaults(func=report_command)
+
+    p = subparsers.add_parser(
+        "lm-eval", help="score a run's export/ with lm-evaluation-harness on the recipe's [eval] benchmarks (offline)",
+        description="Write local harness tasks (YAML + JSONL under RUN_DIR/lm_eval/tasks) for the [eval] benchmarks "
+                    "of RUN_DIR/recipe.toml, run lm_eval zero-shot on RUN_DIR/export with the same prompts, "
+                    "options, subset and BOS policy as the in-loop scores, and write RUN_DIR/lm_eval/results.json. "
+                    "Needs pip install 'continua[lm-eval]'.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished `train run` output folder")
+    p.add_argument("--device", default="cpu", help="torch device for the harness (default cpu; e.g. cuda:0)")
+    p.add_argument("--batch-size", type=int, default=8, help="harness batch size (default 8)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weights dtype for the harness (default float32, as train.mcq on CPU)")
+    p.set_defaults(func=lm_eval_command)
