@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from continua.tokenizer import load_tokenizer
-from train.harness import (TASK_PREFIX, HarnessError, check_tokenization, harness_tokenizer, item_scores, run_harness,
-                           write_tasks)
+from train.harness import TASK_PREFIX, HarnessError, check_tokenization, harness_tokenizer, write_tasks
 from train.mcq import evaluate_mcq, load_benchmark
 from train.model import copy_tokenizer
 
@@ -78,21 +77,29 @@ def test_transformers_tokenizer_follows_the_bos_policy(tmp_path, add_bos):
 
 
 @pytest.mark.skipif(not HAS_LM_EVAL, reason="lm-evaluation-harness is not installed (pip install 'continua[lm-eval]')")
-def test_harness_agrees_with_train_mcq_per_item(tmp_path):
-    export = export_folder(tmp_path, add_bos=True)
-    bench = benchmarks(tmp_path)
-    tasks = write_tasks(bench, tmp_path / "tasks")
-    folder = harness_tokenizer(export, tmp_path / "harness_tok")
-    add_bos = check_tokenization(export, folder, bench["medqa"])
-    results = run_harness(export, folder, tmp_path / "tasks", tasks, add_bos, device="cpu", batch_size=4)
+def test_lm_eval_command_agrees_with_train_mcq_per_item(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
+    from train.cli import main
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    export = export_folder(run_dir, add_bos=True)
+    bench = benchmarks(tmp_path)
+    (run_dir / "recipe.toml").write_text(f'[run]\nout_dir = "{tmp_path}"\n\n[eval]\nbenchmarks = '
+                                         f'{{medqa = "{tmp_path / "medqa.jsonl"}", pubmedqa = "{tmp_path / "pubmedqa.jsonl"}"}}\n')
+    assert main(["lm-eval", str(run_dir), "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "BOS on" in out and "medqa" in out and "pubmedqa" in out
+    results = json.loads((run_dir / "lm_eval" / "results.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(str(export), dtype=torch.float32).eval()
     tok = load_tokenizer(export)
     for name, items in bench.items():
         ours = evaluate_mcq(model, tok, items, torch.device("cpu"), return_scores=True)
-        theirs = item_scores(results, TASK_PREFIX + name)
-        assert sorted(theirs) == list(range(len(items)))
-        np.testing.assert_allclose([theirs[i] for i in range(len(items))], ours["scores"], rtol=1e-4, atol=1e-4)
-        r = results["results"][TASK_PREFIX + name]
-        assert r["acc,none"] == pytest.approx(ours["acc"]) and r["acc_norm,none"] == pytest.approx(ours["acc_norm"])
+        rows = [json.loads(x) for x in (run_dir / "lm_eval" / f"items_{name}.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in rows] == [it.id for it in items]
+        np.testing.assert_allclose([r["loglikelihoods"] for r in rows], ours["scores"], rtol=1e-4, atol=1e-4)
+        assert results["benchmarks"][name]["acc"] == pytest.approx(ours["acc"])
+        assert results["benchmarks"][name]["acc_norm"] == pytest.approx(ours["acc_norm"])
+    assert main(["lm-eval", str(tmp_path / "nowhere")]) == 1  # not a run folder: one-line error
+    assert "not a finished `train run` folder" in capsys.readouterr().err

@@ -150,9 +150,13 @@ def lm_eval_command(run_dir: Path, device: str, batch_size: int, dtype: str) -> 
     add_bos = check_tokenization(export_dir, tokenizer_dir, next(iter(benchmarks.values())))
     results = run_harness(export_dir, tokenizer_dir, out / "tasks", tasks, add_bos, device, batch_size, dtype)
     table = {}
-    for name in benchmarks:
+    for name, items in benchmarks.items():
         r = results["results"][TASK_PREFIX + name]
-        table[name] = {"acc": r["acc,none"], "acc_norm": r["acc_norm,none"], "count": len(benchmarks[name])}
+        table[name] = {"acc": r["acc,none"], "acc_norm": r["acc_norm,none"], "count": len(items)}
+        scores = item_scores(results, TASK_PREFIX + name)
+        write_text(out / f"items_{name}.jsonl", "".join(
+            json.dumps({"id": it.id, "answer": it.answer, "loglikelihoods": scores[i]}) + "\n"
+            for i, it in enumerate(items)))
     write_json(out / "results.json", {"export": str(export_dir.resolve()), "bos": add_bos, "dtype": dtype,
                                       "lm_eval_version": results.get("config", {}).get("lm_eval_version")
                                       or _version(), "benchmarks": table})
@@ -160,7 +164,7 @@ def lm_eval_command(run_dir: Path, device: str, batch_size: int, dtype: str) -> 
     print(f"  {'benchmark':20s} {'acc':>7s} {'acc_norm':>9s} {'items':>6s}")
     for name, r in table.items():
         print(f"  {name:20s} {r['acc']:7.4f} {r['acc_norm']:9.4f} {r['count']:6d}")
-    print(f"wrote {out / 'results.json'} and the task files in {out / 'tasks'}")
+    print(f"wrote {out / 'results.json'}, per-item log-likelihoods in {out}/items_*.jsonl, tasks in {out / 'tasks'}")
     return 0
 
 
