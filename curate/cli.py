@@ -8,6 +8,7 @@ from pathlib import Path
 
 from continua.documents import InputError
 from continua.recipe import RecipeError, add_recipe_arguments, load_recipe
+from continua.version import add_version_argument
 
 DESCRIPTION = """\
 Score documents for quality, then select by score. Subcommands:
@@ -31,6 +32,7 @@ def _add_recipe(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("score", help="score every document of the recipe's sources (resumable)",
@@ -40,11 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "Finished tasks are skipped on a re-run (completion markers in curate/SOURCE/logs).")
     _add_recipe(p)
     p.add_argument("--source", action="append", default=None, help="score only this source (repeatable)")
-    p.add_argument("--tasks", type=int, default=None, help="datatrove tasks per source (default: [curate] tasks)")
-    p.add_argument("--workers", type=int, default=None, help="tasks run at once (default: [curate] workers)")
+    p.add_argument("--tasks", type=int, default=None,
+                   help="datatrove tasks per source (default: [curate] tasks; 0 = one per available core)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="tasks run at once (default: [curate] workers; 0 = the available cores)")
     p.add_argument("--restart", action="store_true",
                    help="delete existing outputs of the scored sources and start afresh")
     p.add_argument("--out", type=Path, default=None, help="curate folder (default: [curate] out or OUT_DIR/curate)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show datatrove's full task logs in the terminal (always in curate/SOURCE/logs/logs/)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("train-classifier", help="train a bigram fastText quality classifier",
@@ -128,10 +134,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     sources = args.source or list(recipe.data.sources)
     if not sources:
         raise RecipeError(f"{args.recipe}: no [data.sources] to score")
-    tasks = args.tasks or recipe.curate.tasks
-    workers = args.workers or recipe.curate.workers
-    if tasks < 1 or workers < 1:
+    if (args.tasks or 0) < 0 or (args.workers or 0) < 0:
         raise RecipeError("--tasks and --workers must be at least 1")
+    tasks, workers = recipe.curate.parallelism(args.tasks, args.workers)
     console = Console(stderr=True)
     if recipe.data.tokenizer is None:
         console.print("[yellow]warning:[/yellow] no [data] tokenizer in the recipe: n_tokens stays empty, "
@@ -139,10 +144,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     results = {}
     for source in sources:
         console.print(f"[bold]curate score[/bold] {source}: {tasks} task(s), {workers} worker(s) -> {cdir / source}")
-        results[source] = score_source(recipe, source, cdir, tasks, min(workers, tasks), restart=args.restart)
+        results[source] = score_source(recipe, source, cdir, tasks, workers, restart=args.restart,
+                                       verbose=args.verbose)
     done = {k: v for k, v in results.items() if v is not None}
     if done:
-        print_source_stats(done)
+        print_source_stats(done, cdir)
     for source in set(results) - set(done):
         console.print(f"{source}: jobs submitted with the {recipe.curate.executor} executor; "
                       f"run `curate score` again once they finish to write stats.json")

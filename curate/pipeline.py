@@ -70,15 +70,15 @@ def build_steps(recipe: Recipe, source: str, folder: Path, show_progress: bool =
 
 
 def build_executor(recipe: Recipe, steps: list[PipelineStep], logging_dir: Path, tasks: int, workers: int,
-                   job_name: str | None = None) -> PipelineExecutor:
+                   job_name: str | None = None, verbose: bool = False) -> PipelineExecutor:
     """datatrove executor named by [curate] executor, with [curate.slurm] / [curate.ray] options."""
     cur = recipe.curate
     if cur.executor == "local":
-        from datatrove.executor import LocalPipelineExecutor
+        from curate.logs import QuietLocalExecutor  # datatrove's, its console output cut unless verbose
 
         # never "fork": polars' and tokenizers' thread pools in this process deadlock forked children
-        return LocalPipelineExecutor(pipeline=steps, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
-                                     start_method="forkserver")
+        return QuietLocalExecutor(pipeline=steps, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
+                                  start_method="forkserver", verbose=verbose)
     if cur.executor == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
@@ -179,7 +179,7 @@ def collect_stats(folder: Path, source: str, tasks: int) -> dict[str, Any]:
 
 
 def score_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int,
-                 restart: bool = False, show_progress: bool = True) -> dict[str, Any] | None:
+                 restart: bool = False, show_progress: bool = True, verbose: bool = False) -> dict[str, Any] | None:
     """Score one source; returns its stats (None when a cluster executor only submitted the jobs)."""
     if source not in recipe.data.sources:
         raise RecipeError(f"no source '{source}' in [data.sources] (known: {', '.join(recipe.data.sources)})")
@@ -187,7 +187,8 @@ def score_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, work
     folder = _source_dir(curate_dir, source)
     steps = build_steps(recipe, source, folder, show_progress=show_progress)
     prepare_folder(folder, fingerprint(recipe, source, tasks), restart)
-    executor = build_executor(recipe, steps, folder / "logs", tasks, workers, job_name=f"curate-{source}")
+    executor = build_executor(recipe, steps, folder / "logs", tasks, workers, job_name=f"curate-{source}",
+                              verbose=verbose)
     executor.run()
     if recipe.curate.executor != "local":
         return None

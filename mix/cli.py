@@ -12,6 +12,7 @@ from rich.markup import escape
 from continua.documents import InputError
 from continua.recipe import RecipeError, add_recipe_arguments, load_recipe
 from continua.tokenizer import TokenizerError
+from continua.version import add_version_argument
 
 _console = Console(stderr=True)
 
@@ -67,6 +68,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mix", description=__doc__)
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def recipe_args(p: argparse.ArgumentParser) -> None:

@@ -6,13 +6,17 @@ import argparse
 import sys
 
 from continua.recipe import add_recipe_arguments, overrides_argv
+from continua.version import add_version_argument
 
 
 def run_command(args: argparse.Namespace) -> int:
     from continua.recipe import load_recipe
     from train.parallel import relaunch_with_torchrun, under_torchrun
 
+    from train.config import check_inputs
+
     recipe = load_recipe(args.recipe, args.overrides)
+    check_inputs(recipe)  # before torchrun starts N processes
     nproc = args.nproc or recipe.train.nproc
     if nproc > 1 and not under_torchrun():
         argv = ["run", str(args.recipe), *overrides_argv(args.overrides)]
@@ -29,6 +33,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="train", description="Continual pre-training on the shards of `mix build`.")
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "run", help="train the recipe's model on its shards (resumes from the latest checkpoint)",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from continua.schema import path_field
+from continua.schema import RecipeError, path_field
 
 __all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainConfig"]
 
@@ -15,7 +15,7 @@ __all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainC
 class ModelConfig:
     """A local Hugging Face model (`path`), or a fresh Llama of the given shape."""
 
-    path: Path | None = path_field(None, must_exist=True)
+    path: Path | None = path_field(None, must_exist=False)  # checked by `train run` (check_inputs)
     gguf_file: str | None = None
     hidden_size: int = 256
     intermediate_size: int = 688
@@ -117,7 +117,7 @@ class EvalConfig:
     max_batches: int = 8  # batches per validation set (fixed, the same at every evaluation)
     batch_size: int = 8
     # name -> local JSONL benchmark (MedQA/MMLU style or PubMedQA), scored zero-shot by log-likelihood
-    benchmarks: dict[str, Path] = field(default_factory=dict, metadata={"path": True, "must_exist": True})
+    benchmarks: dict[str, Path] = field(default_factory=dict, metadata={"path": True, "must_exist": False})
     mcq_max_items: int = 0  # items per benchmark (an evenly spread, fixed subset); 0 = all
 
     def validate(self) -> None:
@@ -148,7 +148,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end (and on SIGTERM)
     keep_checkpoints: int = 2
     # CPT starts with a fresh optimizer; name a checkpoint folder (checkpoints/step_N) to restore one instead
-    optimizer_from: Path | None = path_field(None, must_exist=True)
+    optimizer_from: Path | None = path_field(None, must_exist=False)  # checked by `train run`
     activation_checkpointing: bool = False
     compile: bool = False  # torch.compile each decoder block
     peak_flops: float = 0.0  # peak FLOP/s of one device for MFU; 0 = measure with a short matmul benchmark
@@ -165,3 +165,15 @@ class TrainConfig:
             raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
         if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.peak_flops < 0:
             raise ValueError("keep_checkpoints >= 1, checkpoint_every >= 0 and peak_flops >= 0")
+
+
+def check_inputs(recipe) -> None:
+    """The files only training reads ([model] path, [train] optimizer_from, [eval] benchmarks) must exist.
+    Checked when training starts, not when the recipe loads, so `curate`, `mix`, `train schedule` and
+    `train report` work before the model is on this machine."""
+    where = str(getattr(recipe, "path", None) or "<recipe>")
+    named = [("model.path", recipe.model.path), ("train.optimizer_from", recipe.train.optimizer_from)]
+    named += [(f"eval.benchmarks.{k}", v) for k, v in recipe.eval.benchmarks.items()]
+    for key, path in named:
+        if path is not None and not Path(path).exists():
+            raise RecipeError(f"{where}: key '{key}' names a path that does not exist: {path}")

@@ -166,7 +166,7 @@ def _curate(spec: RunSpec, done: set[str], say: Callable[[str], None]) -> None:
     r = spec.recipe
     for source in r.data.sources:
         say(f"curate score {source} -> {curate_dir(r) / source}")
-        stats = score_source(r, source, curate_dir(r), r.curate.tasks, min(r.curate.workers, r.curate.tasks))
+        stats = score_source(r, source, curate_dir(r), *r.curate.parallelism())
         if stats is None:
             raise RecipeError(f"{spec.recipe_path}: [curate] executor {r.curate.executor!r} only submits jobs; "
                               "run `continua compare` again once they finish (or use executor = \"local\")")
@@ -211,6 +211,9 @@ def _train(spec: RunSpec, say: Callable[[str], None]) -> None:
             say("train: the folder holds a run of other settings; starting it over")
             resume = False
     write_json(started, {"train_key": spec.train_key})
+    from train.config import check_inputs
+
+    check_inputs(spec.recipe)
     nproc = spec.recipe.train.nproc
     if nproc > 1:
         from train.parallel import relaunch_with_torchrun, under_torchrun
