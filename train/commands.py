@@ -17,18 +17,19 @@ def schedule_command(args: argparse.Namespace) -> int:
     from train.schedules import schedule_main
 
     recipe = load_recipe(args.recipe, args.overrides)
-    out = Path(args.out) if args.out else Path("lr.png")
+    out = Path(args.out) if args.out else recipe.out_dir / "lr_schedule.png"
     schedule_main(recipe, out, total_steps=args.steps)
     return 0
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from train.report import write_report
+    from train.report import print_report, write_report
 
     run_dirs = [Path(d) for d in args.run_dirs]
     out = Path(args.out) if args.out else (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
     path = write_report(run_dirs, out, x=args.x, log_x=args.log_x)
-    print(f"wrote {path}")
+    print_report(path)
+    print(f"wrote {path} and its plots in {path.parent}")
     return 0
 
 
@@ -51,7 +52,7 @@ def add_eval_commands(subparsers) -> None:
         description="Plot the [schedule] of RECIPE over [train] steps with [optim] lr as the peak, and print "
                     "the learning rate where each phase starts.")
     add_recipe_arguments(p, "schedule.name=wsd")
-    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: lr.png)")
+    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: OUT_DIR/lr_schedule.png, OUT_DIR = [run] out_dir)")
     p.add_argument("--steps", type=int, default=None,
                    help="total optimizer steps (default: [train] steps; needed when that is 0 = auto)")
     p.set_defaults(func=schedule_command)
