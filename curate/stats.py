@@ -70,12 +70,24 @@ def print_classifier_metrics(metrics: dict[str, Any]) -> None:
     t.add_row("train pos / neg", f"{metrics['train']['positive']:,} / {metrics['train']['negative']:,}")
     t.add_row("valid pos / neg", f"{metrics['valid']['positive']:,} / {metrics['valid']['negative']:,}")
     held = metrics.get("held_out")
+    q = None
     if held:
         for k in ("precision", "recall", "f1", "accuracy", "roc_auc"):
             t.add_row(k, f"{held[k]:.4f}")
+        q = held.get("score_quantiles")
+        if q:
+            for cls in ("positive", "negative"):
+                t.add_row(f"{cls} scores q10/q50/q90", " / ".join(f"{v:.3f}" for v in q[cls]))
     else:
         t.add_row("held out", "none (valid_fraction too small)")
+    t.add_row("epochs", str(metrics["params"]["epochs"]))
     _console().print(t)
+    _console().print("scores are fastText's P(positive label): rank by them (`curate select --top`, percentiles); "
+                     "read them as probabilities only when the held-out quantiles above are spread out")
+    if q and q["positive"][1] - q["negative"][1] < 0.1:
+        _console().print("[yellow]warning:[/yellow] held-out scores bunch together (medians "
+                         f"{q['positive'][1]:.3f} vs {q['negative'][1]:.3f}): an under-trained model; more --epochs "
+                         "or a higher --lr spread them")
 
 
 def score_columns(frame: pl.LazyFrame) -> list[str]:
