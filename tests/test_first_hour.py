@@ -163,3 +163,25 @@ def test_classifier_epochs_fit_the_data_so_scores_spread(tmp_path):
     assert q_auto["positive"][1] > 0.9 and q_auto["negative"][1] < 0.1
     assert auto["held_out"]["roc_auc"] >= short["held_out"]["roc_auc"]
     assert (tmp_path / "auto.bin").stat().st_size < 30 * 2**20
+
+
+def test_mix_plan_table_says_how_often_each_document_repeats(tmp_path):
+    from rich.console import Console
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from mix_fixtures import build_world, write_recipe
+
+    from mix.planner import make_plan
+    from mix.show import plan_table
+
+    world = build_world(tmp_path, n_domain=600, n_general=300)
+    r = load_recipe(write_recipe(tmp_path / "r.toml", world["sources"], world["tok"],
+                                 mix={"budget": "40%", "top": "10%", "score": "fasttext_q", "preset": "llama1"}))
+    plan = make_plan(r, log=lambda m: None).plan
+    d = plan["sources"]["domain"]
+    seen = d["target_tokens"] / d["selected"]["tokens"]
+    assert d["epochs"] == pytest.approx(4.0, rel=0.03) and seen == pytest.approx(0.82 * 4, rel=0.03)
+    console = Console(width=250, record=True)
+    console.print(plan_table(plan))
+    text = console.export_text()
+    assert "each doc seen" in text and f"{d['epochs']:.2f}" in text and f"{seen:.2f}x" in text
