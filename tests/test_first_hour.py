@@ -52,6 +52,16 @@ def test_only_training_needs_the_model_file(tmp_path):
     assert r.model.path == (tmp_path / "models" / "not-downloaded-yet").resolve()
     with pytest.raises(RecipeError, match=r"key 'model\.path' names a path that does not exist"):
         check_inputs(r)  # `train run` calls it before torchrun starts any process
+    model = tmp_path / "models" / "not-downloaded-yet"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    check_inputs(load_recipe(recipe, ["train.seq_len=512"]))
+    with pytest.raises(RecipeError, match=r"seq_len = 2048 exceeds the model's max_position_embeddings = 512"):
+        check_inputs(load_recipe(recipe, ["train.seq_len=2048"]))
+    fresh = load_recipe(recipe, ["train.seq_len=1024", "model.max_position_embeddings=256"])
+    fresh.model.path = None
+    with pytest.raises(RecipeError, match=r"\[model\] max_position_embeddings"):
+        check_inputs(fresh)
 
 
 def test_schedule_png_goes_under_the_run_out_dir(tmp_path, monkeypatch, capsys):
