@@ -138,7 +138,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise RecipeError(f"{args.recipe}: no [data.sources] to score")
     if (args.tasks or 0) < 0 or (args.workers or 0) < 0:
         raise RecipeError("--tasks and --workers must be at least 1")
-    tasks, workers = recipe.curate.parallelism(args.tasks, args.workers)
+    from curate.cores import parallelism
+
+    tasks, workers = parallelism(recipe.curate, args.tasks, args.workers)
     console = Console(stderr=True)
     if recipe.data.tokenizer is None:
         console.print("[yellow]warning:[/yellow] no [data] tokenizer in the recipe: n_tokens stays empty, "

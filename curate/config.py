@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from continua.schema import path_field
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity: a Slurm allocation or a container limit)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @dataclass
@@ -86,16 +77,9 @@ class CurateConfig:
     executor: Literal["local", "slurm", "ray"] = "local"
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     ray: RayOptions = field(default_factory=RayOptions)
-    tasks: int = 0  # datatrove tasks per source; 0 = auto: one per available core (local executor), else 1
+    tasks: int = 0  # datatrove tasks per source; 0 = auto (curate.cores): one per available core when local, else 1
     workers: int = 0  # tasks run at once; 0 = auto: min(tasks, available cores)
     out: Path | None = path_field(None, must_exist=False)  # default: <run.out_dir>/curate
-
-    def parallelism(self, tasks: int | None = None, workers: int | None = None) -> tuple[int, int]:
-        """(tasks, workers) to run: explicit values win over the recipe's; 0 = auto (see the keys)."""
-        cores = available_cores()
-        t = tasks or self.tasks or (cores if self.executor == "local" else 1)
-        w = workers or self.workers or cores
-        return t, min(w, t)
 
     def validate(self) -> None:
         if self.tasks < 0 or self.workers < 0:

@@ -29,22 +29,22 @@ def test_version_on_every_command(module, capsys):
 
 
 def test_curate_tasks_and_workers_default_to_available_cores(tmp_path, monkeypatch):
-    import curate.config as cc
+    import curate.cores as cc
 
     monkeypatch.setattr(cc, "available_cores", lambda: 6)
     recipe = tmp_path / "r.toml"
     recipe.write_text("[run]\nout_dir = \"out\"\n")
     cur = load_recipe(recipe).curate
-    assert (cur.tasks, cur.workers) == (0, 0) and cur.parallelism() == (6, 6)
-    assert cur.parallelism(tasks=2) == (2, 2) and cur.parallelism(tasks=12, workers=3) == (12, 3)
+    assert (cur.tasks, cur.workers) == (0, 0) and cc.parallelism(cur) == (6, 6)
+    assert cc.parallelism(cur, tasks=2) == (2, 2) and cc.parallelism(cur, tasks=12, workers=3) == (12, 3)
     cur.executor = "slurm"
-    assert cur.parallelism() == (1, 1)  # a cluster job's size is the user's choice, not the login node's
+    assert cc.parallelism(cur) == (1, 1)  # a cluster job's size is the user's choice, not the login node's
     with pytest.raises(RecipeError, match="tasks and workers"):
         load_recipe(recipe, ["curate.tasks=-1"])
 
 
 def test_only_training_needs_the_model_file(tmp_path):
-    from train.config import check_inputs
+    from train.preflight import check_inputs
 
     recipe = tmp_path / "r.toml"
     recipe.write_text('[run]\nout_dir = "out"\n[model]\npath = "models/not-downloaded-yet"\n')

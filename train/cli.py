@@ -13,7 +13,7 @@ def run_command(args: argparse.Namespace) -> int:
     from continua.recipe import load_recipe
     from train.parallel import relaunch_with_torchrun, under_torchrun
 
-    from train.config import check_inputs
+    from train.preflight import check_inputs
 
     recipe = load_recipe(args.recipe, args.overrides)
     check_inputs(recipe)  # before torchrun starts N processes

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from continua.schema import RecipeError, path_field
+from continua.schema import path_field
 
 __all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainConfig"]
 
@@ -15,7 +15,7 @@ __all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainC
 class ModelConfig:
     """A local Hugging Face model (`path`), or a fresh Llama of the given shape."""
 
-    path: Path | None = path_field(None, must_exist=False)  # checked by `train run` (check_inputs)
+    path: Path | None = path_field(None, must_exist=False)  # checked by `train run` (train.preflight)
     gguf_file: str | None = None
     hidden_size: int = 256
     intermediate_size: int = 688
@@ -165,25 +165,3 @@ class TrainConfig:
             raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
         if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.peak_flops < 0:
             raise ValueError("keep_checkpoints >= 1, checkpoint_every >= 0 and peak_flops >= 0")
-
-
-def check_inputs(recipe) -> None:
-    """The files only training reads ([model] path, [train] optimizer_from, [eval] benchmarks) must exist,
-    and seq_len must fit the model's positions. Checked when training starts, not when the recipe
-    loads, so `curate`, `mix`, `train schedule` and `train report` work before the model is here."""
-    where = str(getattr(recipe, "path", None) or "<recipe>")
-    named = [("model.path", recipe.model.path), ("train.optimizer_from", recipe.train.optimizer_from)]
-    named += [(f"eval.benchmarks.{k}", v) for k, v in recipe.eval.benchmarks.items()]
-    for key, path in named:
-        if path is not None and not Path(path).exists():
-            raise RecipeError(f"{where}: key '{key}' names a path that does not exist: {path}")
-    positions, source = recipe.model.max_position_embeddings, "[model] max_position_embeddings"
-    config = Path(recipe.model.path) / "config.json" if recipe.model.path is not None else None
-    if config is not None and config.is_file():
-        import json
-
-        positions = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
-        source = f"{config}"
-    if isinstance(positions, int) and recipe.train.seq_len > positions:
-        raise RecipeError(f"{where}: [train] seq_len = {recipe.train.seq_len} exceeds the model's "
-                          f"max_position_embeddings = {positions} ({source}); lower seq_len to at most {positions}")
