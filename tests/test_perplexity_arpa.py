@@ -102,3 +102,20 @@ def test_export_arpa_cli(corpus, tmp_path, capsys):
     np.testing.assert_allclose(read_arpa(tmp_path / "m.arpa").perplexity(held), model.perplexity(held), rtol=1e-6)
     assert ref_main(["export-arpa", str(tmp_path / "missing.npz"), str(tmp_path / "x.arpa")]) == 2
     assert "missing.npz" in capsys.readouterr().err
+
+
+def test_recipe_names_an_arpa_reference(corpus, tmp_path):
+    from datatrove.data import Document
+
+    from curate.config import CurateConfig
+    from curate.perplexity import perplexity_steps
+
+    texts, held = corpus
+    model = train_ngram(texts, order=3)
+    write_arpa(model, tmp_path / "med.arpa")
+    (step,) = perplexity_steps(CurateConfig(ngram_references={"med": tmp_path / "med.arpa"}))
+    docs = [Document(text=t, id=str(i)) for i, t in enumerate(held)]
+    out = [d.metadata["ppl_ngram_med"] for d in step.run(iter(docs))]
+    np.testing.assert_allclose(out, model.perplexity(held), rtol=1e-5)
+    with pytest.raises(FileNotFoundError, match=r"ngram_references.x: model file .*missing.binary does not exist"):
+        perplexity_steps(CurateConfig(ngram_references={"x": tmp_path / "missing.binary"}))
