@@ -22,6 +22,7 @@ Score documents for quality, then select by score. Subcommands:
                     target, after removing marked duplicates; writes curate/SOURCE/selection.parquet
   stats             per-source counts, tokens, rejects, selection and score histograms (stats.md, PNG)
   train-reference   fit a reference n-gram LM for perplexity scoring ([curate] ngram_references)
+  export-arpa       write such a model as an ARPA file (KenLM, SRILM; same perplexities)
 """
 
 
