@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import random
 import shutil
 import subprocess
@@ -119,3 +120,47 @@ def test_recipe_names_an_arpa_reference(corpus, tmp_path):
     np.testing.assert_allclose(out, model.perplexity(held), rtol=1e-5)
     with pytest.raises(FileNotFoundError, match=r"ngram_references.x: model file .*missing.binary does not exist"):
         perplexity_steps(CurateConfig(ngram_references={"x": tmp_path / "missing.binary"}))
+
+
+FOREIGN = """\\data\\
+ngram 1=6
+ngram 2=5
+ngram 3=2
+
+\\1-grams:
+-1.2\t<unk>
+-99\t<s>\t-0.30
+-0.9\t</s>
+-0.7\tthe\t-0.25
+-0.8\tcell\t-0.20
+-1.0\tdose\t-0.15
+
+\\2-grams:
+-0.4\t<s> the\t-0.1
+-0.3\tthe cell\t-0.05
+-0.6\tcell dose
+-0.5\tdose </s>
+-0.35\tcell </s>
+
+\\3-grams:
+-0.2\t<s> the cell
+-0.25\tthe cell dose
+
+\\end\\
+"""
+
+
+@needs_kenlm
+def test_a_kenlm_style_arpa_reads_the_same_in_both_engines(tmp_path):
+    """An ARPA as lmplz writes it (one <s>, back-off weights, unseen words): continua's reader = KenLM."""
+    path = tmp_path / "foreign.arpa"
+    path.write_text(FOREIGN)
+    texts = ["the cell dose", "The cell", "dose dose the", "zebra cell dose", "", "cell the cell dose"]
+    ours = read_arpa(path)
+    km = KenlmModel(path)
+    theirs = np.concatenate([km.logprobs(t) for t in texts])
+    mine, _ = ours.logprobs(ours.encoder.encode(texts))
+    np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+    # by hand: p(the | <s>) = 10^-0.4; p(cell | <s> the) = 10^-0.2; p(dose | the cell) = 10^-0.25;
+    # p(</s> | cell dose) = back-off(cell dose) = 1, then p(</s> | dose) = 10^-0.5
+    np.testing.assert_allclose(mine[:4] / math.log(10), [-0.4, -0.2, -0.25, -0.5], atol=1e-6)
