@@ -88,9 +88,12 @@ def test_lm_eval_command_agrees_with_train_mcq_per_item(tmp_path, capsys):
     bench = benchmarks(tmp_path)
     (run_dir / "recipe.toml").write_text(f'[run]\nout_dir = "{tmp_path}"\n\n[eval]\nbenchmarks = '
                                          f'{{medqa = "{tmp_path / "medqa.jsonl"}", pubmedqa = "{tmp_path / "pubmedqa.jsonl"}"}}\n')
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "step": 9, "metrics": {
+        "loss/x": 2.0, "acc/medqa": 0.5, "acc_norm/medqa": 0.25}}) + "\n")
     assert main(["lm-eval", str(run_dir), "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
-    assert "BOS on" in out and "medqa" in out and "pubmedqa" in out
+    assert "BOS on" in out and "pubmedqa" in out
+    assert [line for line in out.splitlines() if line.strip().startswith("medqa")][0].endswith("0.5000 / 0.2500")
     results = json.loads((run_dir / "lm_eval" / "results.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(str(export), dtype=torch.float32).eval()
     tok = load_tokenizer(export)

@@ -160,12 +160,26 @@ def lm_eval_command(run_dir: Path, device: str, batch_size: int, dtype: str) -> 
     write_json(out / "results.json", {"export": str(export_dir.resolve()), "bos": add_bos, "dtype": dtype,
                                       "lm_eval_version": results.get("config", {}).get("lm_eval_version")
                                       or _version(), "benchmarks": table})
+    loop = last_loop_scores(run_dir)
     print(f"lm-evaluation-harness on {export_dir} (BOS {'on' if add_bos else 'off'}, {dtype}, zero-shot):")
-    print(f"  {'benchmark':20s} {'acc':>7s} {'acc_norm':>9s} {'items':>6s}")
+    print(f"  {'benchmark':20s} {'acc':>7s} {'acc_norm':>9s} {'items':>6s}   in-loop acc / acc_norm (train.mcq)")
     for name, r in table.items():
-        print(f"  {name:20s} {r['acc']:7.4f} {r['acc_norm']:9.4f} {r['count']:6d}")
+        ours = loop.get(name)
+        also = f"{ours[0]:.4f} / {ours[1]:.4f}" if ours else "-"
+        print(f"  {name:20s} {r['acc']:7.4f} {r['acc_norm']:9.4f} {r['count']:6d}   {also}")
     print(f"wrote {out / 'results.json'}, per-item log-likelihoods in {out}/items_*.jsonl, tasks in {out / 'tasks'}")
     return 0
+
+
+def last_loop_scores(run_dir: Path) -> dict[str, tuple[float, float]]:
+    """benchmark -> (acc, acc_norm) of the run's last in-loop evaluation (metrics.jsonl), when it scored any."""
+    from train.gap import read_metrics
+
+    metrics = run_dir / "metrics.jsonl"
+    evals = [r for r in read_metrics(metrics) if r.get("kind") == "eval"] if metrics.is_file() else []
+    last = evals[-1]["metrics"] if evals else {}
+    return {k.split("/", 1)[1]: (v, last.get("acc_norm/" + k.split("/", 1)[1], float("nan")))
+            for k, v in last.items() if k.startswith("acc/")}
 
 
 def _version() -> str | None:
