@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from continua.documents import InputError
@@ -149,8 +150,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     results = {}
     for source in sources:
         console.print(f"[bold]curate score[/bold] {source}: {tasks} task(s), {workers} worker(s) -> {cdir / source}")
+        t0 = time.perf_counter()
         results[source] = score_source(recipe, source, cdir, tasks, workers, restart=args.restart,
                                        verbose=args.verbose)
+        if results[source] is not None:
+            r = results[source]
+            console.print(f"  {source}: {r['scored']:,} scored, {r['rejected']:,} rejected in "
+                          f"{time.perf_counter() - t0:.1f} s (logs: {cdir / source / 'logs'})")
     done = {k: v for k, v in results.items() if v is not None}
     if done:
         print_source_stats(done, cdir)

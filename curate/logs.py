@@ -3,7 +3,8 @@
 datatrove's loguru logger prints every task's pipeline, progress and stats to stderr (hundreds of
 lines a source). `QuietLocalExecutor` keeps them out of the terminal unless `verbose` (`curate score
 -v`): tasks still log in full to SOURCE/logs/logs/task_NNNNN.log and their stats to SOURCE/logs/stats,
-warnings and errors still reach the terminal, and `curate score` prints one summary table per run.
+errors still reach the terminal (a task's warnings are in its log file), and `curate score` prints one
+summary table per run.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def console_warnings_only() -> Iterator[None]:
 
 
 class QuietLocalExecutor(LocalPipelineExecutor):
-    """datatrove's LocalPipelineExecutor; without `verbose` its console shows warnings and errors only."""
+    """datatrove's LocalPipelineExecutor; without `verbose` its console shows errors only."""
 
     def __init__(self, *args, verbose: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -48,6 +49,14 @@ class QuietLocalExecutor(LocalPipelineExecutor):
         # datatrove prints INFO to the console for local_rank 0 only (its other workers log errors
         # there); local_rank serves nothing but that choice, so every task is made a quiet one
         return super()._run_for_rank(rank, local_rank if self.verbose else local_rank + 1, node_rank)
+
+    def _launch_run_for_rank(self, rank: int, ranks_q, completed=None, completed_lock=None):
+        # runs in the worker process: its "N/M tasks completed" lines go through the logger that
+        # datatrove resets after each task, so that reset is made quiet there too
+        if self.verbose:
+            return super()._launch_run_for_rank(rank, ranks_q, completed, completed_lock)
+        with console_warnings_only():
+            return super()._launch_run_for_rank(rank, ranks_q, completed, completed_lock)
 
     def run(self):
         if self.verbose:

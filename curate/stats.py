@@ -35,7 +35,7 @@ def heuristic_pass_rates(frame: pl.LazyFrame) -> dict[str, dict[str, Any]]:
     return out
 
 
-def format_pass_rates(rates: dict[str, dict[str, Any]]) -> str:
+def format_pass_rates(rates: dict[str, dict[str, Any]], sep: str = "; ") -> str:
     """`gopher_quality 73.0% (fails most on gopher_short_doc: 12.0%)`, one group after another."""
     parts = []
     for g, r in rates.items():
@@ -43,7 +43,7 @@ def format_pass_rates(rates: dict[str, dict[str, Any]]) -> str:
         if r["top_failure"]:
             text += f" (most fail {r['top_failure']['reason']}: {100 * r['top_failure']['share']:.1f}%)"
         parts.append(text)
-    return "; ".join(parts) or "-"
+    return sep.join(parts) or "-"
 
 
 def print_source_stats(stats: dict[str, dict[str, Any]], curate_dir: Path | None = None) -> None:
@@ -56,7 +56,7 @@ def print_source_stats(stats: dict[str, dict[str, Any]], curate_dir: Path | None
         reasons = ", ".join(f"{k}: {v}" for k, v in s["rejected_by_reason"].items()) or "-"
         rates = "-"
         if curate_dir is not None and score_files(curate_dir, source):
-            rates = format_pass_rates(heuristic_pass_rates(scan_scores(curate_dir, source)))
+            rates = format_pass_rates(heuristic_pass_rates(scan_scores(curate_dir, source)), sep="\n")
         t.add_row(source, f"{s['documents_in']:,}", f"{s['scored']:,}", f"{s['rejected']:,}", reasons, rates)
     _console().print(t)
     if curate_dir is not None:
@@ -167,7 +167,7 @@ def run_stats(curate_dir: Path, sources: list[str]) -> dict[str, Any]:
                         f"{(r['tokens'] or 0):,} tok" for r in v.get("selection", [])) or "-"
         row = [s, f"{v['documents']:,}", f"{(v['tokens'] or 0):,}", f"{v['rejected'] if v['rejected'] is not None else '-'}",
                rej, format_pass_rates(v["heuristics"]), sel]
-        t.add_row(*row)
+        t.add_row(*row[:5], format_pass_rates(v["heuristics"], sep="\n"), row[6])
         md.append("| " + " | ".join(row) + " |")
     missing = [s for s in sources if s not in scored]
     if missing:

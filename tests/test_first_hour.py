@@ -142,12 +142,18 @@ def _quiet_pipeline(tmp_path: Path, verbose: bool):
     return QuietLocalExecutor([Echo()], tasks=2, workers=1, logging_dir=str(tmp_path / "logs"), verbose=verbose)
 
 
-def test_datatrove_console_is_quiet_unless_verbose(tmp_path, capfd):
-    _quiet_pipeline(tmp_path / "q", verbose=False).run()
+@pytest.mark.parametrize("workers", [1, 2])
+def test_datatrove_console_is_quiet_unless_verbose(tmp_path, capfd, workers):
+    ex = _quiet_pipeline(tmp_path / "q", verbose=False)
+    ex.workers = workers
+    ex.run()
     err = capfd.readouterr().err
     assert "says hello" not in err and "Launching pipeline" not in err and "Stats" not in err
+    assert "tasks completed" not in err
     logs = (tmp_path / "q" / "logs" / "logs" / "task_00001.log").read_text()
     assert "echo task 1 says hello" in logs  # the full log is in the file
+    if workers > 1:
+        return
     _quiet_pipeline(tmp_path / "v", verbose=True).run()
     assert "echo task 0 says hello" in capfd.readouterr().err
 
