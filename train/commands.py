@@ -39,7 +39,12 @@ def lm_eval_command(args: argparse.Namespace) -> int:
     from train.harness import HarnessError, lm_eval_command as run
 
     try:
-        return run(Path(args.run_dir), args.device, args.batch_size, args.dtype)
+        device = args.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return run(Path(args.run_dir), device, args.batch_size, args.dtype)
     except HarnessError as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 1
@@ -77,7 +82,8 @@ def add_eval_commands(subparsers) -> None:
                     "options, subset and BOS policy as the in-loop scores, and write RUN_DIR/lm_eval/results.json. "
                     "Needs pip install 'continua[lm-eval]'.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished `train run` output folder")
-    p.add_argument("--device", default="cpu", help="torch device for the harness (default cpu; e.g. cuda:0)")
+    p.add_argument("--device", default="auto", help="torch device for the harness (default auto: cuda when "
+                   "torch sees a GPU, else cpu; or e.g. cuda:1)")
     p.add_argument("--batch-size", type=int, default=8, help="harness batch size (default 8)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="weights dtype for the harness (default float32, as train.mcq on CPU)")
