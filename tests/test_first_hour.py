@@ -8,7 +8,6 @@ import random
 import sys
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 
