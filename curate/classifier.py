@@ -26,19 +26,39 @@ POS_LABEL = "hq"
 NEG_LABEL = "lq"
 
 
+MIN_EXAMPLES_SEEN = 30_000  # auto epochs: fewer updates leave every P(hq) near 0.5 (see `auto_epochs`)
+
+
 @dataclass
 class TrainParams:
-    """fastText supervised hyper-parameters (defaults after DCLM's fastText quality filter)."""
+    """fastText supervised hyper-parameters: DCLM's (lr 0.1, word bigrams), with a model size a user can
+    ship and epochs sized to the data.
 
-    epochs: int = 5
+    Measured on 3,000 medical vs 3,000 enwiki documents (held-out AUC): bucket 2M x dim 100 = 820 MB,
+    0.9930; bucket 200k x dim 32 = 44 MB, 0.9937; so the smaller one is the default.
+    """
+
+    epochs: int = 0  # 0 = auto_epochs(training examples)
     lr: float = 0.1
     word_ngrams: int = 2
-    dim: int = 100
-    bucket: int = 2_000_000  # hashed word n-gram rows: the model holds bucket x dim floats (2M x 100 = 800 MB)
+    dim: int = 32
+    bucket: int = 200_000  # hashed word n-gram rows: the model holds bucket x dim floats (200k x 32 = 25 MB)
     min_count: int = 1
     valid_fraction: float = 0.1
     seed: int = 0
     threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+
+
+def auto_epochs(n_train: int) -> int:
+    """Epochs so that training sees >= MIN_EXAMPLES_SEEN examples (5 to 100).
+
+    fastText's learning rate decays to zero over the run, so a small training set with DCLM's 5 epochs
+    (tuned for hundreds of thousands of documents) stops after a few thousand updates: the model ranks
+    well but every probability stays near 0.5. Measured, 270 medical + 270 enwiki training documents:
+    5 epochs put every held-out score in [0.500, 0.500] (AUC 0.953); 56 epochs spread them over
+    [0.000, 1.000] (q10-q90 0.007-0.996, AUC 0.993).
+    """
+    return int(min(100, max(5, -(-MIN_EXAMPLES_SEEN // max(n_train, 1)))))
 
 
 def read_texts(paths: Iterable[str | Path], text_field: str = "text", limit: int | None = None) -> list[str]:
@@ -118,6 +138,8 @@ def train_classifier(pos: list[str], neg: list[str], out: Path, params: TrainPar
             [f"__label__{NEG_LABEL} {prepare(t)}" for t in neg_train]
     order = rng.permutation(len(lines))
     out = Path(out)
+    if params.epochs <= 0:
+        params = TrainParams(**{**asdict(params), "epochs": auto_epochs(len(lines))})
     with tempfile.TemporaryDirectory(prefix="curate-ft-") as tmp:
         train_file = Path(tmp) / "train.txt"
         with open(train_file, "w", encoding="utf-8") as f:
@@ -137,6 +159,9 @@ def train_classifier(pos: list[str], neg: list[str], out: Path, params: TrainPar
         scores = np.array(positive_probabilities(model, pos_valid + neg_valid, f"__label__{POS_LABEL}"))
         labels = np.array([True] * len(pos_valid) + [False] * len(neg_valid))
         metrics["held_out"] = binary_metrics(labels, scores)
+        metrics["held_out"]["score_quantiles"] = {  # what the scores look like: 10th, 50th, 90th percentile
+            "positive": [round(float(q), 4) for q in np.quantile(scores[labels], [0.1, 0.5, 0.9])],
+            "negative": [round(float(q), 4) for q in np.quantile(scores[~labels], [0.1, 0.5, 0.9])]}
     else:
         metrics["held_out"] = None
     write_json(metrics_path(out), metrics)

@@ -52,7 +52,11 @@ class CurateConfig:
     # datatrove heuristic signal groups to add as columns
     heuristics: list[Literal["gopher_quality", "gopher_repetition", "c4", "fineweb"]] = field(
         default_factory=lambda: ["gopher_quality", "gopher_repetition"])
-    # reference n-gram perplexity (Guo et al.): name -> model from `curate train-reference`;
+    # word splitter of the heuristics: "regex" (built in, fast) or "spacy" (datatrove's spaCy
+    # tokenizer, spacy.blank("en"): pip install 'continua[spacy]', no model download)
+    word_tokenizer: Literal["regex", "spacy"] = "regex"
+    # reference n-gram perplexity (Guo et al.): name -> model from `curate train-reference`, or a
+    # KenLM .arpa / .binary file (texts split by the built-in word tokenizer);
     # column ppl_ngram_<name>, lower = closer to the reference corpus
     ngram_references: dict[str, Path] = field(default_factory=dict, metadata={"path": True, "must_exist": False})
     # causal-LM perplexity (Ankner et al.): name -> local Hugging Face model folder; column ppl_lm_<name>
@@ -74,11 +78,11 @@ class CurateConfig:
     executor: Literal["local", "slurm", "ray"] = "local"
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     ray: RayOptions = field(default_factory=RayOptions)
-    tasks: int = 1
-    workers: int = 1
+    tasks: int = 0  # datatrove tasks per source; 0 = auto (curate.cores): one per available core when local, else 1
+    workers: int = 0  # tasks run at once; 0 = auto: min(tasks, available cores)
     out: Path | None = path_field(None, must_exist=False)  # default: <run.out_dir>/curate
 
     def validate(self) -> None:
-        at_least("tasks", self.tasks, 1)
-        at_least("workers", self.workers, 1)
+        at_least("tasks", self.tasks, 0, " (0 = one per available core)")
+        at_least("workers", self.workers, 0, " (0 = one per available core)")
         at_least("batch_size", self.batch_size, 1)

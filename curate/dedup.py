@@ -48,10 +48,11 @@ def _read_pairs(path: Path) -> np.ndarray:
 
 def run_minhash(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int) -> Path:
     """The three datatrove MinHash stages with completion markers; returns the clusters folder."""
-    from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
                                                   MinhashDedupSignature)
     from datatrove.utils.hashing import HashConfig
+
+    from curate.logs import QuietLocalExecutor  # full logs in the logs folders, not the terminal
 
     opts = recipe.curate.minhash
     # sha1 shingle hashes: datatrove's default xxhash path passes str, which xxhash>=4 rejects
@@ -63,14 +64,14 @@ def run_minhash(recipe: Recipe, source: str, curate_dir: Path, tasks: int, worke
         f"minhash_{opts.n_grams}ng_{opts.num_buckets}b_{opts.hashes_per_bucket}h_seed{opts.seed}")
     sigs, buckets, clusters = folder / "signatures", folder / "buckets", folder / "clusters"
     reader = SourceReader(source, recipe.data.sources[source], source_dir(curate_dir, source), record_rejects=False)
-    stage1 = LocalPipelineExecutor(
+    stage1 = QuietLocalExecutor(
         [reader, MinhashDedupSignature(output_folder=str(sigs), config=config, language=RegexWordTokenizer())],
         tasks=tasks, workers=workers, logging_dir=str(folder / "logs" / "signatures"))
-    stage2 = LocalPipelineExecutor(
+    stage2 = QuietLocalExecutor(
         [MinhashDedupBuckets(input_folder=str(sigs), output_folder=str(buckets), config=config)],
         tasks=config.num_buckets, workers=min(workers, config.num_buckets),
         logging_dir=str(folder / "logs" / "buckets"), depends=stage1)
-    stage3 = LocalPipelineExecutor(
+    stage3 = QuietLocalExecutor(
         [MinhashDedupCluster(input_folder=str(buckets), output_folder=str(clusters), config=config,
                              save_cluster_id=True)],
         tasks=1, logging_dir=str(folder / "logs" / "clusters"), depends=stage2)

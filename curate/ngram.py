@@ -341,11 +341,27 @@ def _discounts(c: np.ndarray) -> tuple[float, float, float]:
     return d
 
 
+def _pruned_closure(types: list[_Types], adj: list[np.ndarray], prune: int) -> list[np.ndarray | None]:
+    """Per order, which n-grams survive `prune` (None: all). An n-gram of order >= 3 survives when its
+    adjusted count reaches `prune` or when it is the suffix or the context of a survivor one order up
+    (as KenLM's lmplz keeps them): the kept set stays closed, so the model is exact in ARPA form."""
+    n = len(types)
+    keep: list[np.ndarray | None] = [None] * n
+    if prune <= 1:
+        return keep
+    needed = np.empty(0, dtype=np.uint64)
+    for k in range(n - 1, 1, -1):
+        kept = (adj[k] >= prune) | np.isin(types[k].key, needed)
+        keep[k] = kept
+        needed = np.concatenate([types[k].suffix[kept], types[k].ctx[kept]])
+    return keep
+
+
 def _estimate(types: list[_Types], prune: int = 1) -> tuple[list, list, list, list, list]:
     """Adjusted counts per order, then a(hw) and gamma(h) per order.
 
-    `prune` > 1 drops n-grams of order >= 3 whose adjusted count is below it (most are seen once)
-    and adds their a(hw) to gamma(h): each distribution stays normalized, the pruned words are
+    `prune` > 1 drops n-grams of order >= 3 whose adjusted count is below it (most are seen once;
+    suffixes and contexts of kept ones stay, see `_pruned_closure`) and adds their a(hw) to gamma(h): each distribution stays normalized, the pruned words are
     predicted by backing off, and contexts left with nothing are dropped (gamma = 1 when missing).
     """
     n = len(types)
@@ -360,6 +376,7 @@ def _estimate(types: list[_Types], prune: int = 1) -> tuple[list, list, list, li
         if len(sfx) != len(lower.key) or not np.array_equal(sfx, lower.key):
             raise NgramError("n-gram tables are inconsistent (a 64-bit hash collision); retrain with another order")
         adj[k - 1] = sums
+    keep = _pruned_closure(types, adj, prune)
     keys, probs, ctxs, gammas, discounts = [], [], [], [], []
     for k in range(n):
         c = adj[k]
@@ -371,8 +388,8 @@ def _estimate(types: list[_Types], prune: int = 1) -> tuple[list, list, list, li
         a = (c - disc) / total[inv]
         gamma = mass / total
         key = types[k].key
-        if prune > 1 and k >= 2:
-            drop = c < prune
+        if keep[k] is not None:
+            drop = ~keep[k]
             gamma = gamma + np.bincount(inv[drop], weights=a[drop], minlength=len(cx))
             alive = np.bincount(inv[~drop], minlength=len(cx)) > 0
             key, a, cx, gamma = key[~drop], a[~drop], cx[alive], gamma[alive]

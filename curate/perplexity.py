@@ -17,7 +17,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from curate.config import CurateConfig
 from curate.lm_perplexity import LMScorer
-from curate.ngram import NgramModel
+from curate.kenlm_query import Reference, load_reference
 
 
 class _PerplexityStep(PipelineStep):
@@ -70,8 +70,8 @@ class NgramPerplexityStep(_PerplexityStep):
         self.model_path = Path(model_path)
 
     @cached_property
-    def model(self) -> NgramModel:
-        return NgramModel.load(self.model_path)
+    def model(self) -> Reference:
+        return load_reference(self.model_path)
 
     def score(self, texts: list[str]) -> np.ndarray:
         return self.model.perplexity(texts)
@@ -110,7 +110,7 @@ def perplexity_steps(cfg: CurateConfig) -> list[PipelineStep]:
         _check_name("ngram_references", name)
         if not Path(path).is_file():
             raise FileNotFoundError(f"[curate] ngram_references.{name}: model file {path} does not exist "
-                                    "(train it with `curate train-reference`)")
+                                    "(train it with `curate train-reference`, or name a KenLM .arpa / .binary file)")
         steps.append(NgramPerplexityStep(name, path))
     for name, path in cfg.lm_scorers.items():
         _check_name("lm_scorers", name)

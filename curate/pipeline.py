@@ -66,21 +66,21 @@ def build_steps(recipe: Recipe, source: str, folder: Path, show_progress: bool =
         steps.append(scorer)
     steps.extend(perplexity_steps(recipe))
     for group in cur.heuristics:
-        steps.append(HeuristicSignals(group))
+        steps.append(HeuristicSignals(group, cur.word_tokenizer))
     steps.append(ScoreWriter(folder, show_progress=show_progress))
     return steps
 
 
 def build_executor(recipe: Recipe, steps: list[PipelineStep], logging_dir: Path, tasks: int, workers: int,
-                   job_name: str | None = None) -> PipelineExecutor:
+                   job_name: str | None = None, verbose: bool = False) -> PipelineExecutor:
     """datatrove executor named by [curate] executor, with [curate.slurm] / [curate.ray] options."""
     cur = recipe.curate
     if cur.executor == "local":
-        from datatrove.executor import LocalPipelineExecutor
+        from curate.logs import QuietLocalExecutor  # datatrove's, its console output cut unless verbose
 
         # never "fork": polars' and tokenizers' thread pools in this process deadlock forked children
-        return LocalPipelineExecutor(pipeline=steps, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
-                                     start_method="forkserver")
+        return QuietLocalExecutor(pipeline=steps, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
+                                  start_method="forkserver", verbose=verbose)
     if cur.executor == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
@@ -183,7 +183,7 @@ def collect_stats(folder: Path, source: str, tasks: int) -> dict[str, Any]:
 
 
 def score_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int,
-                 restart: bool = False, show_progress: bool = True) -> dict[str, Any] | None:
+                 restart: bool = False, show_progress: bool = True, verbose: bool = False) -> dict[str, Any] | None:
     """Score one source; returns its stats (None when a cluster executor only submitted the jobs)."""
     if source not in recipe.data.sources:
         raise RecipeError(f"no source '{source}' in [data.sources] (known: {', '.join(recipe.data.sources)})")
@@ -192,7 +192,8 @@ def score_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, work
     steps = build_steps(recipe, source, folder, show_progress=show_progress)
     prepare_folder(folder, fingerprint(recipe, source, tasks), restart)
     inputs = start_scoring(folder, [p for p, _, _ in expand_inputs(recipe.data.sources[source])])
-    executor = build_executor(recipe, steps, folder / "logs", tasks, workers, job_name=f"curate-{source}")
+    executor = build_executor(recipe, steps, folder / "logs", tasks, workers, job_name=f"curate-{source}",
+                              verbose=verbose)
     executor.run()
     if recipe.curate.executor != "local":
         return None

@@ -69,7 +69,27 @@ def run_train_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export_arpa(args: argparse.Namespace) -> int:
+    from curate.arpa import write_arpa
+    from curate.ngram import NgramModel
+
+    try:
+        counts = write_arpa(NgramModel.load(args.model), args.out)
+    except (NgramError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: " + ", ".join(f"{c:,} {k}-grams" for k, c in counts.items()))
+    return 0
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    e = subparsers.add_parser(
+        "export-arpa", help="write a reference model from `curate train-reference` as an ARPA file (KenLM, SRILM)",
+        description="Write the model as ARPA: KenLM's build_binary turns it into a .binary, and "
+                    "`[curate] ngram_references` accepts .arpa and .binary files (same perplexities).")
+    e.add_argument("model", type=Path, help="model file from `curate train-reference` (.npz)")
+    e.add_argument("out", type=Path, help="ARPA file to write")
+    e.set_defaults(func=run_export_arpa)
     p = subparsers.add_parser(
         "train-reference", help="fit a reference n-gram LM for perplexity scoring (Guo et al. / CCNet)",
         description="Fit an interpolated modified Kneser-Ney n-gram model on high-quality reference text. "

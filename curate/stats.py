@@ -17,15 +17,50 @@ def _console() -> Console:
     return Console()
 
 
-def print_source_stats(stats: dict[str, dict[str, Any]]) -> None:
-    """Table of documents_in / scored / rejected (by reason) per source after `curate score`."""
+def heuristic_pass_rates(frame: pl.LazyFrame) -> dict[str, dict[str, Any]]:
+    """Per heuristic group: share of documents passing, and the most common failure reason with its share."""
+    schema = frame.collect_schema()
+    groups = [c[len("heur_"):-len("_pass")] for c in schema if c.startswith("heur_") and c.endswith("_pass")]
+    out: dict[str, dict[str, Any]] = {}
+    for g in groups:
+        col, reason = f"heur_{g}_pass", f"heur_{g}_reason"
+        row = frame.select(pl.col(col).mean().alias("rate"), pl.len().alias("n")).collect().row(0, named=True)
+        top = None
+        if reason in schema:
+            fails = (frame.filter(~pl.col(col)).group_by(reason).agg(pl.len().alias("n"))
+                     .sort("n", descending=True).head(1).collect())
+            if fails.height:
+                top = {"reason": fails[reason][0], "share": fails["n"][0] / max(row["n"], 1)}
+        out[g] = {"pass": row["rate"], "top_failure": top}
+    return out
+
+
+def format_pass_rates(rates: dict[str, dict[str, Any]], sep: str = "; ") -> str:
+    """`gopher_quality 73.0% (fails most on gopher_short_doc: 12.0%)`, one group after another."""
+    parts = []
+    for g, r in rates.items():
+        text = f"{g} {100 * (r['pass'] or 0):.1f}%"
+        if r["top_failure"]:
+            text += f" (most fail {r['top_failure']['reason']}: {100 * r['top_failure']['share']:.1f}%)"
+        parts.append(text)
+    return sep.join(parts) or "-"
+
+
+def print_source_stats(stats: dict[str, dict[str, Any]], curate_dir: Path | None = None) -> None:
+    """One summary per source after `curate score`: documents_in / scored / rejected (by reason) and the
+    heuristics' pass rates; datatrove's full logs are in curate/SOURCE/logs/ (or on screen with -v)."""
     t = Table(title="curate score")
-    for col in ("source", "documents_in", "scored", "rejected", "rejects by reason"):
-        t.add_column(col, justify="right" if col not in ("source", "rejects by reason") else "left")
+    for col in ("source", "documents_in", "scored", "rejected", "rejects by reason", "heuristics pass"):
+        t.add_column(col, justify="right" if col in ("documents_in", "scored", "rejected") else "left")
     for source, s in stats.items():
         reasons = ", ".join(f"{k}: {v}" for k, v in s["rejected_by_reason"].items()) or "-"
-        t.add_row(source, f"{s['documents_in']:,}", f"{s['scored']:,}", f"{s['rejected']:,}", reasons)
+        rates = "-"
+        if curate_dir is not None and score_files(curate_dir, source):
+            rates = format_pass_rates(heuristic_pass_rates(scan_scores(curate_dir, source)), sep="\n")
+        t.add_row(source, f"{s['documents_in']:,}", f"{s['scored']:,}", f"{s['rejected']:,}", reasons, rates)
     _console().print(t)
+    if curate_dir is not None:
+        _console().print(f"full logs: {Path(curate_dir)}/SOURCE/logs/logs/task_*.log (`curate score -v` shows them)")
 
 
 def print_classifier_metrics(metrics: dict[str, Any]) -> None:
@@ -35,12 +70,24 @@ def print_classifier_metrics(metrics: dict[str, Any]) -> None:
     t.add_row("train pos / neg", f"{metrics['train']['positive']:,} / {metrics['train']['negative']:,}")
     t.add_row("valid pos / neg", f"{metrics['valid']['positive']:,} / {metrics['valid']['negative']:,}")
     held = metrics.get("held_out")
+    q = None
     if held:
         for k in ("precision", "recall", "f1", "accuracy", "roc_auc"):
             t.add_row(k, f"{held[k]:.4f}")
+        q = held.get("score_quantiles")
+        if q:
+            for cls in ("positive", "negative"):
+                t.add_row(f"{cls} scores q10/q50/q90", " / ".join(f"{v:.3f}" for v in q[cls]))
     else:
         t.add_row("held out", "none (valid_fraction too small)")
+    t.add_row("epochs", str(metrics["params"]["epochs"]))
     _console().print(t)
+    _console().print("scores are fastText's P(positive label): rank by them (`curate select --top`, percentiles); "
+                     "read them as probabilities only when the held-out quantiles above are spread out")
+    if q and q["positive"][1] - q["negative"][1] < 0.1:
+        _console().print("[yellow]warning:[/yellow] held-out scores bunch together (medians "
+                         f"{q['positive'][1]:.3f} vs {q['negative'][1]:.3f}): an under-trained model; more --epochs "
+                         "or a higher --lr spread them")
 
 
 def score_columns(frame: pl.LazyFrame) -> list[str]:
@@ -80,7 +127,7 @@ def source_summary(curate_dir: Path, source: str) -> dict[str, Any]:
     stats_file = Path(curate_dir) / source / "stats.json"
     run_stats = read_json(stats_file) if stats_file.exists() else {}
     summary = {"source": source, **agg, "rejected": run_stats.get("rejected"),
-               "rejected_by_reason": run_stats.get("rejected_by_reason", {})}
+               "rejected_by_reason": run_stats.get("rejected_by_reason", {}), "heuristics": heuristic_pass_rates(frame)}
     sel = selection_path(curate_dir, source)
     if sel.exists():
         by_reason = (pl.scan_parquet(sel).join(frame.select("doc_id", "n_tokens"), on="doc_id", how="left")
@@ -109,17 +156,18 @@ def run_stats(curate_dir: Path, sources: list[str]) -> dict[str, Any]:
         plots[c] = path
 
     t = Table(title=f"curate stats: {curate_dir}")
-    for col in ("source", "documents", "tokens", "rejected", "rejects by reason", "selection"):
+    for col in ("source", "documents", "tokens", "rejected", "rejects by reason", "heuristics pass", "selection"):
         t.add_column(col)
-    md = [f"# curate stats\n\nFolder: `{curate_dir}`\n", "| source | documents | tokens | rejected | rejects by reason | selection |",
-          "| --- | ---: | ---: | ---: | --- | --- |"]
+    md = [f"# curate stats\n\nFolder: `{curate_dir}`\n",
+          "| source | documents | tokens | rejected | rejects by reason | heuristics pass | selection |",
+          "| --- | ---: | ---: | ---: | --- | --- | --- |"]
     for s, v in summaries.items():
         rej = ", ".join(f"{k}: {n}" for k, n in v["rejected_by_reason"].items()) or "-"
         sel = "; ".join(f"{'kept' if r['kept'] else 'dropped'} {r['reason']}: {r['documents']:,} docs, "
                         f"{(r['tokens'] or 0):,} tok" for r in v.get("selection", [])) or "-"
         row = [s, f"{v['documents']:,}", f"{(v['tokens'] or 0):,}", f"{v['rejected'] if v['rejected'] is not None else '-'}",
-               rej, sel]
-        t.add_row(*row)
+               rej, format_pass_rates(v["heuristics"]), sel]
+        t.add_row(*row[:5], format_pass_rates(v["heuristics"], sep="\n"), row[6])
         md.append("| " + " | ".join(row) + " |")
     missing = [s for s in sources if s not in scored]
     if missing:

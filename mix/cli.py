@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from continua.exitcodes import run_command
 from continua.recipe import add_recipe_arguments, load_recipe, toml_value
+from continua.version import add_version_argument
 
 _console = Console(stderr=True)
 
@@ -62,6 +63,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mix", description=__doc__)
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def recipe_args(p: argparse.ArgumentParser) -> None:

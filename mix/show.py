@@ -29,15 +29,23 @@ def plan_table(plan: dict) -> Table:
     table = Table(title=f"mix plan '{plan.get('name', '')}': budget {b['given']} = {b['tokens']:,} tokens "
                         f"({b['human']}), {t['expected_steps']:,} steps of {t['tokens_per_step']:,} tokens")
     for col, just in (("source", "left"), ("role", "left"), ("method", "left"), ("documents", "right"),
-                      ("tokens", "right"), ("epochs", "right"), ("in budget", "right"), ("share", "right"),
-                      ("steps", "right"), ("valid docs", "right")):
+                      ("tokens", "right"), ("epochs", "right"), ("each doc seen", "right"), ("in budget", "right"),
+                      ("share", "right"), ("steps", "right"), ("valid docs", "right")):
         table.add_column(col, justify=just)
     for name, s in plan["sources"].items():
         role = s["role"] + (f" ({s['group']})" if s.get("group") else "")
         table.add_row(name, role, s["method"], f"{s['selected']['docs']:,}", human_tokens(s["selected"]["tokens"]),
-                      f"{s['epochs']:.2f}", human_tokens(s["target_tokens"]), f"{s['share']:.1%}",
+                      f"{s['epochs']:.2f}", _times_seen(s), human_tokens(s["target_tokens"]), f"{s['share']:.1%}",
                       f"{s['expected_steps']:,.1f}", f"{s['valid']['docs']:,}")
+    table.caption = ("epochs: budget / subset, as the CPT studies count them; each doc seen: how many times a "
+                     "selected document is trained on (tokens in budget / selected tokens)")
     return table
+
+
+def _times_seen(source: dict) -> str:
+    """How often each selected document repeats: its source's training tokens over its selected tokens."""
+    selected = source["selected"]["tokens"]
+    return f"{source['target_tokens'] / selected:.2f}x" if selected else "-"
 
 
 def print_plan(plan: dict, console: Console | None = None) -> None:

@@ -76,7 +76,8 @@ batch_size = 4
     stats = json.loads((out / "curate" / "med" / "stats.json").read_text())
     assert stats["documents_in"] == 243 and stats["rejected"] == 3
     assert stats["documents_in"] == stats["scored"] + stats["rejected"]
-    rejects = [json.loads(x) for x in (out / "curate" / "med" / "rejects").glob("*.jsonl").__next__().read_text().splitlines()]
+    rejects = [json.loads(x) for f in (out / "curate" / "med" / "rejects").glob("*.jsonl")  # one file per task
+               for x in f.read_text().splitlines()]
     assert sorted(r["reason"] for r in rejects) == ["invalid_utf8", "malformed_json", "missing_text"]
     table = pl.read_parquet(out / "curate" / "med" / "scores" / "*.parquet")
     assert table.height == 240 and "fasttext_style" in table.columns and table["n_tokens"].min() > 0

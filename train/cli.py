@@ -10,6 +10,7 @@ from pathlib import Path
 from continua import exitcodes
 from continua.exitcodes import FAILED, INTERRUPTED, OK
 from continua.recipe import add_recipe_arguments, overrides_argv
+from continua.version import add_version_argument
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -64,6 +65,7 @@ def _warn(msg: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="train", description="Continual pre-training on the shards of `mix build`.")
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "run", help="train the recipe's model on its shards (resumes from the latest checkpoint)",

@@ -16,7 +16,7 @@ class ModelConfig:
     """A base model (`path`: a Hugging Face folder, a .gguf file or a folder with one, or a DCP checkpoint
     folder of an earlier run), or a fresh Llama of the given shape."""
 
-    path: Path | None = path_field(None, must_exist=True)
+    path: Path | None = path_field(None, must_exist=False)  # checked by `train run` (train.preflight)
     gguf_file: str | None = None  # older spelling: path = the folder, gguf_file = the file's name in it
     allow_pickle: bool = False  # accept pickled .bin weights (read with torch's weights-only loader)
     hidden_size: int = 256
@@ -119,7 +119,7 @@ class EvalConfig:
     max_batches: int = 8  # batches per validation set (fixed, the same at every evaluation)
     batch_size: int = 8
     # name -> local JSONL benchmark (MedQA/MMLU style or PubMedQA), scored zero-shot by log-likelihood
-    benchmarks: dict[str, Path] = field(default_factory=dict, metadata={"path": True, "must_exist": True})
+    benchmarks: dict[str, Path] = field(default_factory=dict, metadata={"path": True, "must_exist": False})
     mcq_max_items: int = 0  # items per benchmark (an evenly spread, fixed subset); 0 = all
 
     def validate(self) -> None:
@@ -152,7 +152,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end (and on SIGTERM)
     keep_checkpoints: int = 2
     # CPT starts with a fresh optimizer; name a checkpoint folder (checkpoints/step_N) to restore one instead
-    optimizer_from: Path | None = path_field(None, must_exist=True)
+    optimizer_from: Path | None = path_field(None, must_exist=False)  # checked by `train run`
     activation_checkpointing: bool = False
     compile: bool = False  # torch.compile each decoder block
     peak_flops: float = 0.0  # peak FLOP/s of one device for MFU; 0 = measure with a short matmul benchmark

@@ -103,16 +103,18 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     tokens_per_step = tc.batch_size * tc.seq_len
 
     def evaluate(step: int) -> dict:
+        progress.eval_start(step)
         metrics = {f"loss/{k}": v for k, v in evaluate_losses(model, windows, recipe.eval.batch_size, d.device).items()}
         metrics.update(_score_benchmarks(model, mcq, recipe.eval.batch_size, d.device))
         metrics.update(weights.compute())
-        row = {"kind": "eval", "step": step, "tokens": step * tokens_per_step, "metrics": metrics}
+        row = {"kind": "eval", "step": step, "tokens": step * tokens_per_step, "metrics": metrics,
+               "eval_s": round(progress.eval_end(), 3)}
         log.write(row)
         board.write(row)
         return metrics
 
     stop = _StopFlag()
-    progress = Progress(steps, start, d.is_main)
+    progress = Progress(steps, start, d.is_main, n_evals=sum(e > start or e == start == 0 for e in evals))
     if start == 0 and 0 in evals:
         evaluate(0)
     status, t_run, step = "finished", time.perf_counter(), start

@@ -102,10 +102,13 @@ def _sync(device: torch.device) -> None:
 
 
 class Progress:
-    """A tqdm bar on rank 0 with loss, LR, tokens/s and MFU."""
+    """A tqdm bar on rank 0 with loss, LR, tokens/s and MFU; during an evaluation it says so, and after
+    the first one it shows what evaluating costs (seconds per evaluation, share of the wall time)."""
 
-    def __init__(self, total: int, initial: int, enabled: bool):
+    def __init__(self, total: int, initial: int, enabled: bool, n_evals: int = 0):
         self.bar = None
+        self.n_evals, self.evals_done, self.eval_s, self._t_eval = n_evals, 0, 0.0, 0.0
+        self._t0 = time.perf_counter()
         if enabled:
             from tqdm.auto import tqdm
 
@@ -113,10 +116,34 @@ class Progress:
 
     def update(self, row: dict) -> None:
         if self.bar is not None:
-            extra = {"mfu": f"{100 * row['mfu']:.1f}%"} if "mfu" in row else {}
-            self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
-                                 tok_s=f"{row['tokens_per_s']:,.0f}", **extra, refresh=False)
+            post = {"loss": f"{row['loss']:.4f}", "lr": f"{row['lr']:.2e}", "tok_s": f"{row['tokens_per_s']:,.0f}"}
+            if "mfu" in row:
+                post["mfu"] = f"{100 * row['mfu']:.1f}%"
+            if self.evals_done:
+                post["eval"] = self.eval_cost()
+            self.bar.set_postfix(post, refresh=False)
             self.bar.update(1)
+
+    def eval_cost(self) -> str:
+        """`4.1s x 3/17 (62% of time)`: seconds per evaluation, evaluations done / planned, share of wall time."""
+        wall = max(time.perf_counter() - self._t0, 1e-9)
+        per = self.eval_s / max(self.evals_done, 1)
+        return f"{per:.1f}s x {self.evals_done}/{self.n_evals} ({100 * self.eval_s / wall:.0f}% of time)"
+
+    def eval_start(self, step: int) -> None:
+        self._t_eval = time.perf_counter()
+        if self.bar is not None:
+            self.bar.set_description(f"evaluating at step {step} ({self.evals_done + 1}/{self.n_evals})")
+
+    def eval_end(self) -> float:
+        """Ends an evaluation; returns its seconds."""
+        seconds = time.perf_counter() - self._t_eval
+        self.eval_s += seconds
+        self.evals_done += 1
+        if self.bar is not None:
+            self.bar.set_description("train")
+            self.bar.set_postfix_str(f"eval {self.eval_cost()}", refresh=True)
+        return seconds
 
     def write(self, text: str) -> None:
         if self.bar is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from continua.layout import shards_dir
 from continua.recipe import Recipe
@@ -28,6 +29,18 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS
         return os.cpu_count() or 1
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """The files only training reads ([model] path, [train] optimizer_from, [eval] benchmarks) exist.
+    Checked when training starts, not when the recipe loads, so `curate`, `mix`, `train schedule` and
+    `train report` work before the model is here."""
+    where = str(getattr(recipe, "path", None) or "<recipe>")
+    named = [("model.path", recipe.model.path), ("train.optimizer_from", recipe.train.optimizer_from)]
+    named += [(f"eval.benchmarks.{k}", v) for k, v in recipe.eval.benchmarks.items()]
+    for key, path in named:
+        if path is not None and not Path(path).exists():
+            raise PreflightError(f"{where}: key '{key}' names a path that does not exist: {path}")
 
 
 def check_manifest(recipe: Recipe):
@@ -100,7 +113,8 @@ def check_processes(recipe: Recipe, nproc: int, nnodes: int, say: Callable[[str]
 
 
 def preflight(recipe: Recipe, nproc: int, nnodes: int = 1, say: Callable[[str], None] = print) -> None:
-    """All checks, in the order a user fixes them: shards, model, processes. Raises PreflightError."""
+    """All checks, in the order a user fixes them: inputs, shards, model, processes. Raises PreflightError."""
+    check_inputs(recipe)
     manifest = check_manifest(recipe)
     check_model(recipe, int(manifest.tokenizer.get("vocab_size") or 0))
     check_processes(recipe, nproc, nnodes, say)

@@ -263,3 +263,13 @@ def write_report(run_dirs: list[Path], out_dir: Path, x: str = "auto", log_x: bo
     report = out_dir / "report.md"
     write_text(report, text)
     return report
+
+
+def print_report(report: Path) -> None:
+    """report.md's tables in the terminal (rich Markdown; the plot images are left to the file)."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    text = report.read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if not line.startswith("![")]
+    Console().print(Markdown("\n".join(lines)))

@@ -7,11 +7,13 @@ import sys
 
 from continua.exitcodes import run_command
 from workflow.compare import add_compare_command
+from continua.version import add_version_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="continua", description="Run the whole workflow: the embedded demo, "
                                      "or a set of strategy recipes compared side by side.")
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="the embedded demo: corpora from this machine, pre-training, then CPT "
                                 "(`continua demo --help` for its options)")
