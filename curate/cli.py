@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true",
                    help="delete existing outputs of the scored sources and start afresh")
     p.add_argument("--out", type=Path, default=None, help="curate folder (default: [curate] out or OUT_DIR/curate)")
+    p.add_argument("--dry-run", type=Path, default=None, metavar="FOLDER",
+                   help="executor = slurm: write the sbatch scripts and a submit.sh to FOLDER/SOURCE, submit nothing")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("train-classifier", help="train a bigram fastText quality classifier",
@@ -120,7 +122,12 @@ def _curate_dir(recipe, out: Path | None) -> Path:
 def cmd_score(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from curate.pipeline import score_source
+    from continua.exitcodes import FAILED, INTERRUPTED
+    from continua.lock import LockHeld
+    from continua.procs import Interrupted, stop_workers_on_signal
+    from curate.executors import StageFailed
+    from curate.pipeline import run_source
+    from curate.slurm import SharedFolderError
     from curate.stats import print_source_stats
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -137,15 +144,32 @@ def cmd_score(args: argparse.Namespace) -> int:
         console.print("[yellow]warning:[/yellow] no [data] tokenizer in the recipe: n_tokens stays empty, "
                       "and `mix` and `curate select --tokens` need it")
     results = {}
-    for source in sources:
-        console.print(f"[bold]curate score[/bold] {source}: {tasks} task(s), {workers} worker(s) -> {cdir / source}")
-        results[source] = score_source(recipe, source, cdir, tasks, min(workers, tasks), restart=args.restart)
-    done = {k: v for k, v in results.items() if v is not None}
+    try:
+        with stop_workers_on_signal():
+            for source in sources:
+                console.print(f"[bold]curate score[/bold] {source}: {tasks} task(s), {workers} worker(s), "
+                              f"{recipe.curate.executor} executor -> {cdir / source}")
+                results[source] = run_source(recipe, source, cdir, tasks, min(workers, tasks), restart=args.restart,
+                                             dry_run=args.dry_run)
+    except (LockHeld, StageFailed, SharedFolderError) as e:
+        print(f"curate score: error: {e}", file=sys.stderr)
+        return FAILED
+    except Interrupted as e:
+        print(f"curate score: interrupted ({e}); finished tasks are kept: run the same command again to resume",
+              file=sys.stderr)
+        return INTERRUPTED
+    done = {k: r.stats for k, r in results.items() if r.stats is not None}
     if done:
         print_source_stats(done)
-    for source in set(results) - set(done):
-        console.print(f"{source}: jobs submitted with the {recipe.curate.executor} executor; "
-                      f"run `curate score` again once they finish to write stats.json")
+    for source, r in results.items():
+        for sub in r.submissions:
+            where = f"{args.dry_run / source / sub.script}" if args.dry_run else f"job {sub.job_id}"
+            console.print(f"{source}: {sub.job_name} -> {where}")
+        if r.submissions and args.dry_run:
+            console.print(f"{source}: nothing submitted (--dry-run); submit with {args.dry_run / source / 'submit.sh'}")
+        elif r.stats is None:
+            console.print(f"{source}: {len(r.submissions)} Slurm job(s) submitted (each waits for the one before); "
+                          f"stats.json and dedup.parquet appear when the last one finishes")
     return 0
 
 
