@@ -200,6 +200,10 @@ def run_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, worker
         raise RecipeError(f"no source '{source}' in [data.sources] (known: {', '.join(recipe.data.sources)})")
     preflight(source, recipe)
     folder = _source_dir(curate_dir, source)
+    if recipe.curate.executor == "slurm":  # before the lock writes there: a clear error for unwritable folders
+        from curate.slurm import check_shared
+
+        check_shared([folder], lambda m: None)
     with locked(folder, f"curate score {source}"):
         stages = score_stages(recipe, source, curate_dir, tasks, workers, show_progress)
         prepare_folder(folder, fingerprint(recipe, source, tasks), restart)

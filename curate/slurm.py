@@ -78,14 +78,23 @@ def _recording(dry_run: Path | None) -> Iterator[list[Submission]]:
 
     def launch(contents: str, job_id_retriever, *args: str) -> str:
         name = next((ln.split("=", 1)[1] for ln in contents.splitlines() if ln.startswith("#SBATCH --job-name=")), "job")
+        lines = contents.splitlines(keepends=True)
+        if "\nmerge_stats " in contents:  # datatrove's stats merge after each stage needs no GPU
+            name += "-merge_stats"
+            lines = [ln for ln in lines if not ln.startswith("#SBATCH --gpus=")]
         if dry_run is None:
-            job_id = original(contents, job_id_retriever, *args)
+            job_id = original("".join(lines), job_id_retriever, *args)
             script = ""
         else:
+            # a dependency datatrove wrote into the script moves to the command line, where submit.sh
+            # replaces the stand-in job id with the one sbatch printed
+            args = args + tuple(f"--{ln[len('#SBATCH --'):].strip()}" for ln in lines
+                                if ln.startswith("#SBATCH --dependency="))
+            lines = [ln for ln in lines if not ln.startswith("#SBATCH --dependency=")]
             job_id = f"DRYRUN{tag}x{len(subs):03d}"
             script = f"{len(subs):02d}-{name}.sbatch"
             with atomic_open(dry_run / script) as f:
-                f.write(contents)
+                f.write("".join(lines))
         subs.append(Submission(name, str(job_id), script, list(args)))
         return job_id
 
