@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from continua.io import atomic_open
+from continua.io import atomic_open, write_json
 from continua.recipe import Recipe
 from curate.executors import Stage, Submission, make_executor, write_submit_script
 
@@ -105,6 +106,30 @@ def _recording(dry_run: Path | None) -> Iterator[list[Submission]]:
         dt_slurm.launch_slurm_job = original
 
 
+JOBS_FILE = "slurm_jobs.json"  # ids of the last submission, so a re-run never submits the same tasks twice
+
+
+def check_not_queued(folder: Path) -> None:
+    """Refuse to submit again while jobs of the previous submission for this folder are queued or running."""
+    from continua.io import read_json
+    from continua.lock import LockHeld
+
+    jobs_file = Path(folder) / JOBS_FILE
+    if not jobs_file.exists():
+        return
+    ids = [j for j in read_json(jobs_file).get("job_ids", []) if j]
+    if not ids:
+        return
+    if shutil.which("squeue") is None:
+        raise LockHeld(f"{jobs_file} lists Slurm jobs {', '.join(ids)} and `squeue` is not on PATH to check them: "
+                       f"run from a Slurm login node, or delete {jobs_file} once those jobs are gone")
+    out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)], capture_output=True, text=True)
+    live = sorted({ln.split("_")[0] for ln in out.stdout.split()})
+    if live:
+        raise LockHeld(f"{folder}: Slurm jobs {', '.join(live)} of the previous `curate score` are still queued or "
+                       f"running; wait for them (squeue -j {','.join(live)}) or cancel them (scancel) first")
+
+
 def submit_chain(recipe: Recipe, stages: list[Stage], job_prefix: str, dry_run: Path | None,
                  warn: Callable[[str], None] = lambda m: print(f"warning: {m}", file=sys.stderr)) -> list[Submission]:
     """Submit `stages` as dependent job arrays (stages already complete are skipped by datatrove)."""
@@ -112,6 +137,8 @@ def submit_chain(recipe: Recipe, stages: list[Stage], job_prefix: str, dry_run: 
         raise SharedFolderError("[curate] executor = \"slurm\": no `sbatch` on PATH here; run on a Slurm login "
                                 "node, or add --dry-run to write the scripts without submitting")
     check_shared([s.logging_dir for s in stages], warn)
+    if dry_run is None:
+        check_not_queued(stages[0].logging_dir.parent)
     if dry_run is not None:
         check_shared([dry_run], lambda m: None)
     chain = None
@@ -121,4 +148,6 @@ def submit_chain(recipe: Recipe, stages: list[Stage], job_prefix: str, dry_run: 
         chain.run()  # launches the dependencies first, then itself
     if dry_run is not None:
         write_submit_script(dry_run / "submit.sh", subs)
+    else:
+        write_json(stages[0].logging_dir.parent / JOBS_FILE, {"job_ids": [s.job_id for s in subs]})
     return subs

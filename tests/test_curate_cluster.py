@@ -100,7 +100,7 @@ def test_slurm_dry_run_writes_a_dependent_chain_and_submits_nothing(corpus, tmp_
     assert not (out / "med" / "scores").exists() and not (out / "med" / "stats.json").exists()
 
 
-def test_slurm_submission_uses_job_ids_and_gpu_default(corpus, tmp_path, monkeypatch):
+def test_slurm_submission_uses_job_ids_and_gpu_default(corpus, tmp_path, monkeypatch, capsys):
     """A stand-in `sbatch` records what datatrove submits: the chain carries the real job ids."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -116,6 +116,13 @@ def test_slurm_submission_uses_job_ids_and_gpu_default(corpus, tmp_path, monkeyp
     ids = [ln.split()[0] for ln in lines]
     for i in range(2, 10, 2):
         assert f"--dependency=afterok:{ids[i - 2]}" in lines[i]
+    # a second submission while those jobs are queued is refused, naming them
+    squeue = bindir / "squeue"
+    squeue.write_text("#!/bin/bash\necho 100_0\necho 102\n")
+    squeue.chmod(squeue.stat().st_mode | stat.S_IEXEC)
+    assert main(["score", *_slurm_recipe(corpus, ["--tasks", "2", "--out", str(tmp_path / "c")])]) == 1
+    assert len(log.read_text().splitlines()) == 10
+    assert "Slurm jobs 100, 102 of the previous" in capsys.readouterr().err
     r = load_recipe(corpus["recipe"])
     assert lm_gpus(r) == 0
     r.curate.lm_scorers = {"m": Path("model")}
