@@ -1,9 +1,11 @@
-"""`curate score`: one datatrove pipeline per source, from reader to score table.
+"""`curate score`: one datatrove pipeline per source, from reader to score table, then dedup and stats.
 
-reader -> token count -> fastText scores -> perplexity scores -> heuristic signals -> score writer.
-The executor's logging dir (curate/SOURCE/logs) holds datatrove's per-task completion markers, so
-a re-run skips finished tasks; every task output is renamed into place only when complete, so a
-killed run leaves nothing half-written behind.
+reader -> token count -> fastText scores -> perplexity scores -> heuristic signals -> score writer,
+then the MinHash stages when enabled, then stats.json and dedup.parquet; every stage runs on the
+recipe's executor (curate.executors). The logging dirs (curate/SOURCE/logs, ...) hold datatrove's
+per-task completion markers, so a re-run skips finished tasks; every task output is renamed into
+place only when complete, so a killed run leaves nothing half-written behind. One run at a time
+writes a source folder (continua.lock).
 """
 
 from __future__ import annotations
@@ -208,6 +210,8 @@ def run_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, worker
         stages = score_stages(recipe, source, curate_dir, tasks, workers, show_progress)
         prepare_folder(folder, fingerprint(recipe, source, tasks), restart)
         if recipe.curate.executor == "slurm":
+            # the finish job always runs again (one cheap task): dedup settings may have changed since
+            shutil.rmtree(folder / FINISH_LOGS / "completions", ignore_errors=True)
             stages.append(Stage("finish", [CallStep(finish_source, recipe, source, curate_dir, tasks)], 1, 1,
                                 folder / FINISH_LOGS))
             target = None if dry_run is None else Path(dry_run) / source
