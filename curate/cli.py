@@ -14,7 +14,8 @@ Score documents for quality, then select by score. Subcommands:
 
   score             run the datatrove scoring pipeline over every [data.sources] entry and write
                     curate/SOURCE/scores/*.parquet (one row per document, nothing dropped), rejects
-                    and stats.json; a re-run resumes, skipping finished tasks
+                    and stats.json; a re-run resumes, skipping finished tasks; runs on the local
+                    executor, a Ray cluster, or as dependent Slurm jobs ([curate] executor)
   train-classifier  train a DCLM-style bigram fastText classifier (positive vs negative examples)
                     and report held-out precision/recall/F1/ROC AUC (MODEL.metrics.json)
   select            keep documents by a score column or formula: threshold, top fraction or token
