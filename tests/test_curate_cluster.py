@@ -20,6 +20,7 @@ import pytest
 from continua.recipe import load_recipe
 from curate.cli import main
 from curate.executors import lm_gpus
+from curate.pipeline import build_executor
 from curate.table import scan_scores
 from helpers_curate import make_tokenizer, styled_texts, write_jsonl, write_recipe
 
@@ -127,6 +128,9 @@ def test_slurm_submission_uses_job_ids_and_gpu_default(corpus, tmp_path, monkeyp
     assert lm_gpus(r) == 0
     r.curate.lm_scorers = {"m": Path("model")}
     assert lm_gpus(r) == 1  # an LM scorer asks for a GPU unless it runs on the CPU
+    ray_score = build_executor(load_recipe(corpus["recipe"], ["curate.executor=ray", "curate.gpus_per_task=2"]),
+                               [], tmp_path / "logs", tasks=4, workers=2)
+    assert (ray_score.gpus_per_task, ray_score.workers) == (2, 2)  # Ray reserves num_gpus per score task
     r.curate.lm_device = "cpu"
     assert lm_gpus(r) == 0
 
