@@ -136,7 +136,8 @@ def ray_cluster(address: str | None) -> Iterator[None]:
         yield
         return
     addr = address or os.environ.get("RAY_ADDRESS") or None
-    ray.init(address=addr, log_to_driver=False, include_dashboard=False)
+    # a local cluster started here needs no dashboard; options of a running cluster are its own
+    ray.init(address=addr, log_to_driver=False, **({} if addr else {"include_dashboard": False}))
     try:
         yield
     finally:
