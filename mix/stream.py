@@ -86,8 +86,16 @@ def hold_out(table: SourceTable, fraction: float, max_docs: int, min_docs: int) 
     if k <= 0:
         z = np.zeros(0, np.int64)
         return Valid(z, z.astype(np.uint64), z.astype(np.uint64), z)
-    v = (table.lazy.select(IDX, KEY, "th", "n_tokens").bottom_k(k, by=[KEY, IDX])
-         .collect(engine="streaming").sort(KEY, IDX))
+    # keys are uniform 64-bit hashes: the k smallest lie under about k/n of the range; stream the rows
+    # under twice that bound (widened until they are at least k), then take the k smallest in memory
+    bound = min(2.0 ** 64, 2.0 * (k + 64) / n * 2.0 ** 64)
+    while True:
+        under = pl.col(KEY) <= pl.lit(min(int(bound), 2 ** 64 - 1), pl.UInt64)
+        v = table.lazy.filter(under).select(IDX, KEY, "th", "n_tokens").collect(engine="streaming")
+        if v.height >= k or bound >= 2.0 ** 64:
+            break
+        bound *= 4
+    v = v.sort(KEY, IDX).head(k)
     return Valid(v[IDX].to_numpy(), v[KEY].to_numpy(), v["th"].to_numpy(), v["n_tokens"].to_numpy())
 
 
