@@ -186,12 +186,14 @@ class DiskPool:
             return pl.LazyFrame(schema=schema)
         return pl.scan_parquet(files)
 
-    def load(self, where: pl.Expr | None = None) -> Pool:
-        """The rows (matching `where`) as an in-memory `Pool`, in pool order (source, then row)."""
+    def load(self, where: pl.Expr | None = None, ordered: bool = True) -> Pool:
+        """The rows (matching `where`) as an in-memory `Pool`, in pool order (source, then row) when `ordered`."""
         lf = self.scan()
         if where is not None:
             lf = lf.filter(where)
-        df = lf.collect(engine="streaming").sort(SRC, IDX)
+        df = lf.collect(engine="streaming")
+        if ordered:
+            df = df.sort(SRC, IDX)
         return Pool(df[SRC].to_numpy(), df[IDX].to_numpy(), df[KEY].to_numpy(), np.zeros(0, np.uint64),
                     df["n_tokens"].to_numpy(), df["score"].to_numpy() if self.has_score else None,
                     list(self.duplicates))
@@ -234,17 +236,18 @@ class LazyRanked(Ranked):
         sample = (self.disk.scan().filter(pl.col(KEY) % SAMPLE == 0)
                   .select(value.alias("v"), pl.col("n_tokens")).collect(engine="streaming").sort("v"))
         cum = sample["n_tokens"].cum_sum().to_numpy() * SAMPLE
-        margin = 1.25
+        margin = 1.05
         while True:
             want = tokens * margin
             at = int(np.searchsorted(cum, want, side="left")) if cum.size else 0
             if at >= sample.height:
                 return self._ranked(self.disk.load()).prefix(tokens)
             cut = sample["v"][at]
-            pool = self.disk.load(value <= cut)
+            # the head in any order: ranking orders by (value, key), and equal keys are refused later
+            pool = self.disk.load(value <= cut, ordered=False)
             if int(pool.tokens.sum()) >= tokens:
                 return self._ranked(pool).prefix(tokens)
-            margin *= 2
+            margin *= 1.5
 
 
 class PoolFolder:
