@@ -211,8 +211,10 @@ def fetch_ids(table: SourceTable, train_keys: np.ndarray, valid_keys: np.ndarray
     a collision or a doc_id listed twice is reported, never silently merged)."""
     valid = pl.Series(valid_keys, dtype=pl.UInt64).implode()
     wanted = pl.Series(np.concatenate([train_keys, valid_keys]), dtype=pl.UInt64).implode()
+    # concat_str copies the kept ids: a filtered string view would keep every id of the table alive
     found = (table.frame.select(pl.col("doc_id"), pl.col("doc_id").hash(table.seed).alias(KEY))
-             .filter(pl.col(KEY).is_in(wanted)).collect(engine="streaming")
+             .filter(pl.col(KEY).is_in(wanted)).with_columns(pl.concat_str([pl.col("doc_id"), pl.lit("")]))
+             .collect(engine="streaming")
              .select("doc_id", pl.when(pl.col(KEY).is_in(valid)).then(pl.lit("valid")).otherwise(pl.lit("train"))
                      .alias("split")))
     if found.height != train_keys.size + valid_keys.size:
