@@ -8,7 +8,6 @@ prefix matters); doc_id strings are read again only for the documents the plan k
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,16 +84,6 @@ def describe_inputs(table: SourceTable, cache: dict | None = None) -> list[dict]
             cache[str(f)] = {"stamp": stamp, "sha256": sha}
         out.append({"source": table.name, "path": str(f), "bytes": st.st_size, "sha256": sha})
     return out
-
-
-def smallest(values: np.ndarray, k: int, key: np.ndarray) -> np.ndarray:
-    """Indices of the k smallest `values`, ordered by (value, key, index); a partial sort, O(n)."""
-    n = values.size
-    k = min(k, n)
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    cand = np.arange(n) if k == n else np.flatnonzero(values <= np.partition(values, k - 1)[k - 1])
-    return _ordered(cand, values, key)[:k]
 
 
 def _ordered(cand: np.ndarray, values: np.ndarray, key: np.ndarray) -> np.ndarray:
