@@ -16,7 +16,8 @@ Score documents for quality, then select by score. Subcommands:
 
   score             run the datatrove scoring pipeline over every [data.sources] entry and write
                     curate/SOURCE/scores/*.parquet (one row per document, nothing dropped), rejects
-                    and stats.json; a re-run resumes, skipping finished tasks
+                    and stats.json; a re-run resumes, skipping finished tasks; runs on the local
+                    executor, a Ray cluster, or as dependent Slurm jobs ([curate] executor)
   train-classifier  train a DCLM-style bigram fastText classifier (positive vs negative examples)
                     and report held-out precision/recall/F1/ROC AUC (MODEL.metrics.json)
   select            keep documents by a score column or formula: threshold, top fraction or token
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="curate folder (default: [curate] out or OUT_DIR/curate)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show datatrove's full task logs in the terminal (always in curate/SOURCE/logs/logs/)")
+    p.add_argument("--dry-run", type=Path, default=None, metavar="FOLDER",
+                   help="executor = slurm: write the sbatch scripts and a submit.sh to FOLDER/SOURCE, submit nothing")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("train-classifier", help="train a bigram fastText quality classifier",
@@ -130,7 +133,12 @@ def _curate_dir(recipe, out: Path | None) -> Path:
 def cmd_score(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from curate.pipeline import score_source
+    from continua.exitcodes import FAILED, INTERRUPTED
+    from continua.lock import LockHeld
+    from continua.procs import Interrupted, stop_workers_on_signal
+    from curate.executors import StageFailed
+    from curate.pipeline import run_source
+    from curate.slurm import SharedFolderError
     from curate.stats import print_source_stats
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -148,21 +156,37 @@ def cmd_score(args: argparse.Namespace) -> int:
         console.print("[yellow]warning:[/yellow] no [data] tokenizer in the recipe: n_tokens stays empty, "
                       "and `mix` and `curate select --tokens` need it")
     results = {}
-    for source in sources:
-        console.print(f"[bold]curate score[/bold] {source}: {tasks} task(s), {workers} worker(s) -> {cdir / source}")
-        t0 = time.perf_counter()
-        results[source] = score_source(recipe, source, cdir, tasks, workers, restart=args.restart,
-                                       verbose=args.verbose)
-        if results[source] is not None:
-            r = results[source]
-            console.print(f"  {source}: {r['scored']:,} scored, {r['rejected']:,} rejected in "
-                          f"{time.perf_counter() - t0:.1f} s (logs: {cdir / source / 'logs'})")
-    done = {k: v for k, v in results.items() if v is not None}
+    try:
+        with stop_workers_on_signal():
+            for source in sources:
+                console.print(f"[bold]curate score[/bold] {source}: {tasks} task(s), {workers} worker(s), "
+                              f"{recipe.curate.executor} executor -> {cdir / source}")
+                t0 = time.perf_counter()
+                results[source] = run_source(recipe, source, cdir, tasks, min(workers, tasks), restart=args.restart,
+                                             dry_run=args.dry_run, verbose=args.verbose)
+                if results[source].stats is not None:
+                    r = results[source].stats
+                    console.print(f"  {source}: {r['scored']:,} scored, {r['rejected']:,} rejected in "
+                                  f"{time.perf_counter() - t0:.1f} s (logs: {cdir / source / 'logs'})")
+    except (LockHeld, StageFailed, SharedFolderError) as e:
+        print(f"curate score: error: {e}", file=sys.stderr)
+        return FAILED
+    except Interrupted as e:
+        print(f"curate score: interrupted ({e}); finished tasks are kept: run the same command again to resume",
+              file=sys.stderr)
+        return INTERRUPTED
+    done = {k: r.stats for k, r in results.items() if r.stats is not None}
     if done:
         print_source_stats(done, cdir)
-    for source in set(results) - set(done):
-        console.print(f"{source}: jobs submitted with the {recipe.curate.executor} executor; "
-                      f"run `curate score` again once they finish to write stats.json")
+    for source, r in results.items():
+        for sub in r.submissions:
+            where = f"{args.dry_run / source / sub.script}" if args.dry_run else f"job {sub.job_id}"
+            console.print(f"{source}: {sub.job_name} -> {where}")
+        if r.submissions and args.dry_run:
+            console.print(f"{source}: nothing submitted (--dry-run); submit with {args.dry_run / source / 'submit.sh'}")
+        elif r.stats is None:
+            console.print(f"{source}: {len(r.submissions)} Slurm job(s) submitted (each waits for the one before); "
+                          f"stats.json and dedup.parquet appear when the last one finishes")
     return 0
 
 

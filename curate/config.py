@@ -21,6 +21,7 @@ class SlurmOptions:
     job_name: str = "curate"
     sbatch_args: dict[str, str] = field(default_factory=dict)
     venv_path: str | None = None
+    env_command: str | None = None  # shell line run before the job's python (e.g. "module load cuda; source env/bin/activate")
     max_array_launch_parallel: bool = False
 
 
@@ -28,6 +29,7 @@ class SlurmOptions:
 class RayOptions:
     """Arguments for datatrove's RayPipelineExecutor ([curate.ray])."""
 
+    address: str | None = None  # Ray cluster to join ("ray://host:10001", "auto"); else RAY_ADDRESS; else a local one
     cpus_per_task: int = 1
     mem_per_cpu_gb: int = 2
     nodes_per_task: int = 1
@@ -76,6 +78,8 @@ class CurateConfig:
     dedup: list[Literal["exact", "minhash"]] = field(default_factory=list)
     minhash: MinhashOptions = field(default_factory=MinhashOptions)
     executor: Literal["local", "slurm", "ray"] = "local"
+    # GPUs per score task on Slurm/Ray; unset = 1 when an lm_scorer runs off the CPU, else 0
+    gpus_per_task: int | None = None
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     ray: RayOptions = field(default_factory=RayOptions)
     tasks: int = 0  # datatrove tasks per source; 0 = auto (curate.cores): one per available core when local, else 1
@@ -86,3 +90,5 @@ class CurateConfig:
         at_least("tasks", self.tasks, 0, " (0 = one per available core)")
         at_least("workers", self.workers, 0, " (0 = one per available core)")
         at_least("batch_size", self.batch_size, 1)
+        if self.gpus_per_task is not None:
+            at_least("gpus_per_task", self.gpus_per_task, 0)

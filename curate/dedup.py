@@ -9,6 +9,7 @@
 
 MinHash runs with the same task count as the score run, so doc index i of task r in datatrove's
 signature files is row i of scores/r.parquet: no need to carry ids through the binary files.
+The MinHash stages run on the recipe's executor (local, Ray or Slurm jobs) like scoring does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import polars as pl
 from continua.documents import expand_inputs
 from continua.io import atomic_path
 from continua.recipe import Recipe
+from curate.executors import Stage
 from curate.heuristics import RegexWordTokenizer
 from curate.steps import SourceReader, task_name
 from curate.table import dedup_path, source_dir
@@ -46,37 +48,38 @@ def _read_pairs(path: Path) -> np.ndarray:
     return np.fromfile(path, dtype="<u4").reshape(-1, 2) if path.exists() else np.zeros((0, 2), dtype="<u4")
 
 
-def run_minhash(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int) -> Path:
-    """The three datatrove MinHash stages with completion markers; returns the clusters folder."""
+def minhash_folder(recipe: Recipe, curate_dir: Path, source: str) -> Path:
+    """One folder per MinHash setting, so changed options never reuse stale clusters."""
+    opts = recipe.curate.minhash
+    return source_dir(curate_dir, source) / "dedup" / (
+        f"minhash_{opts.n_grams}ng_{opts.num_buckets}b_{opts.hashes_per_bucket}h_seed{opts.seed}")
+
+
+def minhash_stages(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int,
+                   verbose: bool = False) -> list[Stage]:
+    """datatrove's three MinHash stages (signatures -> buckets -> clusters), run on the recipe's executor."""
     from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
                                                   MinhashDedupSignature)
     from datatrove.utils.hashing import HashConfig
-
-    from curate.logs import QuietLocalExecutor  # full logs in the logs folders, not the terminal
 
     opts = recipe.curate.minhash
     # sha1 shingle hashes: datatrove's default xxhash path passes str, which xxhash>=4 rejects
     config = MinhashConfig(n_grams=opts.n_grams, num_buckets=opts.num_buckets,
                            hashes_per_bucket=opts.hashes_per_bucket, seed=opts.seed,
                            hash_config=HashConfig(precision=64, hash_fc="sha1"))
-    # one folder per MinHash setting, so changed options never reuse stale clusters
-    folder = source_dir(curate_dir, source) / "dedup" / (
-        f"minhash_{opts.n_grams}ng_{opts.num_buckets}b_{opts.hashes_per_bucket}h_seed{opts.seed}")
+    folder = minhash_folder(recipe, curate_dir, source)
     sigs, buckets, clusters = folder / "signatures", folder / "buckets", folder / "clusters"
     reader = SourceReader(source, recipe.data.sources[source], source_dir(curate_dir, source), record_rejects=False)
-    stage1 = QuietLocalExecutor(
-        [reader, MinhashDedupSignature(output_folder=str(sigs), config=config, language=RegexWordTokenizer())],
-        tasks=tasks, workers=workers, logging_dir=str(folder / "logs" / "signatures"))
-    stage2 = QuietLocalExecutor(
-        [MinhashDedupBuckets(input_folder=str(sigs), output_folder=str(buckets), config=config)],
-        tasks=config.num_buckets, workers=min(workers, config.num_buckets),
-        logging_dir=str(folder / "logs" / "buckets"), depends=stage1)
-    stage3 = QuietLocalExecutor(
-        [MinhashDedupCluster(input_folder=str(buckets), output_folder=str(clusters), config=config,
-                             save_cluster_id=True)],
-        tasks=1, logging_dir=str(folder / "logs" / "clusters"), depends=stage2)
-    stage3.run()
-    return clusters
+    return [
+        Stage("signatures", [reader, MinhashDedupSignature(output_folder=str(sigs), config=config,
+                                                           language=RegexWordTokenizer())],
+              tasks, workers, folder / "logs" / "signatures", verbose=verbose),
+        Stage("buckets", [MinhashDedupBuckets(input_folder=str(sigs), output_folder=str(buckets), config=config)],
+              config.num_buckets, workers, folder / "logs" / "buckets", verbose=verbose),
+        Stage("clusters", [MinhashDedupCluster(input_folder=str(buckets), output_folder=str(clusters), config=config,
+                                               save_cluster_id=True)],
+              1, 1, folder / "logs" / "clusters", verbose=verbose),
+    ]
 
 
 def minhash_marks(scores: pl.LazyFrame, clusters: Path, tasks: int) -> pl.LazyFrame:
@@ -108,8 +111,9 @@ def _scores_with_position(curate_dir: Path, source: str, tasks: int) -> pl.LazyF
     return pl.concat(frames)
 
 
-def mark_duplicates(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int) -> pl.DataFrame:
-    """Write dedup.parquet (doc_id + the dup_* columns of the enabled methods) atomically."""
+def write_marks(recipe: Recipe, source: str, curate_dir: Path, tasks: int) -> pl.DataFrame:
+    """Write dedup.parquet (doc_id + the dup_* columns of the enabled methods) atomically; MinHash
+    marks read the clusters the MinHash stages wrote."""
     methods = recipe.curate.dedup
     scores = _order_key(_scores_with_position(curate_dir, source, tasks), recipe, source)
     columns = ["doc_id"]
@@ -117,7 +121,7 @@ def mark_duplicates(recipe: Recipe, source: str, curate_dir: Path, tasks: int, w
         scores = exact_marks(scores)
         columns.append("dup_exact")
     if "minhash" in methods:
-        clusters = run_minhash(recipe, source, curate_dir, tasks, workers)
+        clusters = minhash_folder(recipe, curate_dir, source) / "clusters"
         scores = minhash_marks(scores, clusters, tasks)
         columns += ["dup_minhash_cluster", "dup_minhash_keep"]
     marks = scores.select(columns).collect()

@@ -1,9 +1,11 @@
-"""`curate score`: one datatrove pipeline per source, from reader to score table.
+"""`curate score`: one datatrove pipeline per source, from reader to score table, then dedup and stats.
 
-reader -> token count -> fastText scores -> perplexity scores -> heuristic signals -> score writer.
-The executor's logging dir (curate/SOURCE/logs) holds datatrove's per-task completion markers, so
-a re-run skips finished tasks; every task output is renamed into place only when complete, so a
-killed run leaves nothing half-written behind.
+reader -> token count -> fastText scores -> perplexity scores -> heuristic signals -> score writer,
+then the MinHash stages when enabled, then stats.json and dedup.parquet; every stage runs on the
+recipe's executor (curate.executors). The logging dirs (curate/SOURCE/logs, ...) hold datatrove's
+per-task completion markers, so a re-run skips finished tasks; every task output is renamed into
+place only when complete, so a killed run leaves nothing half-written behind. One run at a time
+writes a source folder (continua.lock).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import json
 import shutil
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +22,22 @@ import polars as pl
 from datatrove.executor.base import PipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
-from continua.fingerprint import SCORED, finish_scoring, start_scoring
 from continua.documents import InputError, expand_inputs
+from continua.fingerprint import SCORED, finish_scoring, start_scoring
 from continua.io import read_json, write_json
+from continua.lock import locked
 from continua.recipe import Recipe, RecipeError
 from continua.schema import to_dict
 from continua.tokenizer import load_tokenizer
 from curate.duplicate_ids import DROPPED, dropped_count, resolve_duplicate_ids
+from curate.executors import CallStep, Stage, Submission, lm_gpus, make_executor, run_stages
 from curate.fasttext_scorer import FastTextScorer
 from curate.heuristics import HeuristicSignals
 from curate.steps import ScoreWriter, SourceReader, TokenCounter, task_name
 from curate.table import dedup_path, source_dir as _source_dir
+
+
+FINISH_LOGS = "logs-finish"  # completion marker of the Slurm finish job (stats + dup marks)
 
 
 class ScoreRunError(ValueError):
@@ -73,34 +81,9 @@ def build_steps(recipe: Recipe, source: str, folder: Path, show_progress: bool =
 
 def build_executor(recipe: Recipe, steps: list[PipelineStep], logging_dir: Path, tasks: int, workers: int,
                    job_name: str | None = None, verbose: bool = False) -> PipelineExecutor:
-    """datatrove executor named by [curate] executor, with [curate.slurm] / [curate.ray] options."""
-    cur = recipe.curate
-    if cur.executor == "local":
-        from curate.logs import QuietLocalExecutor  # datatrove's, its console output cut unless verbose
-
-        # never "fork": polars' and tokenizers' thread pools in this process deadlock forked children
-        return QuietLocalExecutor(pipeline=steps, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
-                                  start_method="forkserver", verbose=verbose)
-    if cur.executor == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        s = cur.slurm
-        if not s.partition:
-            raise RecipeError("[curate.slurm] partition is required when [curate] executor = \"slurm\"")
-        return SlurmPipelineExecutor(
-            pipeline=steps, tasks=tasks, workers=workers, logging_dir=str(logging_dir), time=s.time,
-            partition=s.partition, cpus_per_task=s.cpus_per_task, mem_per_cpu_gb=s.mem_per_cpu_gb, qos=s.qos,
-            job_name=job_name or s.job_name, sbatch_args=dict(s.sbatch_args), venv_path=s.venv_path,
-            max_array_launch_parallel=s.max_array_launch_parallel)
-    if cur.executor == "ray":
-        from datatrove.executor import RayPipelineExecutor
-
-        r = cur.ray
-        return RayPipelineExecutor(
-            pipeline=steps, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
-            cpus_per_task=r.cpus_per_task, mem_per_cpu_gb=r.mem_per_cpu_gb, nodes_per_task=r.nodes_per_task,
-            tasks_per_job=r.tasks_per_job, time=r.timeout)
-    raise RecipeError(f"[curate] executor: unknown executor {cur.executor!r}")
+    """datatrove executor named by [curate] executor for the score stage (curate.executors.make_executor)."""
+    stage = Stage("score", steps, tasks, workers, Path(logging_dir), gpus_per_task=lm_gpus(recipe), verbose=verbose)
+    return make_executor(recipe, stage, job_name or recipe.curate.slurm.job_name)
 
 
 # [curate] keys that change how the work runs, not what the score table holds
@@ -136,7 +119,7 @@ def prepare_folder(folder: Path, fp: dict, restart: bool) -> None:
     """Start afresh on --restart; refuse to mix outputs of different settings into one table."""
     run_file = folder / "run.json"
     if restart and folder.exists():
-        for sub in ("scores", "rejects", "tasks", "logs", "dedup", "dedup.parquet", "stats.json", "run.json",
+        for sub in ("scores", "rejects", "tasks", "logs", FINISH_LOGS, "dedup", "dedup.parquet", "stats.json", "run.json",
                     "selection.parquet", SCORED, DROPPED):
             p = folder / sub
             if p.is_dir():
@@ -182,28 +165,74 @@ def collect_stats(folder: Path, source: str, tasks: int) -> dict[str, Any]:
     return stats
 
 
-def score_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int,
-                 restart: bool = False, show_progress: bool = True, verbose: bool = False) -> dict[str, Any] | None:
-    """Score one source; returns its stats (None when a cluster executor only submitted the jobs)."""
-    if source not in recipe.data.sources:
-        raise RecipeError(f"no source '{source}' in [data.sources] (known: {', '.join(recipe.data.sources)})")
-    preflight(source, recipe)
+def score_stages(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int,
+                 show_progress: bool = True, verbose: bool = False) -> list[Stage]:
+    """score (N tasks) -> MinHash signatures -> buckets -> clusters: the datatrove stages of one source."""
     folder = _source_dir(curate_dir, source)
     steps = build_steps(recipe, source, folder, show_progress=show_progress)
-    prepare_folder(folder, fingerprint(recipe, source, tasks), restart)
-    inputs = start_scoring(folder, [p for p, _, _ in expand_inputs(recipe.data.sources[source])])
-    executor = build_executor(recipe, steps, folder / "logs", tasks, workers, job_name=f"curate-{source}",
-                              verbose=verbose)
-    executor.run()
-    if recipe.curate.executor != "local":
-        return None
+    stages = [Stage("score", steps, tasks, workers, folder / "logs", gpus_per_task=lm_gpus(recipe), verbose=verbose)]
+    if "minhash" in recipe.curate.dedup:
+        from curate.dedup import minhash_stages
+
+        stages += minhash_stages(recipe, source, curate_dir, tasks, workers, verbose=verbose)
+    return stages
+
+
+def finish_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, inputs: list[dict]) -> dict[str, Any]:
+    """The last stage: repeated ids resolved, stats.json (checked counts), the duplicate marks
+    (dedup.parquet), then fingerprint.json, written last so it exists only after a complete run.
+    `inputs` are the source files' fingerprints taken when scoring started."""
+    folder = _source_dir(curate_dir, source)
     resolve_duplicate_ids(recipe, source, folder, tasks)
     stats = collect_stats(folder, source, tasks)
     if recipe.curate.dedup:
-        from curate.dedup import mark_duplicates
+        from curate.dedup import write_marks
 
-        mark_duplicates(recipe, source, curate_dir, tasks, workers)
+        write_marks(recipe, source, curate_dir, tasks)
     outputs = [folder / "scores" / f"{task_name(r)}.parquet" for r in range(tasks)]
     finish_scoring(folder, inputs, outputs + [dedup_path(curate_dir, source)] * bool(recipe.curate.dedup),
                    {"dedup": list(recipe.curate.dedup)})
     return stats
+
+
+@dataclass
+class SourceRun:
+    """What `curate score` did for one source: its stats (run to the end) or the Slurm jobs submitted."""
+
+    stats: dict[str, Any] | None
+    submissions: list[Submission] = field(default_factory=list)
+
+
+def run_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int, restart: bool = False,
+               show_progress: bool = True, dry_run: Path | None = None, verbose: bool = False) -> SourceRun:
+    """Score, dedup and stats of one source on the recipe's executor, holding the source folder's lock.
+
+    local and ray run every stage to the end here; slurm submits them as dependent jobs (the last
+    one writes stats.json and dedup.parquet), or with `dry_run` only writes the scripts."""
+    if source not in recipe.data.sources:
+        raise RecipeError(f"no source '{source}' in [data.sources] (known: {', '.join(recipe.data.sources)})")
+    preflight(source, recipe)
+    folder = _source_dir(curate_dir, source)
+    if recipe.curate.executor == "slurm":  # before the lock writes there: a clear error for unwritable folders
+        from curate.slurm import check_shared
+
+        check_shared([folder], lambda m: None)
+    with locked(folder, f"curate score {source}"):
+        stages = score_stages(recipe, source, curate_dir, tasks, workers, show_progress, verbose)
+        prepare_folder(folder, fingerprint(recipe, source, tasks), restart)
+        inputs = start_scoring(folder, [p for p, _, _ in expand_inputs(recipe.data.sources[source])])
+        if recipe.curate.executor == "slurm":
+            # the finish job always runs again (one cheap task): dedup settings may have changed since
+            shutil.rmtree(folder / FINISH_LOGS / "completions", ignore_errors=True)
+            stages.append(Stage("finish", [CallStep(finish_source, recipe, source, curate_dir, tasks, inputs)], 1, 1,
+                                folder / FINISH_LOGS))
+            target = None if dry_run is None else Path(dry_run) / source
+            return SourceRun(None, run_stages(recipe, stages, f"curate-{source}", target) or [])
+        run_stages(recipe, stages, f"curate-{source}", dry_run)
+        return SourceRun(finish_source(recipe, source, curate_dir, tasks, inputs))
+
+
+def score_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int,
+                 restart: bool = False, show_progress: bool = True, verbose: bool = False) -> dict[str, Any] | None:
+    """Score one source; returns its stats (None when Slurm jobs were only submitted)."""
+    return run_source(recipe, source, curate_dir, tasks, workers, restart, show_progress, verbose=verbose).stats

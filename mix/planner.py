@@ -31,8 +31,8 @@ from continua.schema import RecipeError, to_dict
 from mix.budget import Amount, human_tokens, parse_amount
 from mix.presets import Preset, get_preset
 from mix.score import score_columns, score_expr
-from mix.tables import (KEY, SRC, PlanError, Pool, Ranked, SourceTable, describe_inputs, eligible, fetch_ids,
-                        hold_out, load, open_table)
+from mix.stream import DiskPool, LazyRanked, PoolFolder, hold_out, partitions, plan_columns, write_candidates
+from mix.tables import KEY, SRC, PlanError, Ranked, SourceTable, describe_inputs, fetch_ids, open_table
 
 PLAN_VERSION = 1
 SELECTION_NAME = "selection.parquet"
@@ -317,7 +317,12 @@ def reference_counts(recipe: Recipe, buckets: int) -> tuple[np.ndarray, str]:
 
 
 def make_plan(recipe: Recipe, log=print) -> PlanResult:
-    """Compute the plan for a recipe (nothing is written)."""
+    """Compute the plan for a recipe (only a temporary folder of candidates is written, then removed)."""
+    with PoolFolder(mix_dir(recipe)) as tmp:
+        return _make_plan(recipe, tmp, log)
+
+
+def _make_plan(recipe: Recipe, tmp: Path, log=print) -> PlanResult:
     mix = recipe.mix
     seed = recipe.run.seed
     notes = Notes()
@@ -359,7 +364,7 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
 
     log("reading score tables ...")
     for n in names:
-        for m in load(tables[n], seed, score if n in domain else None, mix.dedup):
+        for m in plan_columns(tables[n], seed, score if n in domain else None, mix.dedup):
             notes.decide(f"duplicates {n}", m, "curate marked these documents as duplicates")
 
     # 1. validation first
@@ -368,30 +373,31 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
                  f"held out per source before any selection: the documents with the smallest hash of (doc_id, seed "
                  f"{seed}), {mix.valid_fraction:g} of the documents, at most {mix.valid_max_docs}, at least "
                  f"{mix.min_valid_docs}; they are never trained on, nor is any exact copy of them (text_hash) in any source")
-    valid_th = np.unique(np.concatenate([tables[n].th[valid[n]] for n in names]))
+    valid_th = np.unique(np.concatenate([valid[n].th for n in names]))
 
-    # 2. candidates, deduplicated (domain sources pooled: a text in two domain sources counts once)
-    elig = {n: eligible(tables[n], valid[n], valid_th) for n in names}
-    dpool = Pool.of([tables[n] for n in domain], [elig[n][0] for n in domain], mix.dedup)
-    pools = {n: Pool.of([tables[n]], [elig[n][0]], mix.dedup) for n in general}
+    # 2. candidates, deduplicated (domain sources pooled: a text in two domain sources counts once), streamed
+    #    to disk in partitions by text hash (mix.stream)
+    n_parts = partitions(sum(tables[n].num_docs for n in names))
+    elig = {n: write_candidates(tables[n], i, valid[n], valid_th, n_parts, tmp) for i, n in enumerate(names)}
+    dpool = DiskPool.build(tmp, tmp / "domain", [names.index(n) for n in domain], n_parts, score is not None,
+                           mix.dedup)
+    pools = {n: DiskPool.build(tmp, tmp / f"general-{n}", [names.index(n)], n_parts, False, mix.dedup)
+             for n in general}
     dups = dict(zip(domain, dpool.duplicates)) | {n: pools[n].duplicates[0] for n in general}
-    domain_avail = int(dpool.tokens.sum())
+    domain_avail = dpool.total_tokens
     if dpool.size == 0 or domain_avail == 0:
         raise PlanError(f"domain source(s) {', '.join(domain)}: no documents left for training after holding out "
                         f"validation documents and removing duplicates")
-    docs_per = np.bincount(dpool.src, minlength=len(domain))
-    tokens_per = np.bincount(dpool.src, weights=dpool.tokens, minlength=len(domain))
-    cand = {n: (int(docs_per[i]), int(round(tokens_per[i]))) for i, n in enumerate(domain)}
-    cand.update({n: (pools[n].size, int(pools[n].tokens.sum())) for n in general})
-    sizes = {n: (tables[n].num_docs, int(tables[n].tokens.sum())) for n in names}
-    notes.decide("dedup", "; ".join(f"{n}: {elig[n][1]:,} copies of validation documents, {elig[n][2]:,} marked by "
+    cand = {n: (int(dpool.docs[i]), int(dpool.tokens[i])) for i, n in enumerate(domain)}
+    cand.update({n: (pools[n].size, pools[n].total_tokens) for n in general})
+    sizes = {n: (tables[n].num_docs, tables[n].token_sum) for n in names}
+    notes.decide("dedup", "; ".join(f"{n}: {elig[n][0]:,} copies of validation documents, {elig[n][1]:,} marked by "
                                     f"curate, {dups[n]:,} exact duplicates removed" for n in names),
                  "copies of validation documents (same text_hash, in any source) never train; with dedup = true also "
                  "documents curate marked as duplicates and exact duplicates (also across domain sources) go, so no "
                  "text counts twice; of several copies, the one with the smallest seeded key stays")
-    if dpool.score is not None and np.isnan(dpool.score).any():
-        notes.warn(f"{int(np.isnan(dpool.score).sum()):,} domain documents have no value for score {mix.score!r}: "
-                   f"they rank last")
+    if dpool.has_score and dpool.nan:
+        notes.warn(f"{dpool.nan:,} domain documents have no value for score {mix.score!r}: they rank last")
 
     # 3. budget
     budget_tokens = amount.resolve(domain_avail)
@@ -416,28 +422,28 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
         domain_tokens = budget_tokens - sum(general_targets.values())
 
     # 5. domain subset and epochs
-    if dpool.score is None:
+    if not dpool.has_score:
         notes.decide("domain ranking", "seeded random order", "no [mix] score: every domain document is equally good")
-        ranked = Ranked(dpool, dpool.key)
+        ranked = LazyRanked(dpool, "key")
     else:
         notes.decide("domain ranking", f"by {mix.score} ({'higher' if mix.prefer == 'high' else 'lower'} is better)",
                      "quality subset (Guo et al. 2024, strategy 2): the best documents by the chosen score; ties are "
                      "ordered by the seeded key, missing scores rank last")
-        ranked = Ranked(dpool, -dpool.score if mix.prefer == "high" else dpool.score.copy())
+        ranked = LazyRanked(dpool, "score_desc" if mix.prefer == "high" else "score_asc")
     # budget_covers = "domain": the budget is the domain's own (subset x epochs), replay comes on top
     epoch_basis = domain_tokens if mix.budget_covers == "domain" else budget_tokens
-    dom = choose_domain(ranked, domain_tokens, epoch_basis, mix, dpool.score is not None, notes)
-    if dpool.score is not None and dom.docs.height:
+    dom = choose_domain(ranked, domain_tokens, epoch_basis, mix, dpool.has_score, notes)
+    if dpool.has_score and dom.docs.height:
         sub = dom.docs["score"].drop_nans()
         cut = sub.min() if mix.prefer == "high" else sub.max()
         notes.decide("score cutoff", f"{mix.score} {'>=' if mix.prefer == 'high' else '<='} {cut:.6g}",
-                     f"mean in the subset {sub.mean():.6g} vs {np.nanmean(dpool.score):.6g} in the pool")
+                     f"mean in the subset {sub.mean():.6g} vs {dpool.score_mean:.6g} in the pool")
 
     # 6. replay
     target_counts = None
     picks: dict[str, Picked] = {}
     for n, cfg in general.items():
-        primary, method = pools[n].key, "seeded random order"
+        ranked_n, method = LazyRanked(pools[n], "key"), "seeded random order"
         if general_targets[n] > 0 and mix.replay_select == "dsir":
             if target_counts is None:
                 log("DSIR: reading the reference sample ...")
@@ -446,13 +452,14 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
                              f"importance resampling (Xie et al. 2023): hashed unigram+bigram features in "
                              f"{mix.dsir_buckets} buckets, log w = sum of (log p_target - log p_raw), Gumbel top-k "
                              f"so replay resembles the reference")
-            primary = -dsir_keys(n, cfg, pools[n].key, seed, target_counts, mix.dsir_buckets)
+            every = pools[n].load()  # DSIR weighs every candidate of the source
+            ranked_n = Ranked(every, -dsir_keys(n, cfg, every.key, seed, target_counts, mix.dsir_buckets))
             method = "DSIR (Gumbel top-k by importance weight)"
-        picks[n] = choose_general(n, Ranked(pools[n], primary), general_targets[n], mix, method, notes)
+        picks[n] = choose_general(n, ranked_n, general_targets[n], mix, method, notes)
 
     log("writing the selection ...")
     plan, selection = _assemble(recipe, amount, budget_tokens, domain, general, tables, sizes, valid, cand, dom,
-                                picks, notes, {n: (elig[n][1], elig[n][2], dups[n]) for n in names})
+                                picks, notes, {n: (elig[n][0], elig[n][1], dups[n]) for n in names})
     plan["inputs"] = hashing.result()
     plan["source_files"] = source_files  # what `mix build` checks before reading a source
     write_json(cache_path, cache)
@@ -487,14 +494,14 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
         sel_tokens = int(docs["n_tokens"].sum())
         repeats = target / sel_tokens if sel_tokens else 0.0
         v = valid[n]
-        ids = fetch_ids(t, docs[KEY].to_numpy(), t.key[v])
+        ids = fetch_ids(t, docs[KEY].to_numpy(), v.key)
         sel_parts.append(ids.select("doc_id", pl.lit(n).alias("source"), "split",
                                     pl.when(pl.col("split") == "valid").then(1.0).otherwise(repeats).alias("repeats"),
                                     "text_hash"))
         sources[n] = {
             "role": cfg.role, "group": cfg.group, "method": method if target else "unused (no share)",
             "available": {"docs": sizes[n][0], "tokens": sizes[n][1]},
-            "valid": {"docs": int(v.size), "tokens": int(t.tokens[v].sum())},
+            "valid": {"docs": v.size, "tokens": int(v.tokens.sum())},
             "candidates": {"docs": cand[n][0], "tokens": cand[n][1]},
             "removed": dict(zip(("valid_copies", "marked", "duplicates"), removed[n])),
             "selected": {"docs": docs.height, "tokens": sel_tokens},

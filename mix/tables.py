@@ -1,15 +1,13 @@
-"""Score tables as the planner needs them: one streaming read, validation held out first, duplicates gone.
+"""Score tables as the planner needs them: lazy scans, 64-bit keys, ranking with partial sorts.
 
-Each source's table is scanned lazily and read once with only what the plan uses, and strings
-become 64-bit numbers on the way in (the seeded key of doc_id, the hash of text_hash, the score
-expression already evaluated). Every later step (hold-out, dedup, ranking) is numpy over those
-arrays, with partial sorts where only a prefix matters; doc_id strings are read again only for
-the documents the plan keeps. That keeps a 10-million-row plan to seconds and about a gigabyte.
+Strings become 64-bit numbers on the way in (the seeded key of doc_id, the hash of text_hash, the
+score expression already evaluated); mix.stream streams the tables through the hold-out and dedup
+and hands the rows a plan may keep to `Pool` / `Ranked` here (numpy, partial sorts where only a
+prefix matters); doc_id strings are read again only for the documents the plan keeps.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,10 +39,9 @@ class SourceTable:
     frame: pl.LazyFrame
     schema: dict[str, pl.DataType]
     seed: int = 0
-    key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
-    th: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
-    tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    marked: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    lazy: pl.LazyFrame | None = None  # the plan's columns (mix.stream.plan_columns)
+    docs: int = 0
+    token_sum: int = 0
     score: np.ndarray | None = None
 
     @property
@@ -53,7 +50,7 @@ class SourceTable:
 
     @property
     def num_docs(self) -> int:
-        return int(self.key.size)
+        return self.docs
 
 
 def open_table(curate_dir: Path, name: str, cfg: SourceConfig) -> SourceTable:
@@ -89,47 +86,6 @@ def describe_inputs(table: SourceTable, cache: dict | None = None) -> list[dict]
     return out
 
 
-def load(table: SourceTable, seed: int, score: pl.Expr | None, use_marks: bool) -> list[str]:
-    """Read the table once (streaming) into arrays; returns notes on the duplicate marks used."""
-    notes: list[str] = []
-    marked = pl.lit(False)
-    if use_marks:
-        for col, drop_when in (("dup_exact", True), ("dup_minhash_keep", False)):
-            if col not in table.schema:
-                continue
-            if table.schema[col] != pl.Boolean:
-                notes.append(f"column {col} is {table.schema[col]}, not boolean: ignored (exact duplicates are "
-                             f"still removed by text_hash)")
-                continue
-            marked = marked | (pl.col(col).fill_null(not drop_when) == drop_when)
-            notes.append(f"drops documents marked {col} = {str(drop_when).lower()}")
-    cols = [pl.col("doc_id").hash(seed).alias(KEY), pl.col("text_hash").hash(0).alias("th"),
-            pl.col("n_tokens").cast(pl.Int64), marked.alias("marked")]
-    if score is not None:
-        cols.append(score.cast(pl.Float64).alias("score"))
-    df = table.frame.select(cols).collect(engine="streaming")
-    if df.height == 0:
-        raise PlanError(f"source '{table.name}': the score table has no documents ({table.files[0].parent})")
-    nulls = df["n_tokens"].null_count()
-    if nulls:
-        raise PlanError(f"source '{table.name}': {nulls} document(s) have no n_tokens in {table.files[0].parent}")
-    table.seed = seed
-    table.key, table.th = df[KEY].to_numpy(), df["th"].to_numpy()
-    table.tokens, table.marked = df["n_tokens"].to_numpy(), df["marked"].to_numpy()
-    table.score = df["score"].to_numpy() if score is not None else None
-    return notes
-
-
-def smallest(values: np.ndarray, k: int, key: np.ndarray) -> np.ndarray:
-    """Indices of the k smallest `values`, ordered by (value, key, index); a partial sort, O(n)."""
-    n = values.size
-    k = min(k, n)
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    cand = np.arange(n) if k == n else np.flatnonzero(values <= np.partition(values, k - 1)[k - 1])
-    return _ordered(cand, values, key)[:k]
-
-
 def _ordered(cand: np.ndarray, values: np.ndarray, key: np.ndarray) -> np.ndarray:
     """`cand` sorted by (value, key, index): one argsort, a lexsort only when values tie."""
     v = values[cand]
@@ -140,36 +96,11 @@ def _ordered(cand: np.ndarray, values: np.ndarray, key: np.ndarray) -> np.ndarra
     return cand[order]
 
 
-def hold_out(table: SourceTable, fraction: float, max_docs: int, min_docs: int) -> np.ndarray:
-    """Rows held out for validation: the documents with the smallest seeded hash of doc_id, so the
-    split depends only on the ids and the seed, never on scores or strategies."""
-    n = table.num_docs
-    k = max(min(math.ceil(n * fraction), max_docs), min_docs)
-    if k >= n:
-        k = n - 1
-        if k < min_docs:
-            raise PlanError(f"source '{table.name}': {n} document(s) cannot give {min_docs} validation document(s) "
-                            f"and still leave documents to train on")
-    return smallest(table.key, k, table.key)
-
-
 def isin(values: np.ndarray, members: np.ndarray) -> np.ndarray:
     """Vectorized membership through a hash set (numpy's isin sorts both arrays)."""
     if members.size == 0:
         return np.zeros(values.size, dtype=bool)
     return pl.Series(values).is_in(pl.Series(members).implode()).to_numpy()
-
-
-def eligible(table: SourceTable, valid_rows: np.ndarray, valid_th: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """(rows that may train, copies of validation documents dropped, curate-marked duplicates dropped):
-    not held out, not an exact copy of any validation document in any source, not marked by `curate`."""
-    copies = isin(table.th, valid_th)
-    copies[valid_rows] = False
-    marked = table.marked & ~copies
-    marked[valid_rows] = False
-    keep = ~copies & ~marked
-    keep[valid_rows] = False
-    return np.flatnonzero(keep), int(copies.sum()), int(marked.sum())
 
 
 def first_copies(th: np.ndarray, key: np.ndarray) -> np.ndarray:
@@ -200,39 +131,18 @@ class Pool:
     src: np.ndarray  # index of the source in the pool's source list
     rows: np.ndarray  # row in that source's table
     key: np.ndarray
-    th: np.ndarray
+    th: np.ndarray  # empty once dedup is done (mix.stream drops it)
     tokens: np.ndarray
     score: np.ndarray | None = None
     duplicates: list[int] = field(default_factory=list)  # exact duplicates removed, per source
-
-    @classmethod
-    def of(cls, tables: list[SourceTable], rows: list[np.ndarray], dedup: bool) -> "Pool":
-        """The candidate `rows` of `tables`, one copy per text when `dedup` (smallest seeded key wins,
-        across all the tables); each array is gathered once."""
-        before = [r.size for r in rows]
-        if dedup:
-            th = np.concatenate([t.th[r] for t, r in zip(tables, rows)])
-            key = np.concatenate([t.key[r] for t, r in zip(tables, rows)])
-            keep = first_copies(th, key)
-            if not keep.all():
-                bounds = np.cumsum([0] + before)
-                rows = [r[keep[a:b]] for r, a, b in zip(rows, bounds[:-1], bounds[1:])]
-
-        def cat(get) -> np.ndarray:
-            parts = [get(t)[r] for t, r in zip(tables, rows)]
-            return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-        score = cat(lambda t: t.score) if all(t.score is not None for t in tables) else None
-        return cls(np.concatenate([np.full(r.size, i, np.int32) for i, r in enumerate(rows)]),
-                   np.concatenate(rows), cat(lambda t: t.key), cat(lambda t: t.th), cat(lambda t: t.tokens), score,
-                   [b - r.size for b, r in zip(before, rows)])
 
     @property
     def size(self) -> int:
         return int(self.rows.size)
 
     def take(self, pos: np.ndarray) -> "Pool":
-        return Pool(self.src[pos], self.rows[pos], self.key[pos], self.th[pos], self.tokens[pos],
+        return Pool(self.src[pos], self.rows[pos], self.key[pos], self.th[pos] if self.th.size else self.th,
+                    self.tokens[pos],
                     None if self.score is None else self.score[pos], list(self.duplicates))
 
     def frame(self) -> pl.DataFrame:
@@ -290,8 +200,11 @@ def fetch_ids(table: SourceTable, train_keys: np.ndarray, valid_keys: np.ndarray
     a collision or a doc_id listed twice is reported, never silently merged)."""
     valid = pl.Series(valid_keys, dtype=pl.UInt64).implode()
     wanted = pl.Series(np.concatenate([train_keys, valid_keys]), dtype=pl.UInt64).implode()
+    # concat_str copies the kept strings: a filtered string view would keep every id of the table alive
     found = (table.frame.select(pl.col("doc_id"), pl.col("doc_id").hash(table.seed).alias(KEY), "text_hash")
-             .filter(pl.col(KEY).is_in(wanted)).collect(engine="streaming")
+             .filter(pl.col(KEY).is_in(wanted))
+             .with_columns(pl.concat_str([pl.col("doc_id"), pl.lit("")]), pl.concat_str([pl.col("text_hash"), pl.lit("")]))
+             .collect(engine="streaming")
              .select("doc_id", "text_hash", pl.when(pl.col(KEY).is_in(valid)).then(pl.lit("valid")).otherwise(pl.lit("train"))
                      .alias("split")))
     if found.height != train_keys.size + valid_keys.size:

@@ -280,3 +280,21 @@ def test_budget_covering_domain_tokens_adds_replay_on_top(world):
     assert d["share"] == pytest.approx(0.82, abs=1e-3)
     assert p["budget"]["tokens"] == p["total_target_tokens"]
     assert p["budget"]["tokens"] == pytest.approx(0.4 * n / 0.82, rel=1e-3)
+
+
+@pytest.mark.parametrize("mix", [{"budget": "40%", "top": "10%", "score": "fasttext_q", "preset": "llama1"},
+                                 {"budget": "60%", "resample": "fixed", "score": "fasttext_q", "replay": 0.2},
+                                 {"budget": "30%"}])
+def test_out_of_core_partitions_and_sampled_thresholds_give_the_same_plan(world, mix, monkeypatch):
+    """Many small dedup partitions and a coarse ranking sample change only how the tables are read."""
+    import mix.stream as stream
+
+    r = recipe(world, mix)
+    whole = make_plan(r, log=lambda m: None)
+    monkeypatch.setattr(stream, "PART_ROWS", 97)  # ~40 partitions: copies of a text still meet in one
+    monkeypatch.setattr(stream, "SAMPLE", 3)  # thresholds estimated from a third of the rows, then widened
+    parts = make_plan(r, log=lambda m: None)
+    assert parts.selection.sort("source", "doc_id").equals(whole.selection.sort("source", "doc_id"))
+    assert parts.plan["sources"] == whole.plan["sources"]
+    assert parts.plan["decisions"] == whole.plan["decisions"]
+    assert not list((Path(r.run.out_dir) / "mix").glob(".plan-*"))  # the candidate folder is removed

@@ -160,7 +160,7 @@ def test_item3_plan_refuses_a_score_run_killed_before_its_dedup_step(tmp_path, m
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(curate.dedup, "mark_duplicates", killed)
+    monkeypatch.setattr(curate.dedup, "write_marks", killed)
     assert curate_main(["score", str(recipe)]) == INTERRUPTED
     assert (tmp_path / "out" / "curate" / "med" / "stats.json").exists()  # scores and stats are there
     assert mix_main(["plan", str(recipe)]) == FAILED
