@@ -47,5 +47,6 @@ def scan_scores(curate_dir: Path, source: str) -> pl.LazyFrame:
     frame = pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")
     marks = dedup_path(curate_dir, source)
     if marks.exists():
-        frame = frame.join(pl.scan_parquet(marks), on="doc_id", how="left")
+        # the score files' row order is kept: mix numbers rows once and finds them again in later scans
+        frame = frame.join(pl.scan_parquet(marks), on="doc_id", how="left", maintain_order="left")
     return frame
