@@ -10,7 +10,9 @@ renamed into place when complete), so running the command again resumes.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -36,7 +38,32 @@ def stop_descendants(grace_s: float = 5.0) -> list[int]:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=grace_s)
+    _forget_forkservers()
     return [p.pid for p in procs]
+
+
+def _forget_forkservers() -> None:
+    """The forkserver we just ended (and reaped) is still cached by (py)multiprocessing, whose next pool
+    would `waitpid` it and fail with ECHILD: forget it, so a later run in this process starts a new one."""
+    for name in ("multiprocessing.forkserver", "multiprocess.forkserver"):
+        module = sys.modules.get(name)
+        server = getattr(module, "_forkserver", None)
+        if server is None or server._forkserver_pid is None:
+            continue
+        with server._lock:
+            if server._forkserver_alive_fd is not None:
+                try:
+                    os.close(server._forkserver_alive_fd)
+                except OSError:
+                    pass
+            try:
+                os.waitpid(server._forkserver_pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            address = server._forkserver_address
+            if isinstance(address, str) and os.path.exists(address):  # a filesystem socket (not abstract)
+                os.unlink(address)
+            server._forkserver_alive_fd = server._forkserver_pid = server._forkserver_address = None
 
 
 @contextmanager

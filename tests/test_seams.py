@@ -223,7 +223,7 @@ def test_item7_exit_codes_tell_finished_from_interrupted(scored, tmp_path, capsy
 @pytest.mark.parametrize("override,key", [("optim.lr=nan", "optim.lr"), ("optim.lr=inf", "optim.lr"),
                                           ("optim.lr=-inf", "optim.lr"), ("mix.replay=nan", "mix.replay"),
                                           ("train.steps=-1", "steps"), ("train.seq_len=0", "seq_len"),
-                                          ("train.batch_size=0", "batch_size"), ("curate.workers=0", "workers")])
+                                          ("train.batch_size=0", "batch_size"), ("curate.workers=-1", "workers")])
 def test_item8_validation_names_the_key(tmp_path, override, key):
     path = tmp_path / "r.toml"
     path.write_text("[run]\nout_dir = \"out\"\n")
