@@ -27,6 +27,7 @@ from continua.io import atomic_path, file_sha256, read_json, write_json
 from continua.layout import curate_dir, mix_dir
 from continua.recipe import Recipe, SourceConfig
 from continua.schema import RecipeError, to_dict
+from mix.band import domain_band
 from mix.budget import Amount, human_tokens, parse_amount
 from mix.presets import Preset, get_preset
 from mix.score import score_columns, score_expr
@@ -452,6 +453,8 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
                                 picks, notes, {n: (elig[n][1], elig[n][2], dups[n]) for n in names})
     plan["inputs"] = hashing.result()
     write_json(cache_path, cache)
+    if mix.score:  # the kept band beside the rest, for people (mix.band)
+        plan["band"] = domain_band(recipe, selection)
     return PlanResult(plan, selection)
 
 

@@ -1,0 +1,148 @@
+"""Evaluate the SmolLM2 experiment (bench/results/run_smollm2.sh): selector AUC, losses, benchmarks.
+
+    python bench/results/eval_smollm2.py --out OUT [--data /work/shared/data] [--mmlu 40 --medqa 20 --pubmedqa 20]
+
+1. the selector: ROC AUC that a held-out reference document (BC5CDR, never in the reference model)
+   has a lower reference perplexity than a candidate-pool document, and than an enwiki document;
+2. per model (the base and each run's export): WikiText-2 validation loss (nats/token over fixed
+   windows), and zero-shot accuracy on evenly spread subsets of MMLU-medical, MedQA and PubMedQA
+   (test split) with binomial standard errors sqrt(p(1-p)/n) (PubMedQA: acc, not acc_norm);
+3. the runs' validation losses and stability gap from continua compare's comparison.json.
+Writes OUT/smollm2.json and OUT/smollm2.md; prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from continua.io import read_json, write_json, write_text
+
+BENCH = {"mmlu_medical": "benchmarks/mmlu_medical6_test.jsonl", "medqa": "benchmarks/medqa_usmle_4opt_test.jsonl"}
+
+
+def read_texts(paths: list[Path]) -> list[str]:
+    return [json.loads(line)["text"] for p in paths for line in open(p, encoding="utf-8") if line.strip()]
+
+
+def selector_auc(out: Path, data: Path) -> dict:
+    """AUC of held-out reference text ranked above the pool (and enwiki) by reference perplexity."""
+    from curate.classifier import roc_auc
+    from curate.ngram import NgramModel
+
+    model = NgramModel.load(out / "reference" / "bc5cdr.ngram.npz")
+    held = model.perplexity(read_texts([out / "data" / "reference_heldout.jsonl"]))
+    pool = model.perplexity(read_texts(sorted((out / "data" / "medical").glob("*.jsonl"))))
+    wiki = model.perplexity(read_texts([out / "data" / "general.jsonl"]))
+
+    def auc(neg: np.ndarray) -> float:
+        labels = np.concatenate([np.ones(len(held), bool), np.zeros(len(neg), bool)])
+        return float(roc_auc(labels, -np.concatenate([held, neg])))  # lower perplexity = more reference-like
+
+    return {"heldout_reference_docs": len(held), "pool_docs": len(pool), "enwiki_docs": len(wiki),
+            "auc_vs_pool": auc(pool), "auc_vs_enwiki": auc(wiki),
+            "median_ppl": {"heldout_reference": float(np.median(held)), "pool": float(np.median(pool)),
+                           "enwiki": float(np.median(wiki))}}
+
+
+@torch.no_grad()
+def text_loss(model, tok, text: str, seq_len: int, windows: int) -> float:
+    """Mean token loss over the first `windows` windows of seq_len+1 tokens of `text`."""
+    ids = np.asarray(tok.backend.encode(text[: windows * (seq_len + 1) * 8], add_special_tokens=False).ids)
+    n = min(windows, ids.size // (seq_len + 1))
+    x = torch.as_tensor(ids[: n * (seq_len + 1)].reshape(n, seq_len + 1), dtype=torch.long)
+    total = 0.0
+    for i in range(0, n, 4):
+        b = x[i: i + 4]
+        logits = model(input_ids=b[:, :-1]).logits.float()
+        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), b[:, 1:].flatten(), reduction="sum").item()
+    return total / (n * seq_len)
+
+
+def se(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n) if n else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="the OUT folder of run_smollm2.sh")
+    ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    ap.add_argument("--mmlu", type=int, default=40, help="MMLU-medical items (evenly spread, fixed)")
+    ap.add_argument("--medqa", type=int, default=20)
+    ap.add_argument("--pubmedqa", type=int, default=20)
+    ap.add_argument("--wikitext-windows", type=int, default=8)
+    ap.add_argument("--runs", default="naive,guo-40-reference,replay-25,lr-high",
+                    help="runs to score on the benchmarks (comma-separated; the base model always)")
+    a = ap.parse_args(argv)
+    from transformers import AutoModelForCausalLM
+
+    from continua.tokenizer import load_tokenizer
+    from train.mcq import evaluate_mcq, load_benchmark
+
+    torch.set_num_threads(2)
+    out = a.out.resolve()
+    t0 = time.perf_counter()
+    result: dict = {"selector": selector_auc(out, a.data)}
+    s = result["selector"]
+    print(f"selector: held-out reference vs pool ROC AUC {s['auc_vs_pool']:.3f}, vs enwiki {s['auc_vs_enwiki']:.3f} "
+          f"({s['heldout_reference_docs']} / {s['pool_docs']} / {s['enwiki_docs']} documents; median perplexity "
+          + ", ".join(f"{k} {v:.0f}" for k, v in s["median_ppl"].items()) + ")")
+
+    plan = read_json(out / "compare" / "guo-40-reference" / "mix" / "plan.json")
+    result["band"] = plan.get("band")
+    cmp = read_json(out / "compare" / "comparison.json")
+    result["comparison"] = cmp["runs"]
+
+    items = {"mmlu_medical": load_benchmark(a.data / BENCH["mmlu_medical"], a.mmlu),
+             "medqa": load_benchmark(a.data / BENCH["medqa"], a.medqa),
+             "pubmedqa": load_benchmark(out / "data" / "pubmedqa_test.jsonl", a.pubmedqa)}
+    wikitext = (a.data / "general" / "wikitext2-valid.txt").read_text(encoding="utf-8")
+    models = {"base": out / "smollm2-hf"}
+    for name in [r for r in a.runs.split(",") if r]:
+        row = next((r for r in cmp["runs"] if r["name"] == name), None)
+        if row is None:
+            raise SystemExit(f"eval_smollm2: run {name!r} is not in {out / 'compare' / 'comparison.json'}")
+        models[name] = out / "compare" / name / "train" / "export"
+    tok = load_tokenizer(models["base"])
+    result["models"] = {}
+    for name, path in models.items():
+        t1 = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+        row = {"wikitext2_loss": text_loss(model, tok, wikitext, 256, a.wikitext_windows)}
+        for bench, its in items.items():
+            r = evaluate_mcq(model, tok, its, torch.device("cpu"), batch_size=4)
+            row[bench] = {"n": r["count"], "acc": r["acc"], "acc_se": se(r["acc"], r["count"]),
+                          "acc_norm": r["acc_norm"]}
+        row["seconds"] = round(time.perf_counter() - t1, 1)
+        result["models"][name] = row
+        print(f"{name}: wikitext-2 {row['wikitext2_loss']:.3f}; " + "; ".join(
+            f"{b} {row[b]['acc']:.3f} +- {row[b]['acc_se']:.3f} (n={row[b]['n']})" for b in items)
+            + f"  [{row['seconds']} s]", flush=True)
+        del model
+    result["settings"] = {"mmlu_items": a.mmlu, "medqa_items": a.medqa, "pubmedqa_items": a.pubmedqa,
+                          "wikitext_windows": a.wikitext_windows, "seq_len": 256,
+                          "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(out / "smollm2.json", result)
+    write_text(out / "smollm2.md", render(result))
+    print(render(result))
+    return 0
+
+
+def render(r: dict) -> str:
+    lines = ["| model | WikiText-2 loss | MMLU-medical acc | MedQA acc | PubMedQA acc |", "|---|---|---|---|---|"]
+    for name, m in r["models"].items():
+        lines.append(f"| {name} | {m['wikitext2_loss']:.3f} | " + " | ".join(
+            f"{m[b]['acc']:.3f} ± {m[b]['acc_se']:.3f} (n={m[b]['n']})" for b in ("mmlu_medical", "medqa", "pubmedqa"))
+            + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
