@@ -34,22 +34,16 @@ def read_texts(paths: list[Path]) -> list[str]:
 
 def selector_auc(out: Path, data: Path) -> dict:
     """AUC of held-out reference text ranked above the pool (and enwiki) by reference perplexity."""
-    from curate.classifier import roc_auc
     from curate.ngram import NgramModel
 
     model = NgramModel.load(out / "reference" / "bc5cdr.ngram.npz")
-    held = model.perplexity(read_texts([out / "data" / "reference_heldout.jsonl"]))
-    pool = model.perplexity(read_texts(sorted((out / "data" / "medical").glob("*.jsonl"))))
-    wiki = model.perplexity(read_texts([out / "data" / "general.jsonl"]))
-
-    def auc(neg: np.ndarray) -> float:
-        labels = np.concatenate([np.ones(len(held), bool), np.zeros(len(neg), bool)])
-        return float(roc_auc(labels, -np.concatenate([held, neg])))  # lower perplexity = more reference-like
-
+    held = read_texts([out / "data" / "reference_heldout.jsonl"])
+    pool = read_texts(sorted((out / "data" / "medical").glob("*.jsonl")))
+    wiki = read_texts([out / "data" / "general.jsonl"])
     return {"heldout_reference_docs": len(held), "pool_docs": len(pool), "enwiki_docs": len(wiki),
-            "auc_vs_pool": auc(pool), "auc_vs_enwiki": auc(wiki),
-            "median_ppl": {"heldout_reference": float(np.median(held)), "pool": float(np.median(pool)),
-                           "enwiki": float(np.median(wiki))}}
+            "auc_vs_pool": model.ranking_auc(held, pool), "auc_vs_enwiki": model.ranking_auc(held, wiki),
+            "median_ppl": {name: float(np.median(model.perplexity(t)))
+                           for name, t in (("heldout_reference", held), ("pool", pool), ("enwiki", wiki))}}
 
 
 @torch.no_grad()
