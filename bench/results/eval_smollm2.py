@@ -1,6 +1,7 @@
 """Evaluate the SmolLM2 experiment (bench/results/run_smollm2.sh): selector AUC, losses, benchmarks.
 
-    python bench/results/eval_smollm2.py --out OUT [--data /work/shared/data] [--mmlu 40 --medqa 20 --pubmedqa 20]
+    python bench/results/eval_smollm2.py --out OUT [--data /work/shared/data] [--mmlu 30 --medqa 10 --pubmedqa 10]
+        [--runs naive,guo-40-reference]   (each model's scores are kept in OUT/eval/NAME.json and reused)
 
 1. the selector: ROC AUC that a held-out reference document (BC5CDR, never in the reference model)
    has a lower reference perplexity than a candidate-pool document, and than an enwiki document;
@@ -68,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="the OUT folder of run_smollm2.sh")
     ap.add_argument("--data", type=Path, default=Path("/work/shared/data"))
-    ap.add_argument("--mmlu", type=int, default=40, help="MMLU-medical items (evenly spread, fixed)")
-    ap.add_argument("--medqa", type=int, default=20)
-    ap.add_argument("--pubmedqa", type=int, default=20)
+    ap.add_argument("--mmlu", type=int, default=30, help="MMLU-medical items (evenly spread, fixed)")
+    ap.add_argument("--medqa", type=int, default=10)
+    ap.add_argument("--pubmedqa", type=int, default=10)
     ap.add_argument("--wikitext-windows", type=int, default=8)
-    ap.add_argument("--runs", default="naive,guo-40-reference,replay-25,lr-high",
+    ap.add_argument("--runs", default="naive,guo-40-reference",
                     help="runs to score on the benchmarks (comma-separated; the base model always)")
     a = ap.parse_args(argv)
     from transformers import AutoModelForCausalLM
@@ -89,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({s['heldout_reference_docs']} / {s['pool_docs']} / {s['enwiki_docs']} documents; median perplexity "
           + ", ".join(f"{k} {v:.0f}" for k, v in s["median_ppl"].items()) + ")")
 
-    plan = read_json(out / "compare" / "guo-40-reference" / "mix" / "plan.json")
-    result["band"] = plan.get("band")
-    cmp = read_json(out / "compare" / "comparison.json")
-    result["comparison"] = cmp["runs"]
+    band = out / "guo-band" / "plan.json"
+    result["band"] = read_json(band).get("band") if band.exists() else None
+    cmp_path = out / "compare" / "comparison.json"
+    result["comparison"] = read_json(cmp_path)["runs"] if cmp_path.exists() else None
 
     items = {"mmlu_medical": load_benchmark(a.data / BENCH["mmlu_medical"], a.mmlu),
              "medqa": load_benchmark(a.data / BENCH["medqa"], a.medqa),
@@ -100,37 +101,63 @@ def main(argv: list[str] | None = None) -> int:
     wikitext = (a.data / "general" / "wikitext2-valid.txt").read_text(encoding="utf-8")
     models = {"base": out / "smollm2-hf"}
     for name in [r for r in a.runs.split(",") if r]:
-        row = next((r for r in cmp["runs"] if r["name"] == name), None)
-        if row is None:
-            raise SystemExit(f"eval_smollm2: run {name!r} is not in {out / 'compare' / 'comparison.json'}")
         models[name] = out / "compare" / name / "train" / "export"
+        if not (models[name] / "config.json").exists():
+            raise SystemExit(f"eval_smollm2: run {name!r} has no exported model at {models[name]}")
     tok = load_tokenizer(models["base"])
+    settings = {"mmlu_items": a.mmlu, "medqa_items": a.medqa, "pubmedqa_items": a.pubmedqa,
+                "wikitext_windows": a.wikitext_windows, "seq_len": 256}
     result["models"] = {}
     for name, path in models.items():
-        t1 = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-        row = {"wikitext2_loss": text_loss(model, tok, wikitext, 256, a.wikitext_windows)}
-        for bench, its in items.items():
-            r = evaluate_mcq(model, tok, its, torch.device("cpu"), batch_size=4)
-            row[bench] = {"n": r["count"], "acc": r["acc"], "acc_se": se(r["acc"], r["count"]),
-                          "acc_norm": r["acc_norm"]}
-        row["seconds"] = round(time.perf_counter() - t1, 1)
+        cache = out / "eval" / f"{name}.json"  # one file per model: a re-run (or a later call) reuses it
+        if cache.exists() and read_json(cache)["settings"] == settings:
+            result["models"][name] = row = read_json(cache)["row"]
+        else:
+            t1 = time.perf_counter()
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+            row = {"wikitext2_loss": text_loss(model, tok, wikitext, 256, a.wikitext_windows)}
+            for bench, its in items.items():
+                r = evaluate_mcq(model, tok, its, torch.device("cpu"), batch_size=4)
+                row[bench] = {"n": r["count"], "acc": r["acc"], "acc_se": se(r["acc"], r["count"]),
+                              "acc_norm": r["acc_norm"]}
+            row["seconds"] = round(time.perf_counter() - t1, 1)
+            write_json(cache, {"settings": settings, "model": str(path), "row": row})
+            del model
         result["models"][name] = row
         print(f"{name}: wikitext-2 {row['wikitext2_loss']:.3f}; " + "; ".join(
             f"{b} {row[b]['acc']:.3f} +- {row[b]['acc_se']:.3f} (n={row[b]['n']})" for b in items)
             + f"  [{row['seconds']} s]", flush=True)
-        del model
-    result["settings"] = {"mmlu_items": a.mmlu, "medqa_items": a.medqa, "pubmedqa_items": a.pubmedqa,
-                          "wikitext_windows": a.wikitext_windows, "seq_len": 256,
-                          "seconds": round(time.perf_counter() - t0, 1)}
+    result["curves"] = curves(out)
+    result["settings"] = {**settings, "seconds": round(time.perf_counter() - t0, 1)}
     write_json(out / "smollm2.json", result)
     write_text(out / "smollm2.md", render(result))
     print(render(result))
     return 0
 
 
+def curves(out: Path) -> dict:
+    """Per run: validation losses at every evaluation step (metrics.jsonl) and the gap metrics (gap.json)."""
+    runs = {}
+    for run in sorted((out / "compare").glob("*/train/metrics.jsonl")):
+        evals = [json.loads(line) for line in open(run, encoding="utf-8") if line.strip()]
+        evals = [e for e in evals if e.get("kind") == "eval"]
+        gap = run.parent / "gap.json"
+        runs[run.parent.parent.name] = {
+            "steps": [e["step"] for e in evals],
+            "loss": {k: [e["metrics"].get(k) for e in evals] for k in evals[0]["metrics"] if k.startswith("loss/")},
+            "gap": read_json(gap)["sets"] if gap.exists() else None}
+    return runs
+
+
 def render(r: dict) -> str:
-    lines = ["| model | WikiText-2 loss | MMLU-medical acc | MedQA acc | PubMedQA acc |", "|---|---|---|---|---|"]
+    lines = []
+    for key in ("loss/medical", "loss/general"):
+        lines += [f"{key} (nats/token) at each evaluation step", ""]
+        for name, c in r.get("curves", {}).items():
+            vals = c["loss"].get(key) or []
+            lines.append(f"- {name}: " + ", ".join(f"{s}: {v:.3f}" for s, v in zip(c["steps"], vals)))
+        lines.append("")
+    lines += ["| model | WikiText-2 loss | MMLU-medical acc | MedQA acc | PubMedQA acc |", "|---|---|---|---|---|"]
     for name, m in r["models"].items():
         lines.append(f"| {name} | {m['wikitext2_loss']:.3f} | " + " | ".join(
             f"{m[b]['acc']:.3f} ± {m[b]['acc_se']:.3f} (n={m[b]['n']})" for b in ("mmlu_medical", "medqa", "pubmedqa"))

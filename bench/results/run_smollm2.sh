@@ -27,8 +27,9 @@ python "$REPO/bench/results/convert_smollm2.py" "$GGUF" "$OUT/smollm2-hf"
 continua compare "$OUT/recipes/guo-40-reference.toml" "$OUT/recipes/naive.toml" \
     "$OUT/recipes/replay-25.toml" "$OUT/recipes/lr-high.toml" --out "$OUT/compare" --log-x
 
-# 5. the kept band of guo-40 (size, score range, composition, examples) as `mix show` prints it
-mix show "$OUT/compare/guo-40-reference/mix" --out "$OUT/compare/guo-40-reference/mix/plan.png"
+# 5. the kept band of guo-40 (size, score range, composition by file, examples) beside the rest: the
+#    same plan again (same inputs and seed, so the same selection) printed by `mix plan`
+mix plan "$OUT/compare/guo-40-reference/train/recipe.toml" --set "mix.out=\"$OUT/guo-band\"" | tee "$OUT/guo-band.txt"
 
 # 6. selector AUC, wikitext-2 loss and benchmark accuracy (+- binomial SE) of the base and every run
 python "$REPO/bench/results/eval_smollm2.py" --out "$OUT" --data "$DATA" ${EVAL_ARGS:-}
