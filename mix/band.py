@@ -86,7 +86,8 @@ def _fill_texts(recipe: Recipe, examples: list[dict]) -> None:
         for item in iter_source(source, cfg):
             if isinstance(item, Record) and item.row in rows:
                 for ex in rows[item.row]:
-                    text = " ".join(item.text.split())
+                    # one line of printable characters: an excerpt must not drive the terminal
+                    text = " ".join("".join(c if c.isprintable() else " " for c in item.text).split())
                     ex["text"] = text[:EXCERPT_CHARS] + (" ..." if len(text) > EXCERPT_CHARS else "")
             if item.row >= last:
                 break

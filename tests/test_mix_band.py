@@ -15,6 +15,7 @@ from curate.cli import main as curate_main
 from helpers_curate import GEN, MED, document, make_tokenizer, styled_texts, write_jsonl, write_recipe
 from continua.recipe import load_recipe
 from mix.cli import main as mix_main
+from mix.band import _fill_texts
 from mix.planner import make_plan
 
 
@@ -28,7 +29,10 @@ def mixed_texts(n: int, seed: int) -> list[str]:
 def planned(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("band")
     ref = write_jsonl(tmp / "ref.jsonl", styled_texts("med", 150, 1))
-    planted = write_jsonl(tmp / "domain" / "planted.jsonl", styled_texts("med", 15, 2))
+    # one planted document carries terminal control characters: excerpts must come out printable
+    med = styled_texts("med", 15, 2)
+    med[0] = "\x1b[2J\x9b" + med[0]
+    planted = write_jsonl(tmp / "domain" / "planted.jsonl", med)
     rest = write_jsonl(tmp / "domain" / "other.jsonl", styled_texts("gen", 45, 3) + mixed_texts(20, 4))
     model = tmp / "ref.npz"
     assert curate_main(["train-reference", "--ref", str(ref), "--out", str(model), "--order", "3"]) == 0
@@ -70,6 +74,7 @@ def test_plan_shows_the_kept_band_beside_the_rest(planned, capsys):
         assert len(part["examples"]) == 3
         ex_scores = [e["score"] for e in part["examples"]]
         assert ex_scores == sorted(ex_scores) and all(e["text"] for e in part["examples"])
+        assert all(e["text"].isprintable() for e in part["examples"])
     assert np.isclose(kept["examples"][0]["score"], kept["score"]["min"])
     assert "kept band" in printed and "planted.jsonl" in printed and kept["examples"][0]["text"][:40] in printed
     # mix show prints it again from plan.json
@@ -81,3 +86,13 @@ def test_no_score_no_band(planned):
     _, recipe = planned
     plan = make_plan(load_recipe(recipe, {"mix": {"score": None, "top": None}}), log=lambda m: None).plan
     assert "band" not in plan
+
+
+def test_example_excerpts_are_one_printable_line(planned):
+    tmp, recipe = planned
+    ex = {"source": "domain", "path": str(tmp / "domain" / "planted.jsonl"), "row": 0, "doc_id": "x", "text": None}
+    _fill_texts(load_recipe(recipe), [ex])  # row 0 starts with terminal control characters
+    assert ex["text"].isprintable() and "\n" not in ex["text"] and len(ex["text"]) <= 304
+    missing = dict(ex, row=999, text=None)
+    with pytest.raises(FileNotFoundError, match="row 999"):
+        _fill_texts(load_recipe(recipe), [missing])
