@@ -8,6 +8,8 @@ import json
 import polars as pl
 import pytest
 
+from continua.documents import iter_documents
+from continua.recipe import SourceConfig
 from curate.ngram import train_ngram
 from helpers_curate import styled_texts
 from workflow.demo import selector_report, split_reference
@@ -42,7 +44,8 @@ def test_selector_report_auc_and_composition(tmp_path):
     code = write(tmp_path / "code.jsonl", domain)
     mix = tmp_path / "mix"
     mix.mkdir()
-    pl.DataFrame({"doc_id": ["a0", "a1", "a2", "b0", "b1"], "source": ["code"] * 4 + ["general"],
+    ids = [r.doc_id for r in iter_documents("code", SourceConfig(paths=[code]))]  # as curate names them
+    pl.DataFrame({"doc_id": ids[:3] + ids[5:6] + ["b1"], "source": ["code"] * 4 + ["general"],
                   "split": ["train", "train", "train", "valid", "train"],
                   "repeats": [1.0] * 5}).write_parquet(mix / "selection.parquet")
     rep = selector_report(path, held, code, mix)

@@ -33,7 +33,9 @@ from rich.console import Console
 from rich.table import Table
 
 from workflow.demo_corpus import CorpusCaps, build_demo_corpora, train_demo_tokenizer
+from continua.documents import iter_documents
 from continua.io import atomic_open, read_json, write_json
+from continua.recipe import SourceConfig
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "demo"
 console = Console()
@@ -114,9 +116,9 @@ def selector_report(model_path: Path, heldout: Path, domain: Path, mix_folder: P
     chosen = set(pl.read_parquet(mix_folder / "selection.parquet")
                  .filter((pl.col("source") == "code") & (pl.col("split") == "train"))["doc_id"].to_list())
     packages: dict[str, list[int]] = {}
-    for d in docs:
-        row = packages.setdefault(d.get("package", "?"), [0, 0])
-        row[0 if d["id"] in chosen else 1] += 1
+    for rec in iter_documents("code", SourceConfig(paths=[domain])):  # the doc_ids the plan knows
+        row = packages.setdefault(docs[rec.row].get("package", "?"), [0, 0])
+        row[0 if rec.doc_id in chosen else 1] += 1
     return {"auc": auc, "heldout_docs": len(held), "domain_docs": len(docs), "selected_docs": len(chosen),
             "packages": sorted(packages.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))}
 
