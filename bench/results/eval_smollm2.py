@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pubmedqa", type=int, default=10)
     ap.add_argument("--wikitext-windows", type=int, default=8)
     ap.add_argument("--runs", default="naive,guo-40-reference",
-                    help="runs to score on the benchmarks (comma-separated; the base model always)")
+                    help="runs to score on the benchmarks (comma-separated)")
+    ap.add_argument("--base", action=argparse.BooleanOptionalAction, default=True,
+                    help="score the base model too (default; --no-base for a parallel call on runs only)")
     a = ap.parse_args(argv)
     from transformers import AutoModelForCausalLM
 
@@ -99,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
              "medqa": load_benchmark(a.data / BENCH["medqa"], a.medqa),
              "pubmedqa": load_benchmark(out / "data" / "pubmedqa_test.jsonl", a.pubmedqa)}
     wikitext = (a.data / "general" / "wikitext2-valid.txt").read_text(encoding="utf-8")
-    models = {"base": out / "smollm2-hf"}
+    models = {"base": out / "smollm2-hf"} if a.base else {}
     for name in [r for r in a.runs.split(",") if r]:
         models[name] = out / "compare" / name / "train" / "export"
         if not (models[name] / "config.json").exists():
             raise SystemExit(f"eval_smollm2: run {name!r} has no exported model at {models[name]}")
-    tok = load_tokenizer(models["base"])
+    tok = load_tokenizer(out / "smollm2-hf")
     settings = {"mmlu_items": a.mmlu, "medqa_items": a.medqa, "pubmedqa_items": a.pubmedqa,
                 "wikitext_windows": a.wikitext_windows, "seq_len": 256}
     result["models"] = {}
