@@ -41,12 +41,33 @@ def convert(gguf: Path, out: Path) -> Path:
     return out
 
 
+def check(gguf: Path, out: Path, text: str = "The patient was treated with insulin for type 2 diabetes.") -> float:
+    """Largest |logit difference| between the GGUF-loaded model and the converted folder on a short text."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = tok(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        a = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()(ids).logits
+        b = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
+    if tok(text).input_ids != AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)(text).input_ids:
+        raise RuntimeError(f"{out}: the saved tokenizer encodes differently from the GGUF's")
+    return float((a - b).abs().max())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("gguf", type=Path)
     ap.add_argument("out", type=Path)
+    ap.add_argument("--check", action="store_true", help="compare logits of the GGUF and the converted folder")
     a = ap.parse_args(argv)
     print(convert(a.gguf, a.out))
+    if a.check:
+        diff = check(a.gguf, a.out)
+        print(f"max |logit difference| GGUF vs converted: {diff:.2e}")
+        if diff > 1e-3:
+            raise SystemExit(f"{a.out}: converted model differs from the GGUF (max |logit difference| {diff:.3g})")
     return 0
 
 

@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 # 1. the model: GGUF (Q4_1) -> de-quantized HF safetensors folder
 GGUF="$OUT/gguf/SmolLM2-135M-Instruct.Q4_1.gguf"
 [ -f "$GGUF" ] || bash "$GET" "$OUT/gguf"
-python "$REPO/bench/results/convert_smollm2.py" "$GGUF" "$OUT/smollm2-hf"
+python "$REPO/bench/results/convert_smollm2.py" "$GGUF" "$OUT/smollm2-hf" --check
 
 # 2. reference (BC5CDR abstracts, benchmark-free), candidate pool, replay sample, recipes
 [ -f "$OUT/prepare.json" ] || python "$REPO/bench/results/prepare_smollm2.py" --data "$DATA" \
