@@ -36,7 +36,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from prepare_medical import dump, read, take_chars  # noqa: E402
 
 from continua.io import write_json, write_text  # noqa: E402
-from continua.tomlw import dumps  # noqa: E402
+
+try:  # the recipe writer: continua.recipe.toml_text where it exists, else the older continua.tomlw
+    from continua.recipe import toml_text as dumps  # noqa: E402
+except ImportError:
+    from continua.tomlw import dumps  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHINGLE = 13  # words: the usual contamination window (GPT-3, Llama)
