@@ -231,6 +231,14 @@ class NgramModel:
         count = np.bincount(doc, minlength=len(texts))
         return np.exp(-total / count)
 
+    def ranking_auc(self, reference_like: list[str], others: list[str]) -> float:
+        """ROC AUC that a reference-like text gets a lower perplexity than another (ties count half):
+        how well this model, as a selector, ranks held-out reference text above the rest."""
+        from curate.classifier import roc_auc
+
+        labels = np.concatenate([np.ones(len(reference_like), bool), np.zeros(len(others), bool)])
+        return float(roc_auc(labels, -np.concatenate([self.perplexity(reference_like), self.perplexity(others)])))
+
     def cond_prob(self, context: list[int], word: int | Iterable[int]) -> np.ndarray:
         """p(word | context) for internal ids; a context shorter than N-1 means the document start."""
         words_ = np.atleast_1d(np.asarray(list(word) if not np.isscalar(word) else [word], dtype=np.int64))

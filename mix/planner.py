@@ -28,6 +28,7 @@ from continua.io import atomic_path, file_sha256, read_json, write_json
 from continua.layout import curate_dir, mix_dir
 from continua.recipe import Recipe, SourceConfig
 from continua.schema import RecipeError, to_dict
+from mix.band import domain_band
 from mix.budget import Amount, human_tokens, parse_amount
 from mix.presets import Preset, get_preset
 from mix.score import score_columns, score_expr
@@ -463,6 +464,8 @@ def _make_plan(recipe: Recipe, tmp: Path, log=print) -> PlanResult:
     plan["inputs"] = hashing.result()
     plan["source_files"] = source_files  # what `mix build` checks before reading a source
     write_json(cache_path, cache)
+    if mix.score:  # the kept band beside the rest, for people (mix.band)
+        plan["band"] = domain_band(recipe, selection)
     return PlanResult(plan, selection)
 
 

@@ -48,9 +48,36 @@ def _times_seen(source: dict) -> str:
     return f"{source['target_tokens'] / selected:.2f}x" if selected else "-"
 
 
+def band_table(band: dict) -> Table:
+    """The kept band of a score-ranked plan beside the rest: size, score range, composition by file."""
+    table = Table(title=f"domain ranked by {band['score']} ({band['prefer']}er is better): kept band vs rest")
+    for col, just in (("", "left"), ("documents", "right"), ("tokens", "right"), ("score min", "right"),
+                      ("median", "right"), ("max", "right"), ("composition by file (documents)", "left")):
+        table.add_column(col, justify=just)
+    for label in ("band", "rest"):
+        s = band[label]
+        sc = s["score"] or {}
+        files = ", ".join(f"{Path(f['path']).name} {f['docs']:,} ({f['docs'] / max(s['docs'], 1):.0%})"
+                          for f in s["by_file"][:4]) + (f", +{len(s['by_file']) - 4} files" if len(s["by_file"]) > 4 else "")
+        table.add_row("kept band" if label == "band" else "rest", f"{s['docs']:,}", human_tokens(s["tokens"]),
+                      *(f"{sc[k]:.4g}" if k in sc else "-" for k in ("min", "median", "max")), escape(files))
+    return table
+
+
+def print_band(band: dict, console: Console) -> None:
+    console.print(band_table(band))
+    for label in ("band", "rest"):
+        console.print(f"[bold]{'kept band' if label == 'band' else 'rest'}: examples[/bold]")
+        for ex in band[label]["examples"]:
+            console.print(f"  {band['score']} = {ex['score']:.4g}  {escape(Path(ex['path']).name)}:{ex['row'] + 1}  "
+                          f"[dim]{escape((ex['text'] or '')[:150])}[/dim]", highlight=False)
+
+
 def print_plan(plan: dict, console: Console | None = None) -> None:
     console = console or wide_console()
     console.print(plan_table(plan))
+    if plan.get("band"):
+        print_band(plan["band"], console)
     for w in plan.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(w)}")
 

@@ -51,6 +51,9 @@ def test_the_strategy_recipes_exist_and_load(world):
     assert loaded["naive"].mix.budget == "100%" and loaded["naive"].mix.top is None and loaded["naive"].mix.replay == 0
     g = loaded["guo-40"].mix
     assert (g.budget, g.top, g.preset, g.resample) == ("40%", "10%", "llama1", "dynamic")
+    gr = loaded["guo-40-reference"]  # Guo et al.'s own selector: lowest reference perplexity
+    assert (gr.mix.budget, gr.mix.top, gr.mix.score, gr.mix.prefer) == ("40%", "10%", "ppl_ngram_ref", "low")
+    assert set(gr.curate.ngram_references) == {"ref"}
     assert loaded["replay-5"].mix.replay == 0.05 and loaded["replay-25"].mix.replay == 0.25
     assert [loaded[f"warmup-{t}"].schedule.warmup for t in ("0", "0.5", "1", "2")] == [0, 0.005, 0.01, 0.02]
     pre_lr = loaded["naive"].optim.lr

@@ -6,8 +6,11 @@
    (docstrings and docs), domain code (Python source), reference code (the standard library);
 2. trains a byte-level BPE tokenizer on them;
 3. pre-trains a tiny Llama on the general text (recipes/demo/pretrain.toml): the "base model";
-4. trains a fastText quality classifier (standard library vs domain code), scores the corpora,
-   plans a 40% budget mixture and builds shards (recipes/demo/cpt.toml);
+4. fits Guo et al.'s selector, a reference n-gram model of the standard library (80% of its
+   files; the other 20% are held out), prints how well it ranks held-out standard-library code
+   above the domain code (ROC AUC), scores the corpora, plans a 40% budget mixture of the
+   lowest-perplexity quarter of the domain, prints what that quarter is made of, and builds shards
+   (recipes/demo/cpt.toml); it also trains the fastText classifier some strategy recipes read;
 5. continually pre-trains the base model into code, evaluating on both validation sets;
 6. prints the headline: domain and general validation loss before and after, and where the
    report and checkpoint are.
@@ -18,6 +21,7 @@ the walkthrough of the three-step workflow. Re-running resumes: finished steps a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import subprocess
@@ -29,7 +33,9 @@ from rich.console import Console
 from rich.table import Table
 
 from workflow.demo_corpus import CorpusCaps, build_demo_corpora, train_demo_tokenizer
-from continua.io import read_json, write_json
+from continua.documents import iter_documents
+from continua.io import atomic_open, read_json, write_json
+from continua.recipe import SourceConfig
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "demo"
 console = Console()
@@ -76,6 +82,61 @@ def tokenizer_step(out: Path, max_chars: int = 4_000_000) -> Path:
                         break
 
     return train_demo_tokenizer(texts(), folder)
+
+
+def split_reference(out: Path, heldout_fraction: float = 0.2) -> tuple[Path, Path]:
+    """stdlib.jsonl -> reference/stdlib_ref.jsonl (fits the selector) + stdlib_heldout.jsonl (measures it),
+    by a hash of each document's id, so the split is the same on every re-run."""
+    folder = out / "reference"
+    ref, held = folder / "stdlib_ref.jsonl", folder / "stdlib_heldout.jsonl"
+    if ref.exists() and held.exists():
+        return ref, held
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(out / "data" / "stdlib.jsonl", encoding="utf-8") as f, atomic_open(ref) as fr, atomic_open(held) as fh:
+        for line in f:
+            doc_id = json.loads(line)["id"]
+            bucket = int(hashlib.sha1(doc_id.encode()).hexdigest()[:8], 16) / 16**8
+            (fh if bucket < heldout_fraction else fr).write(line)
+    return ref, held
+
+
+def texts_of(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def selector_report(model_path: Path, heldout: Path, domain: Path, mix_folder: Path) -> dict:
+    """The selector's ROC AUC (held-out reference vs domain) and the chosen subset's make-up by package."""
+    import polars as pl
+
+    from curate.ngram import NgramModel
+
+    model = NgramModel.load(model_path)
+    held, docs = texts_of(heldout), texts_of(domain)
+    auc = model.ranking_auc([d["text"] for d in held], [d["text"] for d in docs])
+    chosen = set(pl.read_parquet(mix_folder / "selection.parquet")
+                 .filter((pl.col("source") == "code") & (pl.col("split") == "train"))["doc_id"].to_list())
+    packages: dict[str, list[int]] = {}
+    for rec in iter_documents("code", SourceConfig(paths=[domain])):  # the doc_ids the plan knows
+        row = packages.setdefault(docs[rec.row].get("package", "?"), [0, 0])
+        row[0 if rec.doc_id in chosen else 1] += 1
+    return {"auc": auc, "heldout_docs": len(held), "domain_docs": len(docs), "selected_docs": len(chosen),
+            "packages": sorted(packages.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))}
+
+
+def print_selector(rep: dict) -> None:
+    console.print(f"\n[bold]quality signal[/]: perplexity under the standard-library reference model; held-out "
+                  f"standard-library files ({rep['heldout_docs']}) ranked above the domain's {rep['domain_docs']} "
+                  f"files with ROC AUC [bold]{rep['auc']:.3f}[/] (0.5 = random)")
+    table = Table(title=f"selected subset: {rep['selected_docs']} of {rep['domain_docs']} domain files, by package")
+    for col in ("package", "selected", "left out"):
+        table.add_column(col, justify="left" if col == "package" else "right")
+    for pkg, (kept, rest) in rep["packages"][:12]:
+        table.add_row(pkg, str(kept), str(rest))
+    if len(rep["packages"]) > 12:
+        more = rep["packages"][12:]
+        table.add_row(f"{len(more)} more packages", str(sum(k for _, (k, _r) in more)), str(sum(r for _, (_k, r) in more)))
+    console.print(table)
 
 
 def sets(out: Path) -> list[str]:
@@ -125,15 +186,22 @@ def main(argv: list[str] | None = None) -> int:
         run(["curate", "train-classifier", "--pos", str(out / "data" / "stdlib.jsonl"),
              "--neg", str(out / "data" / "code.jsonl"), "--balance", "--dim", "32", "--bucket", "200000",
              "--out", str(classifier)])
+    reference = out / "reference" / "stdlib.ngram.npz"
+    ref_docs, heldout = split_reference(out)
+    if not reference.exists():
+        run(["curate", "train-reference", "--ref", str(ref_docs), "--out", str(reference)])
     cpt = RECIPES / "cpt.toml"
     cpt_sets = sets(out) + [
         "--set", f'data.sources.code.paths=["{out / "data" / "code.jsonl"}"]',
-        "--set", f'curate.classifiers.code_quality="{classifier}"',
+        "--set", f'curate.ngram_references.ref="{reference}"',
         "--set", f'model.path="{base}"',
         "--set", f'run.out_dir="{out / "cpt"}"',
     ] + extra
     run(["curate", "score", str(cpt), *cpt_sets])
     run(["mix", "plan", str(cpt), *cpt_sets])
+    selector = selector_report(reference, heldout, out / "data" / "code.jsonl", out / "cpt" / "mix")
+    write_json(out / "reference" / "selector.json", selector)
+    print_selector(selector)
     run(["mix", "build", str(cpt), *cpt_sets])
     run(["train", "run", str(cpt), *cpt_sets])
     run(["train", "report", str(out / "pretrain" / "train"), str(out / "cpt" / "train"), "--out", str(out / "report")])
@@ -144,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (before, after) in headline(out / "cpt" / "train").items():
         table.add_row(name, f"{before:.3f}", f"{after:.3f}", f"{after - before:+.3f}")
     console.print(table)
+    console.print(f"selector:   ROC AUC {selector['auc']:.3f} (held-out standard library vs domain code); "
+                  f"kept {selector['selected_docs']} of {selector['domain_docs']} domain files")
     gap = out / "cpt" / "train" / "gap.json"
     console.print(f"report:     {out / 'report' / 'report.md'}")
     console.print(f"checkpoint: {out / 'cpt' / 'train' / 'export'} (transformers.AutoModelForCausalLM.from_pretrained)")
