@@ -104,5 +104,5 @@ def test_lm_eval_command_agrees_with_train_mcq_per_item(tmp_path, capsys):
         np.testing.assert_allclose([r["loglikelihoods"] for r in rows], ours["scores"], rtol=1e-4, atol=1e-4)
         assert results["benchmarks"][name]["acc"] == pytest.approx(ours["acc"])
         assert results["benchmarks"][name]["acc_norm"] == pytest.approx(ours["acc_norm"])
-    assert main(["lm-eval", str(tmp_path / "nowhere")]) == 1  # not a run folder: one-line error
+    assert main(["lm-eval", str(tmp_path / "nowhere")]) == 2  # not a run folder: a usage error, one line
     assert "not a finished `train run` folder" in capsys.readouterr().err
