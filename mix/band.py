@@ -42,36 +42,54 @@ def domain_band(recipe: Recipe, selection: pl.DataFrame, examples: int = N_EXAMP
             continue
         frame = scan_scores(curate_dir(recipe), name)
         expr = score_expr(mix.score, score_columns(dict(frame.collect_schema())))
-        chosen = selection.filter(pl.col("source") == name).select("doc_id", "split")
-        parts.append(frame.select("doc_id", "path", "row", "n_tokens", expr.alias("score"))
-                     .collect()
+        chosen = selection.filter(pl.col("source") == name).select("doc_id", "split").lazy()
+        parts.append(frame.select("doc_id", "path", "row", "n_tokens", expr.cast(pl.Float64).alias("score"))
                      .join(chosen, on="doc_id", how="left")
                      .filter(pl.col("split").is_null() | (pl.col("split") == "train"))
                      .with_columns(pl.lit(name).alias("source"), pl.col("split").is_not_null().alias("kept")))
     if not parts:
         return None
-    docs = pl.concat(parts)
-    band, rest = docs.filter(pl.col("kept")), docs.filter(~pl.col("kept"))
+    docs = pl.concat(parts)  # lazy: every summary below streams over the score tables (out of core)
     out = {"score": mix.score, "prefer": mix.prefer,
-           "band": _summary(band, mix.prefer, examples), "rest": _summary(rest, mix.prefer, examples)}
+           "band": _summary(docs.filter(pl.col("kept")), mix.prefer, examples),
+           "rest": _summary(docs.filter(~pl.col("kept")), mix.prefer, examples)}
     _fill_texts(recipe, [*out["band"]["examples"], *out["rest"]["examples"]])
     return out
 
 
-def _summary(docs: pl.DataFrame, prefer: str, examples: int) -> dict:
-    scores = docs["score"].drop_nans().drop_nulls()
-    by_file = (docs.group_by("path").agg(pl.len().alias("docs"), pl.col("n_tokens").sum().alias("tokens"))
-               .sort("tokens", descending=True))
-    ranked = docs.filter(pl.col("score").is_not_nan() & pl.col("score").is_not_null()).sort(
-        "score", descending=prefer == "high")
-    picks = sorted(set(np.linspace(0, ranked.height - 1, examples).round().astype(int).tolist())) if ranked.height else []
+def _summary(docs: pl.LazyFrame, prefer: str, examples: int) -> dict:
+    """Counts, score range and composition by file in streaming passes (memory does not grow with the
+    rows); the examples are the documents nearest to evenly spaced score quantiles (best to last)."""
+    valid = pl.col("score").is_not_nan() & pl.col("score").is_not_null()
+    scored = docs.filter(valid)
+    totals, stats, by_file = pl.collect_all([
+        docs.select(pl.len().alias("docs"), pl.col("n_tokens").sum().alias("tokens")),
+        scored.select(pl.col("score").min().alias("min"), pl.col("score").median().alias("median"),
+                      pl.col("score").max().alias("max"), pl.len().alias("n")),
+        docs.group_by("path").agg(pl.len().alias("docs"), pl.col("n_tokens").sum().alias("tokens"))
+            .sort("tokens", "path", descending=[True, False]),
+    ], engine="streaming")
+    n_docs, tokens = totals.row(0)
+    lo, median, hi, n_scored = stats.row(0)
+    picks = []
+    if n_scored:
+        best_first = prefer != "high"
+        quantiles = np.linspace(0.0, 1.0, examples) if best_first else np.linspace(1.0, 0.0, examples)
+        targets = scored.select([pl.col("score").quantile(float(q), "nearest").alias(str(i))
+                                 for i, q in enumerate(quantiles)]).collect(engine="streaming").row(0)
+        nearest = pl.collect_all([scored.bottom_k(1, by=[(pl.col("score") - t).abs(), pl.col("doc_id")])
+                                  for t in targets], engine="streaming")
+        seen = set()
+        for row in (f.row(0, named=True) for f in nearest if f.height):
+            if row["doc_id"] not in seen:
+                seen.add(row["doc_id"])
+                picks.append(row)
     return {
-        "docs": docs.height, "tokens": int(docs["n_tokens"].sum()) if docs.height else 0,
-        "score": ({"min": float(scores.min()), "median": float(scores.median()), "max": float(scores.max())}
-                  if scores.len() else None),
+        "docs": int(n_docs), "tokens": int(tokens or 0),
+        "score": {"min": float(lo), "median": float(median), "max": float(hi)} if n_scored else None,
         "by_file": [{"path": r["path"], "docs": r["docs"], "tokens": int(r["tokens"])} for r in by_file.iter_rows(named=True)],
-        "examples": [{"source": ranked["source"][i], "doc_id": ranked["doc_id"][i], "path": ranked["path"][i],
-                      "row": int(ranked["row"][i]), "score": float(ranked["score"][i]), "text": None} for i in picks],
+        "examples": [{"source": r["source"], "doc_id": r["doc_id"], "path": r["path"], "row": int(r["row"]),
+                      "score": float(r["score"]), "text": None} for r in picks],
     }
 
 
