@@ -180,6 +180,31 @@ def test_meta_loading_is_bitwise_plain_loading_on_one_and_two_processes(tmp_path
     assert verdict["local"] < 0.6 * verdict["total"]  # rank 0 holds its shards, not the model
 
 
+def test_a_fresh_model_on_two_processes_is_built_on_rank_0_only_and_bitwise_the_single_process_one(tmp_path):
+    """Rank 1 meta-builds the fresh Llama and is handed nothing; rank 0's seeded initialization is
+    broadcast into both ranks' shards, so the gathered weights equal build_model in one process."""
+    from safetensors.torch import load_file
+    from meta_load_worker import fresh_config
+
+    from train.model import build_model
+
+    out = tmp_path / "fresh.json"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(ROOT / "tests" / "meta_load_worker.py"), "fresh", str(out)],
+                          env=ENV, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for tied, ranks in json.loads(out.read_text()).items():
+        ranks = sorted(ranks, key=lambda r: r["rank"])
+        assert [r["meta"] for r in ranks] == [True, True]  # sharded before any rank gets storage
+        assert ranks[1]["handed"] == 0 and ranks[0]["handed"] >= 21  # only rank 0 held the initialized model
+        gathered = load_file(f"{out}.{tied}.safetensors")
+        plain, weights = build_model(fresh_config(tied == "True"), {"vocab_size": 300}, 7, tmp_path)
+        assert weights is None and not any(p.is_meta for p in plain.parameters())  # one process: as before
+        reference = plain.state_dict()
+        assert sorted(gathered) == sorted(reference) and len(gathered) == 21
+        assert all(torch.equal(v, reference[k]) for k, v in gathered.items())
+
+
 def test_train_run_across_nodes_launches_torchrun_with_a_c10d_rendezvous(tmp_path, shards, monkeypatch):
     """`train run --nnodes 2 --rdzv-endpoint HOST:PORT` on each node (as srun starts it): checked, then
     torchrun joins the rendezvous; a missing endpoint is a usage error."""

@@ -62,6 +62,7 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     prepare_model(model, d, bf16, activation_checkpointing=tc.activation_checkpointing, compile=tc.compile)
     if base_weights is not None:  # meta-built and sharded: each rank reads only its slices
         load_weights(model, *base_weights, allow_pickle=recipe.model.allow_pickle)
+        base_weights = None  # a fresh model's full initial weights on rank 0: freed
     install_chunked_loss(model)
     weights = WeightChange(decoder_layers(model))
     o = recipe.optim

@@ -24,7 +24,9 @@ def build_model(cfg: ModelConfig, tokenizer: dict, seed: int, work_dir: Path) ->
 
     With `[model] path` the architecture is built on the meta device (no memory): prepare_model shards
     it, then `load_weights(model, *source)` fills each rank's shards. A GGUF file is first dequantized
-    by rank 0 into `work_dir`/base_model. `tokenizer` is the manifest's entry; its vocabulary must fit.
+    by rank 0 into `work_dir`/base_model. A fresh Llama on several processes is initialized (seeded) on
+    rank 0's CPU only and meta-built everywhere; load_weights broadcasts it into the shards. `tokenizer`
+    is the manifest's entry; its vocabulary must fit.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -66,13 +68,22 @@ def build_model(cfg: ModelConfig, tokenizer: dict, seed: int, work_dir: Path) ->
         attn_implementation="sdpa",
     )
     config.architectures = ["LlamaForCausalLM"]
-    return LlamaForCausalLM(config), None
+    if not _several_ranks():
+        return LlamaForCausalLM(config), None
+    full = LlamaForCausalLM(config).state_dict() if _is_main() else {}  # the other ranks never hold the model
+    return build_empty(config), (full, "rank0")
 
 
 def _is_main() -> bool:
     import torch.distributed as dist
 
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _several_ranks() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_initialized() and dist.get_world_size() > 1
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

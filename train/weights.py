@@ -8,6 +8,8 @@ Routes for `[model] path` (resolve_source):
 * a torch.distributed.checkpoint folder of an earlier run (checkpoints/step_N): DCP reshards it;
 * pickled `.bin` weights, only with `[model] allow_pickle`: rank 0 reads them with the weights-only
   unpickler and broadcasts (set_model_state_dict with broadcast_from_rank0).
+A fresh model on several processes comes the same way as pickled weights: rank 0 initializes it on its
+CPU and broadcasts (kind "rank0", train.model.build_model).
 
 The model is built on the meta device, sharded with FSDP2, given empty storage, then loaded.
 Export writes each rank's shards with DCP's HuggingFaceStorageWriter and consolidates them into
@@ -30,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from continua.trust import HF_SAFE_KWARGS, load_pickled_weights, refuse_remote_code, weight_files
 
 SourceKind = Literal["hf", "gguf", "dcp"]
+WeightsKind = Literal["hf", "dcp", "rank0"]  # what load_weights reads: a folder, a checkpoint, rank 0's state dict
 
 
 class ModelSourceError(ValueError):
@@ -175,10 +178,14 @@ def _safetensors_keys(files: list[Path]) -> set[str]:
     return keys
 
 
-def load_weights(model: nn.Module, folder_or_ckpt: Path, kind: SourceKind, allow_pickle: bool = False) -> None:
-    """Fill a materialized (sharded) model from a HF folder or a DCP checkpoint; each rank reads its slices."""
+def load_weights(model: nn.Module, folder_or_ckpt: Path | dict, kind: WeightsKind, allow_pickle: bool = False) -> None:
+    """Fill a materialized (sharded) model from a HF folder or a DCP checkpoint (each rank reads its slices),
+    or from rank 0's full state dict (kind "rank0": the other ranks pass {})."""
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
+    if kind == "rank0":
+        _broadcast_from_rank0(model, folder_or_ckpt)
+        return
     sd = _model_keys(model)  # the parameters themselves (their local shards): DCP reads into them in place
     if kind == "dcp":
         dcp.load({"model": sd}, checkpoint_id=str(folder_or_ckpt))
@@ -219,6 +226,13 @@ def _load_pickled(model: nn.Module, files: list[Path]) -> None:
     if rank0:
         for f in files:
             full.update(load_pickled_weights(f))
+    _broadcast_from_rank0(model, full)
+
+
+def _broadcast_from_rank0(model: nn.Module, full: dict) -> None:
+    """Rank 0's full state dict into every rank's shards, one tensor at a time (the other ranks pass {})."""
+    import torch.distributed as dist
+
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=dist.is_initialized(), strict=False)
     set_model_state_dict(model, full, options=options)
 
