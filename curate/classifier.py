@@ -123,6 +123,9 @@ def split(texts: list[str], fraction: float, rng: np.random.Generator) -> tuple[
     return [texts[i] for i in idx[n_valid:]], [texts[i] for i in idx[:n_valid]]
 
 
+NAN_RETRIES = 3  # fastText occasionally diverges on small sets; each retry halves lr (recorded in params)
+
+
 def train_classifier(pos: list[str], neg: list[str], out: Path, params: TrainParams) -> dict:
     """Train on pos/neg texts, evaluate on held-out texts, save MODEL and MODEL.metrics.json."""
     import fasttext
@@ -145,9 +148,19 @@ def train_classifier(pos: list[str], neg: list[str], out: Path, params: TrainPar
         with open(train_file, "w", encoding="utf-8") as f:
             for i in order:
                 f.write(lines[i] + "\n")
-        model = fasttext.train_supervised(
-            input=str(train_file), epoch=params.epochs, lr=params.lr, wordNgrams=params.word_ngrams,
-            dim=params.dim, bucket=params.bucket, minCount=params.min_count, seed=params.seed, thread=params.threads, verbose=0)
+        for attempt in range(NAN_RETRIES + 1):
+            try:
+                model = fasttext.train_supervised(
+                    input=str(train_file), epoch=params.epochs, lr=params.lr, wordNgrams=params.word_ngrams,
+                    dim=params.dim, bucket=params.bucket, minCount=params.min_count, seed=params.seed,
+                    thread=params.threads, verbose=0)
+                break
+            except RuntimeError as e:  # fastText diverged ("Encountered NaN."): retry at half the rate
+                if "NaN" not in str(e) or attempt == NAN_RETRIES:
+                    raise
+                print(f"curate train-classifier: fastText diverged at lr {params.lr:g}; retrying at "
+                      f"lr {params.lr / 2:g}", file=sys.stderr)
+                params = TrainParams(**{**asdict(params), "lr": params.lr / 2})
     with atomic_path(out) as tmp_model:
         model.save_model(str(tmp_model))
     metrics: dict = {"model": str(out), "labels": {"positive": f"__label__{POS_LABEL}",

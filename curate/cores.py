@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
+from continua.cores import available_cores
 from curate.config import CurateConfig
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity: a Slurm allocation or a container limit)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def parallelism(cfg: CurateConfig, tasks: int | None = None, workers: int | None = None) -> tuple[int, int]:

@@ -78,3 +78,28 @@ def test_unknown_source_is_named(tmp_path, capsys):
     assert main(["train-classifier", "--recipe", str(recipe), "--pos-source", "med", "--neg-source", "web",
                  "--out", str(tmp_path / "m.bin")]) == 2
     assert "'web'" in capsys.readouterr().err
+
+
+def test_a_diverged_fasttext_run_is_retried_at_half_the_rate(tmp_path, monkeypatch, capsys):
+    """fastText now and then stops with "Encountered NaN." on small sets: retry at lr/2, say so, record it."""
+    import fasttext
+
+    from curate.classifier import TrainParams, train_classifier
+
+    real, calls = fasttext.train_supervised, []
+
+    def diverges_once(**kwargs):
+        calls.append(kwargs["lr"])
+        if len(calls) == 1:
+            raise RuntimeError("Encountered NaN.")
+        return real(**kwargs)
+
+    monkeypatch.setattr(fasttext, "train_supervised", diverges_once)
+    out = train_classifier(styled_texts("med", 60, 1), styled_texts("gen", 60, 2), tmp_path / "m.bin",
+                           TrainParams(epochs=5, lr=0.4, threads=1))
+    assert calls == [0.4, 0.2] and out["params"]["lr"] == 0.2 and (tmp_path / "m.bin").exists()
+    assert "retrying at lr 0.2" in capsys.readouterr().err
+    monkeypatch.setattr(fasttext, "train_supervised", lambda **kw: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="other"):  # any other failure is not retried
+        train_classifier(styled_texts("med", 60, 1), styled_texts("gen", 60, 2), tmp_path / "n.bin",
+                         TrainParams(epochs=5, threads=1))

@@ -307,7 +307,8 @@ def test_preflight_mistakes_are_one_line_and_exit_2_before_any_rank_starts(tmp_p
 
 
 def test_nproc_above_cpu_cores_is_a_warning_with_the_counts(tmp_path, shards, capsys):
-    from train.preflight import cpu_cores, preflight
+    from continua.cores import available_cores as cpu_cores
+    from train.preflight import preflight
 
     recipe = load_recipe(write_recipe(tmp_path / "r.toml", tmp_path / "r", shards))
     preflight(recipe, nproc=cpu_cores() + 2, say=print)

@@ -7,10 +7,10 @@ the model's config and the machine's device counts.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+from continua.cores import available_cores
 from continua.layout import shards_dir
 from continua.recipe import Recipe
 
@@ -22,13 +22,6 @@ class PreflightError(ValueError):
 # Extra checks of the manifest against the recipe (e.g. "built for the current plan"), each
 # `check(recipe, manifest)` raising PreflightError; other modules append to this list.
 MANIFEST_CHECKS: list[Callable] = []
-
-
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 def check_inputs(recipe: Recipe) -> None:
@@ -105,7 +98,7 @@ def check_processes(recipe: Recipe, nproc: int, nnodes: int, say: Callable[[str]
             raise PreflightError(f"{nproc} processes per node but this machine has {gpus} GPU(s): "
                                  f"set --nproc (or [train] nproc) to at most {gpus}")
         return
-    cores = cpu_cores()
+    cores = available_cores()
     threads = tc.threads or 1
     if nproc * threads > cores:
         say(f"warning: {nproc} processes x {threads} thread(s) on {cores} CPU core(s): they will share cores "
