@@ -185,3 +185,20 @@ def test_distributed_ranks_agree(tmp_path, tokenizer):
     for rank in range(2):
         np.testing.assert_allclose(np.load(tmp_path / f"scores{rank}.npy"), single, rtol=1e-5, atol=1e-5)
     assert (tmp_path / "calls0").read_text() == (tmp_path / "calls1").read_text() == "5"
+
+
+def test_requests_with_one_input_share_a_forward_pass():
+    """One-token continuations of one context (PubMedQA's yes/no/maybe) cost one row; scores as if alone."""
+    from train.mcq import Request
+
+    lm = TinyLM(32)
+    reqs = [Request((1, 2, 3, 4), 1), Request((1, 2, 3, 5), 1), Request((1, 2, 3, 6), 1),
+            Request((1, 2, 3, 6, 7), 2), Request((9, 8, 7, 6, 5, 4), 3)]
+    rows = []
+    hook = lm.register_forward_hook(lambda m, a, kw, out: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    shared = loglikelihoods(lm, reqs, torch.device("cpu"), batch_size=8)
+    hook.remove()
+    assert sum(rows) == 3  # inputs (1,2,3), (1,2,3,6), (9,8,7,6,5): five requests, three rows
+    alone = np.array([loglikelihoods(lm, [r], torch.device("cpu"))[0] for r in reqs])
+    np.testing.assert_allclose(shared, alone, rtol=1e-6, atol=1e-6)
+    assert len(set(np.round(shared[:3], 6))) == 3  # three different tokens scored, not one copied

@@ -183,42 +183,49 @@ def loglikelihoods(model: torch.nn.Module, requests: list[Request], device: torc
                    autocast_dtype: torch.dtype | None = None) -> np.ndarray:
     """Sum of continuation log-probs per request.
 
-    Under torch.distributed every rank runs the same number of forward passes (FSDP's collectives must
-    match; a rank with nothing left scores a dummy batch with weight 0), takes every world-th batch of the
-    length-sorted requests, and the score vector is summed over ranks so all ranks return all scores.
+    Requests with the same input tokens (all but the last token) share one forward pass, as the harness
+    reuses the logits of a context for one-token continuations: PubMedQA's " yes" / " no" / " maybe" cost
+    one pass over the (long) context instead of three. Under torch.distributed every rank runs the same
+    number of forward passes (FSDP's collectives must match; a rank with nothing left scores a dummy batch
+    with weight 0), takes every world-th batch of the length-sorted inputs, and the score vector is summed
+    over ranks so all ranks return all scores.
     """
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
-    order = sorted(range(len(requests)), key=lambda i: -len(requests[i].tokens))  # similar lengths batch well
+    shared: dict[tuple[int, ...], list[int]] = {}  # input tokens -> the requests scored from its logits
+    for i, r in enumerate(requests):
+        shared.setdefault(r.tokens[:-1], []).append(i)
+    inputs = sorted(shared, key=len, reverse=True)  # similar lengths batch well
     scores = torch.zeros(len(requests), dtype=torch.float64, device=device)
     keep_kw = "logits_to_keep" in _forward_kwargs(model)
     was_training = model.training
     model.eval()
-    n_batches = -(-len(order) // (batch_size * world))
+    n_batches = -(-len(inputs) // (batch_size * world))
     for b in range(n_batches):
         lo = (b * world + rank) * batch_size
-        idx = order[lo: lo + batch_size]
-        real = bool(idx)
+        rows = inputs[lo: lo + batch_size]
+        real = bool(rows)
         if not real:
-            idx = order[:1]
-        reqs = [requests[i] for i in idx]
-        width = max(len(r.tokens) for r in reqs) - 1
-        x = torch.zeros(len(reqs), width, dtype=torch.long)
-        for j, r in enumerate(reqs):  # right padding: causal attention never looks at the pads
-            x[j, : len(r.tokens) - 1] = torch.tensor(r.tokens[:-1])
-        # only the last `keep` positions are needed: the continuation of the shortest row reaches back furthest
-        keep = max(width - (len(r.tokens) - 1 - r.n_cont) for r in reqs)
+            rows = inputs[:1]
+        width = max(len(t) for t in rows)
+        x = torch.zeros(len(rows), width, dtype=torch.long)
+        for j, t in enumerate(rows):  # right padding: causal attention never looks at the pads
+            x[j, : len(t)] = torch.tensor(t)
+        # only the last `keep` positions are needed: the longest continuation of the shortest row reaches back furthest
+        keep = max(width - len(t) + max(requests[i].n_cont for i in shared[t]) for t in rows)
         kwargs = {"logits_to_keep": keep} if keep_kw else {}
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(input_ids=x.to(device), **kwargs).logits
         logits = logits[:, -keep:]
         if not real:
             continue
-        for j, r in enumerate(reqs):
-            end = len(r.tokens) - 1 - (width - keep)  # position after the last input token, within `keep`
-            rows = logits[j, end - r.n_cont: end].float().log_softmax(-1)
-            target = torch.tensor(r.tokens[-r.n_cont:], device=rows.device)
-            scores[idx[j]] = rows.gather(-1, target[:, None]).sum().double()
+        for j, t in enumerate(rows):
+            end = len(t) - (width - keep)  # position after the last input token, within `keep`
+            for i in shared[t]:
+                r = requests[i]
+                logp = logits[j, end - r.n_cont: end].float().log_softmax(-1)
+                target = torch.tensor(r.tokens[-r.n_cont:], device=logp.device)
+                scores[i] = logp.gather(-1, target[:, None]).sum().double()
     if world > 1:
         dist.all_reduce(scores)
     if was_training:

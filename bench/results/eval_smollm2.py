@@ -8,7 +8,12 @@
 2. per model (the base and each run's export): WikiText-2 validation loss (nats/token over fixed
    windows), and zero-shot accuracy on evenly spread subsets of MMLU-medical, MedQA and PubMedQA
    (test split) with binomial standard errors sqrt(p(1-p)/n) (PubMedQA: acc, not acc_norm);
-3. the runs' validation losses and stability gap from continua compare's comparison.json.
+3. the runs' validation losses and stability gap from continua compare's comparison.json, and the
+   benchmark accuracy (± binomial SE) at every evaluation of the runs that scored benchmarks in the loop,
+   plotted in OUT/smollm2-acc.png;
+4. with --harness (default on): for each run that scored benchmarks in the loop, lm-evaluation-harness
+   (`train lm-eval`) on its export, compared item by item with train.mcq on the same items: how many items
+   get the same answer, and the largest log-likelihood difference.
 Writes OUT/smollm2.json and OUT/smollm2.md; prints the tables.
 """
 
@@ -75,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wikitext-windows", type=int, default=8)
     ap.add_argument("--runs", default="naive,guo-40-reference",
                     help="runs to score on the benchmarks (comma-separated)")
+    ap.add_argument("--harness", action=argparse.BooleanOptionalAction, default=True,
+                    help="check train.mcq against lm-evaluation-harness item by item (needs lm_eval)")
     ap.add_argument("--base", action=argparse.BooleanOptionalAction, default=True,
                     help="score the base model too (default; --no-base for a parallel call on runs only)")
     a = ap.parse_args(argv)
@@ -130,6 +137,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{b} {row[b]['acc']:.3f} +- {row[b]['acc_se']:.3f} (n={row[b]['n']})" for b in items)
             + f"  [{row['seconds']} s]", flush=True)
     result["curves"] = curves(out)
+    plot_accuracy(result["curves"], out / "smollm2-acc.png")
+    if a.harness:
+        result["harness"] = {}
+        for run in result["curves"]:
+            if any(k.startswith("acc/") for k in result["curves"][run]["acc"]):
+                result["harness"][run] = harness_agreement(out / "compare" / run / "train", tok)
+                print(f"{run}: lm-evaluation-harness vs train.mcq: " + "; ".join(
+                    f"{b} {h['same_answer']}/{h['n']} same answer, acc {h['acc_harness']:.3f} vs {h['acc_mcq']:.3f}, "
+                    f"max |loglik diff| {h['max_abs_diff']:.2e}" for b, h in result["harness"][run].items()), flush=True)
     result["settings"] = {**settings, "seconds": round(time.perf_counter() - t0, 1)}
     write_json(out / "smollm2.json", result)
     write_text(out / "smollm2.md", render(result))
@@ -147,12 +163,84 @@ def curves(out: Path) -> dict:
         runs[run.parent.parent.name] = {
             "steps": [e["step"] for e in evals],
             "loss": {k: [e["metrics"].get(k) for e in evals] for k in evals[0]["metrics"] if k.startswith("loss/")},
+            "acc": {k: [e["metrics"].get(k) for e in evals] for k in evals[0]["metrics"] if k.startswith("acc/")},
             "gap": read_json(gap)["sets"] if gap.exists() else None}
+        if runs[run.parent.parent.name]["acc"]:  # items per benchmark, for the standard errors
+            runs[run.parent.parent.name]["bench_n"] = {f"acc/{k}": len(v) for k, v in bench_items(run.parent).items()}
     return runs
+
+
+def bench_items(run_dir: Path) -> dict:
+    """benchmark -> the items the run scored in its loop (its recipe's [eval] benchmarks and subset)."""
+    from continua.recipe import load_recipe
+    from train.mcq import load_benchmarks
+
+    recipe = load_recipe(run_dir / "recipe.toml")
+    return load_benchmarks(recipe.eval.benchmarks, recipe.eval.mcq_max_items)
+
+
+def harness_agreement(run_dir: Path, tok) -> dict:
+    """`train lm-eval` on the run's export, then train.mcq on the same items: per benchmark, items with the
+    same answer, both accuracies and the largest difference of any option's log-likelihood."""
+    from transformers import AutoModelForCausalLM
+
+    from train.harness import lm_eval_command
+    from train.mcq import evaluate_mcq
+
+    if lm_eval_command(run_dir, "cpu", 8, "float32") != 0:
+        raise SystemExit(f"eval_smollm2: train lm-eval failed on {run_dir}")
+    model = AutoModelForCausalLM.from_pretrained(str(run_dir / "export"), dtype=torch.float32).eval()
+    out = {}
+    for name, items in bench_items(run_dir).items():
+        ours = evaluate_mcq(model, tok, items, torch.device("cpu"), batch_size=8, return_scores=True)["scores"]
+        theirs = [json.loads(line)["loglikelihoods"] for line in open(run_dir / "lm_eval" / f"items_{name}.jsonl")]
+        same = sum(int(np.argmax(o) == np.argmax(t)) for o, t in zip(ours, theirs))
+        diff = max(float(np.max(np.abs(np.asarray(o) - np.asarray(t)))) for o, t in zip(ours, theirs))
+        out[name] = {"n": len(items), "same_answer": same, "max_abs_diff": diff,
+                     "acc_mcq": float(np.mean([np.argmax(o) == it.answer for o, it in zip(ours, items)])),
+                     "acc_harness": float(np.mean([np.argmax(t) == it.answer for t, it in zip(theirs, items)]))}
+    return out
+
+
+def plot_accuracy(curves: dict, png: Path) -> None:
+    """Benchmark accuracy at every evaluation step with ±1 binomial SE bars, one panel per benchmark."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = sorted({k for c in curves.values() for k in c["acc"]})
+    if not benches:
+        return
+    fig, axes = plt.subplots(1, len(benches), figsize=(5.5 * len(benches), 4), squeeze=False)
+    for ax, bench in zip(axes[0], benches):
+        for name, c in curves.items():
+            acc = c["acc"].get(bench)
+            if not acc:
+                continue
+            n = c.get("bench_n", {}).get(bench, 0)
+            steps = np.array(c["steps"], dtype=float)
+            yerr = [se(p, n) for p in acc] if n else None
+            ax.errorbar(np.maximum(steps, 0.5), acc, yerr=yerr, marker="o", ms=3, capsize=2, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("step (log; step 0 drawn at 0.5)")
+        ax.set_ylabel("zero-shot accuracy ± 1 SE")
+        ax.set_title(bench.split("/", 1)[1])
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
 
 
 def render(r: dict) -> str:
     lines = []
+    for name, c in r.get("curves", {}).items():
+        for key, vals in c["acc"].items():
+            n = c.get("bench_n", {}).get(key, 0)
+            lines.append(f"- {name} {key} (n={n}) at each evaluation step: " + ", ".join(
+                f"{s}: {v:.3f} ± {se(v, n):.3f}" for s, v in zip(c["steps"], vals)))
+    if lines:
+        lines.append("")
     for key in ("loss/medical", "loss/general"):
         lines += [f"{key} (nats/token) at each evaluation step", ""]
         for name, c in r.get("curves", {}).items():
@@ -164,6 +252,11 @@ def render(r: dict) -> str:
         lines.append(f"| {name} | {m['wikitext2_loss']:.3f} | " + " | ".join(
             f"{m[b]['acc']:.3f} ± {m[b]['acc_se']:.3f} (n={m[b]['n']})" for b in ("mmlu_medical", "medqa", "pubmedqa"))
             + " |")
+    for run, h in (r.get("harness") or {}).items():
+        lines.append(f"\nlm-evaluation-harness vs train.mcq on {run}'s export: " + "; ".join(
+            f"{b}: {x['same_answer']}/{x['n']} items same answer, acc {x['acc_harness']:.3f} (harness) vs "
+            f"{x['acc_mcq']:.3f} (train.mcq), largest log-likelihood difference {x['max_abs_diff']:.2e}"
+            for b, x in h.items()))
     return "\n".join(lines) + "\n"
 
 

@@ -84,7 +84,11 @@ def recipe(base: str, name: str, out: Path, model: Path, lr: float, a) -> str:
     r["model"] = {"path": str(model)}
     r["optim"]["lr"] = lr
     r["eval"].update(num_evals=a.num_evals, max_batches=a.eval_batches, batch_size=a.batch)
-    r["train"].update(batch_size=a.batch, seq_len=a.seq, nproc=2, tensorboard=False)
+    if name in a.bench_runs.split(",") and a.bench_items > 0:  # benchmark accuracy at every evaluation
+        r["eval"].update(mcq_max_items=a.bench_items, benchmarks={
+            "mmlu_medical": str(a.data.resolve() / "benchmarks" / "mmlu_medical6_test.jsonl"),
+            "pubmedqa": str(out / "data" / "pubmedqa_test.jsonl")})
+    r["train"].update(batch_size=a.batch, seq_len=a.seq, nproc=a.nproc, threads=a.threads, tensorboard=False)
     return dumps(r)
 
 
@@ -97,11 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--general-chars", type=int, default=300_000)
     ap.add_argument("--valid", type=float, default=0.1, help="[mix] valid_fraction")
     ap.add_argument("--lr", type=float, default=5e-4, help="peak LR of naive, guo-40, replay-25")
-    ap.add_argument("--lr-high", type=float, default=2e-3, help="peak LR of the lr-high run")
+    ap.add_argument("--lr-high", type=float, default=3e-3,
+                    help="peak LR of the lr-high run (3e-3: the published pre-training peak of SmolLM-135M)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--num-evals", type=int, default=10)
     ap.add_argument("--eval-batches", type=int, default=2)
+    ap.add_argument("--bench-items", type=int, default=0,
+                    help="MMLU-medical and PubMedQA items scored at every evaluation of --bench-runs (0 = none)")
+    ap.add_argument("--bench-runs", default="naive,lr-high", help="runs scoring benchmarks at every evaluation")
+    ap.add_argument("--nproc", type=int, default=1, help="[train] nproc")
+    ap.add_argument("--threads", type=int, default=0, help="[train] threads (0 = torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     out, model = a.out.resolve(), a.model.resolve()
