@@ -95,6 +95,7 @@ def test_compare_shares_work_writes_the_comparison_and_resumes(world, capsys):
         assert r["sets"]["loss/domain"]["role"] == "domain" and r["sets"]["loss/general"]["role"] == "general"
         assert r["sets"]["acc/quiz"]["role"] == r["sets"]["acc_norm/quiz"]["role"] == "benchmark"
         assert r["sets"]["acc/quiz"]["final"] in {k / 6 for k in range(7)}  # accuracy over the 6 items
+        assert r["sets"]["acc/quiz"]["noise"] > 0.4  # 6 items: changes under 2 SE are reported as noise
         assert all(math.isfinite(s["final"]) for s in r["sets"].values())
         assert r["train_wall_s"] > 0 and r["stage_wall_s"]["train"] > 0
     # the table holds the same numbers as the runs' own gap.json

@@ -73,3 +73,26 @@ def test_read_metrics_errors_and_write_gap(tmp_path):
     (run / "metrics.jsonl").write_text('{"kind": "eval", "metrics": {}}\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl:1: an eval line needs 'step'"):
         read_metrics(run / "metrics.jsonl")
+
+
+def with_items(key: str, values: list[float], items: int) -> list[dict]:
+    out = rows(key, values)
+    for r in out:
+        r["metrics"]["items/" + key.split("/", 1)[1]] = items
+    return out
+
+
+def test_accuracy_changes_within_two_standard_errors_are_noise():
+    """The same dip of 0.06 on 50 items is noise (2 SE of a difference at p = 0.28: 0.18); on 5,000 it is a gap."""
+    values = [0.28, 0.22, 0.24, 0.30, 0.34]
+    small = gap_metrics(with_items("acc/mmlu", values, 50))["sets"]["acc/mmlu"]
+    assert small["items"] == 50 and small["noise"] == pytest.approx(2 * (2 * 0.28 * 0.72 / 50) ** 0.5)
+    assert small["gap"] is False and small["gap_depth"] == pytest.approx(0.06) and small["recovery_step"] is None
+    assert small["outcome"] == "within noise"  # +0.06 final change, also inside the noise
+    large = gap_metrics(with_items("acc/mmlu", values, 5000))["sets"]["acc/mmlu"]
+    assert large["noise"] == pytest.approx(0.018, abs=1e-3)
+    assert large["gap"] is True and large["recovery_step"] == 30 and large["outcome"] == "gain"
+    unknown = gap_metrics(rows("acc/mmlu", values))["sets"]["acc/mmlu"]  # no item count: no noise bound
+    assert unknown["noise"] == 0.0 and unknown["gap"] is True and unknown["outcome"] == "gain"
+    loss = gap_metrics(with_items("loss/mmlu", [3.0, 3.1, 2.9], 50))["sets"]["loss/mmlu"]
+    assert loss["items"] is None and loss["gap"] is True  # losses carry no binomial bound

@@ -4,7 +4,13 @@ Guo et al. show that CPT first hurts, then helps; a final number hides that, so 
 we report the start (step 0, before training), the worst point after it (depth and when), when the
 start value was regained (recovery), and the final change (forgetting or gain).
 Input: the `kind == "eval"` lines of metrics.jsonl,
-`{"kind": "eval", "step": int, "tokens": int, "metrics": {"loss/SOURCE": float, "acc/BENCH": float}}`.
+`{"kind": "eval", "step": int, "tokens": int, "metrics": {"loss/SOURCE": float, "acc/BENCH": float,
+"items/BENCH": int}}`.
+
+An accuracy on n items moves by chance: with `items/BENCH` known, a dip or a final change of at most two
+standard errors of a difference of two accuracies, 2 * sqrt(2 p (1 - p) / n) at the start's p, is not called
+a gap, forgetting or gain but "within noise" (50 items at p = 0.3: 0.18). Losses over thousands of tokens
+carry no such bound here.
 """
 
 from __future__ import annotations
@@ -38,12 +44,21 @@ def _series(rows: list[dict], key: str) -> list[tuple[int, int | None, float]]:
     return [(s, t, v) for s, (t, v) in sorted(by_step.items())]
 
 
-def curve_metrics(series: list[tuple[int, int | None, float]], lower_is_better: bool) -> dict[str, Any]:
-    """Gap metrics of one curve; `series` is (step, tokens, value) sorted by step, first point = start."""
+def accuracy_noise(p: float, items: int) -> float:
+    """Two standard errors of the difference of two accuracies at p on `items` items each."""
+    p = min(max(p, 1.0 / items), 1.0 - 1.0 / items)  # p = 0 or 1 would claim no noise at all
+    return 2.0 * math.sqrt(2.0 * p * (1.0 - p) / items)
+
+
+def curve_metrics(series: list[tuple[int, int | None, float]], lower_is_better: bool,
+                  items: int | None = None) -> dict[str, Any]:
+    """Gap metrics of one curve; `series` is (step, tokens, value) sorted by step, first point = start.
+    `items` (accuracy curves): changes within `accuracy_noise` are reported as noise, not as effects."""
     sign = 1.0 if lower_is_better else -1.0  # sign * (a - b) > 0 means a is worse than b
     s0, t0, start = series[0]
+    noise = accuracy_noise(start, items) if items else 0.0
     out: dict[str, Any] = {"direction": "lower" if lower_is_better else "higher", "evals": len(series),
-                           "start_step": s0, "start": start}
+                           "start_step": s0, "start": start, "items": items, "noise": noise}
     after = series[1:]
     if not after:
         out.update(worst=None, worst_step=None, worst_tokens=None, gap=False, gap_depth=0.0, recovered=None,
@@ -53,18 +68,19 @@ def curve_metrics(series: list[tuple[int, int | None, float]], lower_is_better: 
     worst_i = max(range(len(after)), key=lambda i: (sign * after[i][2], -i))  # first of equal worst
     ws, wt, worst = after[worst_i]
     depth = sign * (worst - start)
-    out.update(worst=worst, worst_step=ws, worst_tokens=wt, gap=depth > 0, gap_depth=max(0.0, depth))
-    if depth > 0:
+    out.update(worst=worst, worst_step=ws, worst_tokens=wt, gap=depth > noise, gap_depth=max(0.0, depth))
+    if depth > noise:
         back = next(((s, t) for s, t, v in after[worst_i + 1:] if sign * (v - start) <= 0), None)
         out.update(recovered=back is not None, recovery_step=back[0] if back else None,
                    recovery_tokens=back[1] if back else None)
-    else:  # never worse than the start: nothing to recover from
+    else:  # never worse than the start (beyond the noise): nothing to recover from
         out.update(recovered=True, recovery_step=None, recovery_tokens=None)
     fs, _, final = series[-1]
     change = final - start
     worse = sign * change
     out.update(final=final, final_step=fs, final_change=change,
-               outcome="forgetting" if worse > 0 else "gain" if worse < 0 else "unchanged")
+               outcome="forgetting" if worse > noise else "gain" if worse < -noise
+               else "within noise" if noise else "unchanged")
     return out
 
 
@@ -79,8 +95,16 @@ def gap_metrics(eval_rows: list[dict]) -> dict:
     for key in keys:
         series = _series(rows, key)
         if series:
-            sets[key] = curve_metrics(series, direction(key) == "lower")
+            sets[key] = curve_metrics(series, direction(key) == "lower", _items(rows, key))
     return {"sets": sets, "weight_change": _weight_change(rows)}
+
+
+def _items(rows: list[dict], key: str) -> int | None:
+    """Items behind an accuracy curve (`items/BENCH`, written by the loop), None for losses or when unknown."""
+    if direction(key) != "higher":
+        return None
+    counts = {r["metrics"].get("items/" + key.split("/", 1)[1]) for r in rows} - {None}
+    return int(min(counts)) if counts else None
 
 
 def _weight_change(rows: list[dict]) -> dict | None:

@@ -213,7 +213,8 @@ def render(runs: list[RunData], keys: list[str], set_plots: dict[str, str], lr_p
             else:
                 recovery = f"{g['recovery_step']} ({_fmt_tokens(g.get('recovery_tokens'))})"
             worst = "-" if g["worst"] is None else f"{_fmt(g['worst'])} ({g['worst_step']})"
-            lines.append(f"| {r.name} | {_fmt(g['start'])} | {worst} | {_fmt(g['gap_depth'])} | {recovery} | "
+            depth = _fmt(g["gap_depth"]) + (f" (noise {_fmt(g['noise'])})" if g.get("noise") else "")
+            lines.append(f"| {r.name} | {_fmt(g['start'])} | {worst} | {depth} | {recovery} | "
                          f"{_fmt(g['final'])} | {g['final_change']:+.4f} | {g['outcome']} |")
         lines.append("")
         if key in set_plots:

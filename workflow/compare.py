@@ -255,7 +255,7 @@ def comparison_rows(specs: list[RunSpec]) -> list[dict]:
             sets[key] = {"role": roles.get(key, "benchmark" if key.startswith("acc") else "other"),
                          **{k: g.get(k) for k in ("start", "worst", "worst_step", "gap", "gap_depth", "recovered",
                                                   "recovery_step", "recovery_tokens", "final", "final_change",
-                                                  "outcome")}}
+                                                  "outcome", "noise")}}
         rows.append({"run": spec.name, "recipe": str(spec.recipe_path), "steps": data.final_step,
                      "tokens": data.tokens, "train_wall_s": data.wall_s, "stage_wall_s": timings,
                      "shared_mix_with": None if spec.mix_owner == spec.name else spec.mix_owner,
@@ -313,7 +313,8 @@ def render_comparison(rows: list[dict]) -> str:
                 lines.append(f"| {r['run']} | - | - | - | - | - | - | not evaluated |")
                 continue
             worst = "-" if s["worst"] is None else f"{_f(s['worst'])} ({s['worst_step']})"
-            lines.append(f"| {r['run']} | {_f(s['start'])} | {worst} | {_f(s['gap_depth'])} | {_recovery(s)} | "
+            depth = _f(s["gap_depth"]) + (f" (noise {_f(s['noise'], 3)})" if s.get("noise") else "")
+            lines.append(f"| {r['run']} | {_f(s['start'])} | {worst} | {depth} | {_recovery(s)} | "
                          f"{_f(s['final'])} | {s['final_change']:+.4f} | {s['outcome']} |")
         lines.append("")
     same = [r for r in rows if r.get("same_training_as")]
