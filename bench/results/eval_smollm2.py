@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from continua.io import read_json, write_json, write_text
+from train.gap import gap_metrics
 
 BENCH = {"mmlu_medical": "benchmarks/mmlu_medical6_test.jsonl", "medqa": "benchmarks/medqa_usmle_4opt_test.jsonl"}
 
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             row["seconds"] = round(time.perf_counter() - t1, 1)
             write_json(cache, {"settings": settings, "model": str(path), "row": row})
             del model
+        row["pubmedqa_answers"] = answer_shares(out / "eval" / f"{name}-pubmedqa-answers.json", path, tok,
+                                                items["pubmedqa"])
         result["models"][name] = row
         print(f"{name}: wikitext-2 {row['wikitext2_loss']:.3f}; " + "; ".join(
             f"{b} {row[b]['acc']:.3f} +- {row[b]['acc_se']:.3f} (n={row[b]['n']})" for b in items)
@@ -165,9 +168,33 @@ def curves(out: Path) -> dict:
             "loss": {k: [e["metrics"].get(k) for e in evals] for k in evals[0]["metrics"] if k.startswith("loss/")},
             "acc": {k: [e["metrics"].get(k) for e in evals] for k in evals[0]["metrics"] if k.startswith("acc/")},
             "gap": read_json(gap)["sets"] if gap.exists() else None}
-        if runs[run.parent.parent.name]["acc"]:  # items per benchmark, for the standard errors
-            runs[run.parent.parent.name]["bench_n"] = {f"acc/{k}": len(v) for k, v in bench_items(run.parent).items()}
+        c = runs[run.parent.parent.name]
+        if c["acc"]:  # items per benchmark, for the standard errors and the gap metrics' noise bound
+            c["bench_n"] = {f"acc/{k}": len(v) for k, v in bench_items(run.parent).items()}
+            counts = {"items/" + k.split("/", 1)[1]: n for k, n in c["bench_n"].items()}
+            # runs trained before the loop logged items/BENCH: add the counts, then the same gap metrics
+            c["acc_gap"] = {k: v for k, v in gap_metrics([{**e, "metrics": {**counts, **e["metrics"]}} for e in evals])
+                            ["sets"].items() if k in c["acc"]}
     return runs
+
+
+def answer_shares(cache: Path, model_dir: Path, tok, items: list) -> dict:
+    """How often the model answers each option (PubMedQA: yes / no / maybe) and the labels' own shares:
+    a model that always says "no" scores the share of "no" labels, whatever it knows."""
+    if cache.exists() and read_json(cache)["items"] == len(items):
+        return read_json(cache)["shares"]
+    from transformers import AutoModelForCausalLM
+
+    from train.mcq import evaluate_mcq
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    scores = evaluate_mcq(model, tok, items, torch.device("cpu"), batch_size=8, return_scores=True)["scores"]
+    options = items[0].options
+    picked = [int(np.argmax(sc)) for sc in scores]
+    shares = {"answered": {o: picked.count(i) / len(items) for i, o in enumerate(options)},
+              "labels": {o: sum(it.answer == i for it in items) / len(items) for i, o in enumerate(options)}}
+    write_json(cache, {"items": len(items), "shares": shares})
+    return shares
 
 
 def bench_items(run_dir: Path) -> dict:
@@ -187,6 +214,9 @@ def harness_agreement(run_dir: Path, tok) -> dict:
     from train.harness import lm_eval_command
     from train.mcq import evaluate_mcq
 
+    cache = run_dir.parents[2] / "eval" / f"harness-{run_dir.parent.name}.json"
+    if cache.exists():
+        return read_json(cache)
     if lm_eval_command(run_dir, "cpu", 8, "float32") != 0:
         raise SystemExit(f"eval_smollm2: train lm-eval failed on {run_dir}")
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "export"), dtype=torch.float32).eval()
@@ -199,6 +229,7 @@ def harness_agreement(run_dir: Path, tok) -> dict:
         out[name] = {"n": len(items), "same_answer": same, "max_abs_diff": diff,
                      "acc_mcq": float(np.mean([np.argmax(o) == it.answer for o, it in zip(ours, items)])),
                      "acc_harness": float(np.mean([np.argmax(t) == it.answer for t, it in zip(theirs, items)]))}
+    write_json(cache, out)
     return out
 
 
@@ -237,8 +268,12 @@ def render(r: dict) -> str:
     for name, c in r.get("curves", {}).items():
         for key, vals in c["acc"].items():
             n = c.get("bench_n", {}).get(key, 0)
+            g = c.get("acc_gap", {}).get(key, {})
             lines.append(f"- {name} {key} (n={n}) at each evaluation step: " + ", ".join(
-                f"{s}: {v:.3f} ± {se(v, n):.3f}" for s, v in zip(c["steps"], vals)))
+                f"{s}: {v:.3f} ± {se(v, n):.3f}" for s, v in zip(c["steps"], vals))
+                + (f"; worst {g['worst']:.3f} at step {g['worst_step']} (dip {g['gap_depth']:.3f}), final change "
+                   f"{g['final_change']:+.3f}, noise bound (2 SE of a difference) {g['noise']:.3f}: {g['outcome']}"
+                   if g else ""))
     if lines:
         lines.append("")
     for key in ("loss/medical", "loss/general"):
@@ -252,6 +287,12 @@ def render(r: dict) -> str:
         lines.append(f"| {name} | {m['wikitext2_loss']:.3f} | " + " | ".join(
             f"{m[b]['acc']:.3f} ± {m[b]['acc_se']:.3f} (n={m[b]['n']})" for b in ("mmlu_medical", "medqa", "pubmedqa"))
             + " |")
+    shares = {name: m["pubmedqa_answers"] for name, m in r["models"].items() if m.get("pubmedqa_answers")}
+    if shares:
+        labels = next(iter(shares.values()))["labels"]
+        lines += ["", "PubMedQA answers given (share of items; labels: " + ", ".join(f"{k} {v:.2f}" for k, v in labels.items())
+                  + ")", "", "| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        lines += [f"| {name} | " + " | ".join(f"{sh['answered'][k]:.2f}" for k in labels) + " |" for name, sh in shares.items()]
     for run, h in (r.get("harness") or {}).items():
         lines.append(f"\nlm-evaluation-harness vs train.mcq on {run}'s export: " + "; ".join(
             f"{b}: {x['same_answer']}/{x['n']} items same answer, acc {x['acc_harness']:.3f} (harness) vs "

@@ -2,7 +2,8 @@
 # The SmolLM2-135M experiment of docs/results.md, end to end on CPU (no GPU, no download beyond the
 # model wheel of ../shared/tools/get-smollm2.sh, which the offline PyPI mirror serves).
 #   bash bench/results/run_smollm2.sh [OUT]      (default OUT=/work/runs-smollm2; DATA=/work/shared/data)
-# Sized for a shared 2-core CPU (see docs/results.md for the scale); every step resumes on re-run.
+# The defaults are a quick check; docs/results.md section 1.6 gives the PREPARE_ARGS / EVAL_ARGS of its
+# figures (about 90 minutes on 2 CPU cores). Every step resumes on re-run.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="${1:-/work/runs-smollm2}"
