@@ -124,6 +124,8 @@ def test_scores_match_hand_computation(tmp_path, model, tokenizer):
                         for h, it in zip(hand, items)])
     assert res["count"] == len(items) == 8
     assert res["acc"] == pytest.approx(acc) and res["acc_norm"] == pytest.approx(acc_norm)
+    picks = [int(np.argmax(h)) for h in hand]
+    assert res["top_answer_share"] == pytest.approx(max(picks.count(i) for i in set(picks)) / len(items))
     # batch size and padding do not change the scores
     res1 = evaluate_mcq(model, tokenizer, items, torch.device("cpu"), batch_size=1, return_scores=True)
     np.testing.assert_allclose(np.concatenate(res1["scores"]), np.concatenate(res["scores"]), rtol=1e-4, atol=1e-5)
@@ -202,3 +204,25 @@ def test_requests_with_one_input_share_a_forward_pass():
     alone = np.array([loglikelihoods(lm, [r], torch.device("cpu"))[0] for r in reqs])
     np.testing.assert_allclose(shared, alone, rtol=1e-6, atol=1e-6)
     assert len(set(np.round(shared[:3], 6))) == 3  # three different tokens scored, not one copied
+
+
+class FirstOptionLM(torch.nn.Module):
+    """Prefers one token everywhere: every option starting with it wins, as a collapsed CPT model answers "no"."""
+
+    def __init__(self, vocab: int, favourite: int) -> None:
+        super().__init__()
+        self.vocab, self.favourite = vocab, favourite
+
+    def forward(self, input_ids: torch.Tensor):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[..., self.favourite] = 10.0
+        return types.SimpleNamespace(logits=logits)
+
+
+def test_one_answer_for_everything_is_visible(tmp_path, tokenizer):
+    """A model that answers "no" to every PubMedQA item: top_answer_share 1.0 and acc = the share of "no" labels."""
+    rows = [dict(PUBMED[0], id=f"q{i}", answer=a) for i, a in enumerate(["yes", "yes", "no", "maybe", "yes"])]
+    items = load_benchmark(write_jsonl(tmp_path / "p.jsonl", rows))
+    no = tokenizer.backend.encode(items[0].prompt + " no", add_special_tokens=False).ids[-1]
+    res = evaluate_mcq(FirstOptionLM(tokenizer.vocab_size, no), tokenizer, items, torch.device("cpu"))
+    assert res["top_answer_share"] == 1.0 and res["acc"] == pytest.approx(1 / 5)

@@ -49,9 +49,10 @@ def test_run_end_to_end_writes_logs_checkpoint_and_a_loadable_export(tmp_path, s
     assert [r["step"] for r in eval_rows] == sorted({0, steps, *range(0, steps + 1, 4)})
     assert set(eval_rows[-1]["metrics"]) >= {"loss/med", "loss/web", "weight_change/layer_0",
                                              "weight_change/layer_1", "weight_change/bottom_top_ratio",
-                                             "acc/tiny", "acc_norm/tiny", "items/tiny"}
+                                             "acc/tiny", "acc_norm/tiny", "items/tiny", "top_answer/tiny"}
     assert all(r["metrics"]["acc/tiny"] in (0.0, 0.25, 0.5, 0.75, 1.0) for r in eval_rows)
     assert all(r["metrics"]["items/tiny"] == 4 for r in eval_rows)  # the gap metrics' noise bound needs it
+    assert all(r["metrics"]["top_answer/tiny"] in (0.25, 0.5, 0.75, 1.0) for r in eval_rows)  # 4 items
     assert "weight_change/bottom_top_ratio" not in eval_rows[0]["metrics"]
     resolved = load_recipe(run_dir / "recipe.toml")
     assert resolved.train.steps == steps and resolved.train.micro_batch_size == 2

@@ -255,6 +255,7 @@ def _score_benchmarks(model: torch.nn.Module, mcq: tuple, batch_size: int, devic
         r = evaluate_mcq(model, tok, items, device, batch_size=batch_size)
         out[f"acc/{name}"], out[f"acc_norm/{name}"] = r["acc"], r["acc_norm"]
         out[f"items/{name}"] = r["count"]  # for the gap metrics' noise bound (train.gap)
+        out[f"top_answer/{name}"] = r["top_answer_share"]  # 1.0: the same answer to every item
     return out
 
 

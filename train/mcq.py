@@ -236,7 +236,8 @@ def loglikelihoods(model: torch.nn.Module, requests: list[Request], device: torc
 def evaluate_mcq(model: torch.nn.Module, tokenizer, items: list[MCQItem], device: torch.device, batch_size: int = 8,
                  autocast_dtype: torch.dtype | None = None, max_len: int | None = None,
                  return_scores: bool = False) -> dict:
-    """{"acc", "acc_norm", "count"} over `items` (identical on every rank); `scores` per item if asked."""
+    """{"acc", "acc_norm", "count", "top_answer_share"} over `items` (identical on every rank); `scores` per item
+    if asked."""
     if not items:
         raise ValueError("evaluate_mcq needs at least one item")
     if max_len is None:
@@ -244,15 +245,20 @@ def evaluate_mcq(model: torch.nn.Module, tokenizer, items: list[MCQItem], device
     requests = build_requests(tokenizer, items, max_len)
     flat = loglikelihoods(model, requests, device, batch_size, autocast_dtype)
     correct = correct_norm = 0
-    per_item, k = [], 0
+    per_item, picked, k = [], [], 0
     for it in items:
         s = flat[k: k + len(it.options)]
         k += len(it.options)
         chars = np.array([len(o) for o in it.options], dtype=np.float64)
-        correct += int(np.argmax(s) == it.answer)
+        picked.append(int(np.argmax(s)))
+        correct += int(picked[-1] == it.answer)
         correct_norm += int(np.argmax(s / chars) == it.answer)
         per_item.append(s.tolist())
-    out = {"acc": correct / len(items), "acc_norm": correct_norm / len(items), "count": len(items)}
+    # share of items given the model's most frequent answer position: 1.0 = one answer for everything, whose
+    # accuracy is just that label's share (a CPT model that says "no" to all of PubMedQA scores its "no" share)
+    top_answer = np.bincount(picked).max() / len(items)
+    out = {"acc": correct / len(items), "acc_norm": correct_norm / len(items), "count": len(items),
+           "top_answer_share": float(top_answer)}
     if return_scores:
         out["scores"] = per_item
     return out
