@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bench-items", type=int, default=0,
                     help="MMLU-medical and PubMedQA items scored at every evaluation of --bench-runs (0 = none)")
     ap.add_argument("--bench-runs", default="naive,lr-high", help="runs scoring benchmarks at every evaluation")
+    ap.add_argument("--extra-runs", default="", help="more repository recipes at --lr, e.g. infinite,warmup-0")
     ap.add_argument("--nproc", type=int, default=1, help="[train] nproc")
     ap.add_argument("--threads", type=int, default=0, help="[train] threads (0 = torch's default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = {"naive": ("naive", a.lr), "guo-40-reference": ("guo-40-reference", a.lr),
             "replay-25": ("replay-25", a.lr), "lr-high": ("lr-high", a.lr_high)}
+    runs.update({name: (name, a.lr) for name in a.extra_runs.split(",") if name})
     for name, (base, lr) in runs.items():
         write_text(out / "recipes" / f"{name}.toml", recipe(base, name, out, model, lr, a))
     info = {
