@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from continua.documents import Record, iter_source
+from continua.partition import Piece, plan_pieces
 from continua.layout import curate_dir
 from continua.recipe import Recipe
 from curate.table import scan_scores
@@ -93,15 +94,24 @@ def _summary(docs: pl.LazyFrame, prefer: str, examples: int) -> dict:
     }
 
 
+def pieces_holding(pieces: list[Piece], rows: set[int]) -> list[Piece]:
+    """The pieces of one file that hold any of `rows` (byte offsets in a cut JSON Lines file, row numbers
+    otherwise): an example from the end of a multi-GB file is read from its piece, not from byte 0."""
+    starts = [p.start if p.by_offset else p.first_row for p in pieces]
+    ends = starts[1:] + [float("inf")]
+    return [p for p, lo, hi in zip(pieces, starts, ends) if any(lo <= r < hi for r in rows)]
+
+
 def _fill_texts(recipe: Recipe, examples: list[dict]) -> None:
-    """Read each example's text from its input file (one pass per file, stopping at the last row needed)."""
+    """Read each example's text from its input file: only the pieces holding the examples, each read up to
+    the last row needed."""
     wanted: dict[tuple[str, str], dict[int, list[dict]]] = {}
     for ex in examples:
         wanted.setdefault((ex["source"], ex["path"]), {}).setdefault(ex["row"], []).append(ex)
     for (source, path), rows in wanted.items():
         cfg = dataclasses.replace(recipe.data.sources[source], paths=[Path(path)])
         last = max(rows)
-        for item in iter_source(source, cfg):
+        for item in iter_source(source, cfg, pieces=pieces_holding(plan_pieces(cfg), set(rows))):
             if isinstance(item, Record) and item.row in rows:
                 for ex in rows[item.row]:
                     # one line of printable characters: an excerpt must not drive the terminal

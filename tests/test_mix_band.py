@@ -96,3 +96,29 @@ def test_example_excerpts_are_one_printable_line(planned):
     missing = dict(ex, row=999, text=None)
     with pytest.raises(FileNotFoundError, match="row 999"):
         _fill_texts(load_recipe(recipe), [missing])
+
+
+def test_examples_of_a_cut_file_are_read_from_their_piece(planned, monkeypatch):
+    """A JSON Lines file cut into byte ranges: an example near the end is read from its own piece only."""
+    import mix.band as band
+
+    tmp, recipe = planned
+    lines = [json.dumps({"text": f"document number {i} " + "filler " * 20}) + "\n" for i in range(200)]
+    big = tmp / "cut" / "big.jsonl"
+    big.parent.mkdir(exist_ok=True)
+    big.write_text("".join(lines))
+    offsets = np.cumsum([0] + [len(line.encode()) for line in lines[:-1]])
+    r = load_recipe(recipe, {"data": {"sources": {"domain": {"piece_bytes": 2000}}}})
+    read_from = []
+    real = band.iter_source
+
+    def recording(source, cfg, **kw):
+        read_from.extend(kw["pieces"])
+        return real(source, cfg, **kw)
+
+    monkeypatch.setattr(band, "iter_source", recording)
+    ex = {"source": "domain", "path": str(big), "row": int(offsets[180]), "doc_id": "x", "text": None}
+    _fill_texts(r, [ex])
+    assert ex["text"].startswith("document number 180 ")
+    assert len(read_from) == 1 and read_from[0].by_offset and read_from[0].start <= offsets[180] < read_from[0].stop
+    assert read_from[0].start > 0  # not read from byte 0
