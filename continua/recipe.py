@@ -1,7 +1,7 @@
 """One TOML recipe describes an experiment; loading it validates every section before any work.
 
 Sections: [run] and [data] are defined here; [curate] by `curate.config`, [mix] by `mix.config`,
-[model] [optim] [schedule] [eval] [train] by `train.config`. Command lines override any key with
+[model] [optim] [schedule] [eval] [train] [parallel] by `train.config`. Command lines override any key with
 `--set section.key=value` (value parsed as TOML, else taken as a string).
 """
 
@@ -77,7 +77,7 @@ class DataConfig:
 def _section_types() -> dict[str, type]:
     from curate.config import CurateConfig
     from mix.config import MixConfig
-    from train.config import EvalConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig
+    from train.config import EvalConfig, ModelConfig, OptimConfig, ParallelConfig, ScheduleConfig, TrainConfig
 
     return {
         "run": RunConfig,
@@ -89,6 +89,7 @@ def _section_types() -> dict[str, type]:
         "schedule": ScheduleConfig,
         "eval": EvalConfig,
         "train": TrainConfig,
+        "parallel": ParallelConfig,
     }
 
 
@@ -105,6 +106,7 @@ class Recipe:
     schedule: Any
     eval: Any
     train: Any
+    parallel: Any
     path: Path | None = None
 
     def to_dict(self) -> dict:

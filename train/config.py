@@ -1,4 +1,4 @@
-"""The training sections of a recipe: [model] [optim] [schedule] [eval] [train]."""
+"""The training sections of a recipe: [model] [optim] [schedule] [eval] [train] [parallel]."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 
 from continua.schema import at_least, path_field
 
-__all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainConfig"]
+__all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainConfig", "ParallelConfig"]
 
 
 @dataclass
@@ -172,3 +172,21 @@ class TrainConfig:
         at_least("keep_checkpoints", self.keep_checkpoints, 1)
         at_least("checkpoint_every", self.checkpoint_every, 0, " (0 = only at the end)")
         at_least("peak_flops", self.peak_flops, 0, " (0 = measure)")
+
+
+@dataclass
+class ParallelConfig:
+    """How the model is sharded and synchronized across processes (FSDP2), in one place."""
+
+    reshard_after_forward: bool = True  # free the gathered weights of a block after its forward (ZeRO-3)
+    # reduce-scatter the gradients of every micro-batch (FSDP keeps only sharded gradients); False = sync only
+    # on the last micro-batch, which makes FSDP hold an unsharded fp32 gradient accumulator (4 bytes x params)
+    sync_grads_every_microbatch: bool = True
+    reduce_dtype: Literal["float32", "bfloat16"] = "float32"  # gradient reduce-scatter dtype under bf16 training
+    compile_fullgraph: bool = False  # torch.compile each block with fullgraph=True ([train] compile)
+    init_timeout_s: float = 300.0  # process-group rendezvous and the first step's collectives
+    step_timeout_s: float = 600.0  # any collective after the first step
+
+    def validate(self) -> None:
+        at_least("init_timeout_s", self.init_timeout_s, 1)
+        at_least("step_timeout_s", self.step_timeout_s, 1)
