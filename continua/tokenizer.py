@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from continua.modelpath import GGUFReaderMissing, ModelPathError, gguf_file, require_gguf_reader
 from continua.trust import HF_SAFE_KWARGS, UntrustedModelError, refuse_remote_code
 
 
@@ -92,12 +93,14 @@ class TextTokenizer:
 
 
 def _gguf_file(path: Path) -> Path | None:
-    if path.is_file() and path.suffix == ".gguf":
-        return path
-    if path.is_dir():
-        found = sorted(path.glob("*.gguf"))
-        return found[0] if found else None
-    return None
+    """The .gguf file the path names (continua.modelpath's rule), its reader checked before it is used."""
+    try:
+        gguf = gguf_file(path)
+        if gguf is not None:
+            require_gguf_reader(gguf)
+    except (GGUFReaderMissing, ModelPathError) as e:
+        raise TokenizerError(str(e)) from e
+    return gguf
 
 
 def _load_backend(path: Path):

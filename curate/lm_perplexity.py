@@ -61,25 +61,22 @@ class LMScorer:
                  allow_pickle: bool = False):
         from continua.trust import UntrustedModelError, refuse_remote_code
 
+        from continua.modelpath import GGUFReaderMissing, model_folder_and_gguf
+
         self.path = Path(path)
         self.allow_pickle = allow_pickle
-        if self.path.is_dir():
-            try:
-                refuse_remote_code(self.path)  # now, naming the file, rather than in a worker
-            except UntrustedModelError as e:
-                raise LMScorerError(str(e)) from e
+        if not (self.path.is_dir() or self.path.suffix == ".gguf" and self.path.is_file()):
+            raise LMScorerError(f"{self.path}: LM scorer path is neither a model folder nor a .gguf file")
+        try:  # now, naming the file, rather than in a worker
+            self.folder, self.gguf_kwargs = model_folder_and_gguf(self.path)  # the same rule as [model] path
+            refuse_remote_code(self.folder)
+        except (UntrustedModelError, GGUFReaderMissing) as e:
+            raise LMScorerError(str(e)) from e
         if max_length < 2:
             raise LMScorerError(f"lm_max_length must be at least 2 (a start token and one scored token), got {max_length}")
         if batch_tokens < max_length:
             raise LMScorerError(f"lm_batch_tokens ({batch_tokens}) must be at least lm_max_length ({max_length})")
         self.batch_tokens, self.max_length, self.device_name = batch_tokens, max_length, device
-
-    def _gguf(self) -> dict:
-        """A folder holding only a GGUF checkpoint (see shared/tools/get-smollm2.sh) loads through gguf_file."""
-        if (self.path / "config.json").exists():
-            return {}
-        found = sorted(self.path.glob("*.gguf"))
-        return {"gguf_file": found[0].name} if found else {}
 
     @cached_property
     def device(self) -> str:
@@ -89,15 +86,13 @@ class LMScorer:
     def tokenizer(self):
         from transformers import AutoTokenizer
 
-        if not self.path.is_dir():
-            raise LMScorerError(f"{self.path}: LM scorer path is not a local model folder")
-        if not self._gguf() and not any((self.path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        if not self.gguf_kwargs and not any((self.folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
             raise LMScorerError(f"{self.path}: no tokenizer.json or tokenizer_config.json (save the tokenizer "
                                 "with the model: tokenizer.save_pretrained(folder))")
         from continua.trust import HF_SAFE_KWARGS
 
         try:
-            tok = AutoTokenizer.from_pretrained(str(self.path), **self._gguf(), **HF_SAFE_KWARGS)
+            tok = AutoTokenizer.from_pretrained(str(self.folder), **self.gguf_kwargs, **HF_SAFE_KWARGS)
         except (OSError, ValueError) as e:
             raise LMScorerError(f"{self.path}: cannot load the tokenizer from this folder: {e}") from e
         tok.truncation_side = "right"  # keep each document's beginning, whatever the folder's config says
@@ -111,11 +106,11 @@ class LMScorer:
         from continua.trust import HF_SAFE_KWARGS, UntrustedModelError, weight_files
 
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        kwargs = self._gguf()
+        kwargs = dict(self.gguf_kwargs)
         try:
             if not kwargs:  # safetensors, or pickled weights only when allowed (transformers reads them weights-only)
-                kwargs["use_safetensors"] = weight_files(self.path, self.allow_pickle)[0] == "safetensors"
-            model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=dtype, **kwargs, **HF_SAFE_KWARGS)
+                kwargs["use_safetensors"] = weight_files(self.folder, self.allow_pickle)[0] == "safetensors"
+            model = AutoModelForCausalLM.from_pretrained(str(self.folder), dtype=dtype, **kwargs, **HF_SAFE_KWARGS)
         except UntrustedModelError as e:
             raise LMScorerError(str(e)) from e
         except (OSError, ValueError) as e:

@@ -114,8 +114,9 @@ def perplexity_steps(cfg: CurateConfig) -> list[PipelineStep]:
         steps.append(NgramPerplexityStep(name, path))
     for name, path in cfg.lm_scorers.items():
         _check_name("lm_scorers", name)
-        if not Path(path).is_dir():
-            raise FileNotFoundError(f"[curate] lm_scorers.{name}: {path} is not a local model folder")
+        if not (Path(path).is_dir() or Path(path).suffix == ".gguf" and Path(path).is_file()):
+            raise FileNotFoundError(f"[curate] lm_scorers.{name}: {path} is neither a local model folder nor a "
+                                    ".gguf file (the same kinds of path as [model] path)")
         steps.append(LMPerplexityStep(name, path, cfg.lm_batch_tokens, cfg.lm_max_length, cfg.lm_device,
                                       allow_pickle=cfg.lm_allow_pickle))
     return steps

@@ -29,6 +29,8 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 
+from continua.modelpath import GGUFReaderMissing, ModelPathError, require_gguf_reader
+from continua.modelpath import gguf_file as named_gguf
 from continua.trust import HF_SAFE_KWARGS, load_pickled_weights, refuse_remote_code, weight_files
 
 SourceKind = Literal["hf", "gguf", "dcp"]
@@ -53,7 +55,7 @@ def resolve_source(path: Path, gguf_file: str | None = None) -> ModelSource:
         p = p / gguf_file
     if p.is_file():
         if p.suffix == ".gguf":
-            return ModelSource("gguf", p, p.parent)
+            return _gguf_source(p)
         raise ModelSourceError(f"[model] path {p}: a file that is not .gguf; give the model's folder instead")
     if not p.is_dir():
         raise ModelSourceError(f"[model] path {p} does not exist")
@@ -65,12 +67,21 @@ def resolve_source(path: Path, gguf_file: str | None = None) -> ModelSource:
                                f"{p.parent.parent} and in its export/); copy the model's config.json into it")
     if (p / "config.json").is_file():
         return ModelSource("hf", p, p)
-    ggufs = sorted(p.glob("*.gguf"))
-    if len(ggufs) == 1:
-        return ModelSource("gguf", ggufs[0], p)
-    if ggufs:
-        raise ModelSourceError(f"[model] path {p}: {len(ggufs)} .gguf files; set path to the one to train")
+    try:
+        gguf = named_gguf(p)  # the rule [curate] lm_scorers and the tokenizer use too
+    except ModelPathError as e:
+        raise ModelSourceError(f"[model] path {e}") from e
+    if gguf is not None:
+        return _gguf_source(gguf)
     raise ModelSourceError(f"[model] path {p}: no config.json, no .gguf file and no DCP .metadata: not a model")
+
+
+def _gguf_source(gguf: Path) -> ModelSource:
+    try:
+        require_gguf_reader(f"[model] path {gguf}")
+    except GGUFReaderMissing as e:
+        raise ModelSourceError(str(e)) from e
+    return ModelSource("gguf", gguf, gguf.parent)
 
 
 def load_config(source: ModelSource):
