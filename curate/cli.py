@@ -131,8 +131,7 @@ def _curate_dir(recipe, out: Path | None) -> Path:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from continua.console import make_console
     from continua.exitcodes import FAILED, INTERRUPTED
     from continua.lock import LockHeld
     from continua.procs import Interrupted, stop_workers_on_signal
@@ -151,7 +150,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from curate.cores import parallelism
 
     tasks, workers = parallelism(recipe.curate, args.tasks, args.workers)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     if recipe.data.tokenizer is None:
         console.print("[yellow]warning:[/yellow] no [data] tokenizer in the recipe: n_tokens stays empty, "
                       "and `mix` and `curate select --tokens` need it")

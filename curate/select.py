@@ -19,6 +19,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from continua.console import make_console
 from continua.io import atomic_path
 from curate.table import scan_scores, selection_path
 
@@ -200,5 +201,5 @@ def run_select(curate_dir: Path, source: str, spec: SelectSpec, console: Console
     total_kept = decided.filter(pl.col("kept"))
     t.add_row("total kept", "", f"{total_kept.height:,} / {decided.height:,}",
               f"{(total_kept['n_tokens'].sum() or 0):,} / {(decided['n_tokens'].sum() or 0):,}")
-    (console or Console()).print(t)
+    (console or make_console()).print(t)
     return decided

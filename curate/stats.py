@@ -9,12 +9,13 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from continua.console import make_console
 from continua.io import read_json, write_text
 from curate.table import scan_scores, score_files, selection_path
 
 
 def _console() -> Console:
-    return Console()
+    return make_console()
 
 
 def heuristic_pass_rates(frame: pl.LazyFrame) -> dict[str, dict[str, Any]]:
@@ -60,7 +61,12 @@ def print_source_stats(stats: dict[str, dict[str, Any]], curate_dir: Path | None
         t.add_row(source, f"{s['documents_in']:,}", f"{s['scored']:,}", f"{s['rejected']:,}", reasons, rates)
     _console().print(t)
     if curate_dir is not None:
-        _console().print(f"full logs: {Path(curate_dir)}/SOURCE/logs/logs/task_*.log (`curate score -v` shows them)")
+        for source in stats:  # the real folders (datatrove keeps its task logs in LOGGING_DIR/logs/)
+            folder = Path(curate_dir) / source / "logs" / "logs"
+            n = len(list(folder.glob("task_*.log"))) if folder.is_dir() else 0
+            if n:
+                _console().print(f"{source}: datatrove's task logs in {folder}/ ({n} file{'s' if n != 1 else ''}; "
+                                 "`curate score -v` shows them as they run)")
 
 
 def print_classifier_metrics(metrics: dict[str, Any]) -> None:

@@ -114,12 +114,12 @@ class ScoreWriter(PipelineStep):
         self.show_progress = show_progress
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from tqdm import tqdm
+        from continua.progress import progress
 
         base: dict[str, list] = {k: [] for k in ("doc_id", "source", "path", "row", "n_chars", "n_tokens", "text_hash")}
         extra: dict[str, list] = {}
         n = 0
-        for doc in tqdm(data, desc=f"score {self.source_dir.name} task {rank}", unit="doc",
+        for doc in progress(data, desc=f"score {self.source_dir.name} task {rank}", unit="doc",
                         disable=not self.show_progress, mininterval=2.0, position=rank if world_size > 1 else None):
             md = doc.metadata
             base["doc_id"].append(doc.id)

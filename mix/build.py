@@ -156,7 +156,7 @@ class Builder:
         return done
 
     def _build_source(self, name: str, cfg: SourceConfig, planned: dict) -> dict:
-        from tqdm import tqdm
+        from continua.progress import progress
 
         folder = self.out / name
         fp.check(self.plan["source_files"].get(name, []), "`curate score` read it",
@@ -169,7 +169,7 @@ class Builder:
         work = folder / ".work"
         writers = [ShardWriter(work / f"{s}.ds", self.tok.token_dtype, str(self.tok.path)) for s in SPLITS]
         planned_docs = len(split_of)
-        bar = tqdm(total=planned_docs, desc=f"tokenize {name}", unit="doc", leave=False)
+        bar = progress(total=planned_docs, desc=f"tokenize {name}", unit="doc", leave=False)
 
         def wanted() -> Iterator[tuple[int, str]]:
             for rec in iter_documents(name, cfg):

@@ -6,14 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 
+from continua.console import make_console
 from continua.exitcodes import run_command
 from continua.recipe import add_recipe_arguments, load_recipe, toml_value
 from continua.version import add_version_argument
 
-_console = Console(stderr=True)
+_console = make_console(stderr=True)
 
 
 def _log(message: str) -> None:

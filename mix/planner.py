@@ -275,11 +275,10 @@ def dsir_keys(name: str, cfg: SourceConfig, pool_keys: np.ndarray, seed: int, ta
     """Gumbel keys (log importance weight + Gumbel noise) of the pool's documents toward the reference
     sample: the k largest keys are a weighted sample of k documents without replacement. The raw
     distribution p_raw is fitted on the whole source as it is read."""
-    from tqdm import tqdm
-
+    from continua.progress import progress
     from mix.dsir import featurize, gumbel_keys, log_importance_weights
 
-    docs = ((r.doc_id, r.text) for r in tqdm(iter_documents(name, cfg), desc=f"dsir features {name}", unit="doc",
+    docs = ((r.doc_id, r.text) for r in progress(iter_documents(name, cfg), desc=f"dsir features {name}", unit="doc",
                                               leave=False))
     feats = featurize(docs, buckets)
     logw = log_importance_weights(feats, target_counts)

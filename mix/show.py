@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from continua.console import make_console
 from continua.io import read_json
 from mix.budget import human_tokens
 
@@ -83,9 +84,8 @@ def print_plan(plan: dict, console: Console | None = None) -> None:
 
 
 def wide_console() -> Console:
-    """Stdout console; when not a terminal (logs, pipes) wide enough that the table stays readable."""
-    probe = Console()
-    return probe if probe.is_terminal else Console(width=160)
+    """Stdout console; when not a terminal (logs, pipes) wide enough that no table is clipped."""
+    return make_console()
 
 
 def plot_plan(plan: dict, out: Path) -> Path:

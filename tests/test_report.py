@@ -80,3 +80,35 @@ def test_report_steps_axis_log_x_and_errors(tmp_path):
     assert (tmp_path / "out" / "eval_loss_x.png").stat().st_size > 1000 and not (tmp_path / "out" / "lr.png").exists()
     with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
         write_report([tmp_path / "missing"], tmp_path / "out")
+
+
+def test_a_run_that_continues_another_is_drawn_where_it_ended_and_zoomed(tmp_path, monkeypatch):
+    from train import report as rep
+
+    pre = fake_run(tmp_path / "pre" / "train", "pretrain", [5.0, 4.0, 3.5, 3.0], [5.0, 4.0, 3.5, 3.0],
+                   [0.2, 0.25, 0.3, 0.3], 3e-4, 100.0)
+    cpt = fake_run(tmp_path / "cpt" / "train", "cpt", [3.0, 3.3, 2.9, 2.6], [3.0, 3.4, 3.3, 3.2],
+                   [0.3, 0.25, 0.31, 0.33], 3e-4, 10.0)
+    (cpt / "recipe.toml").write_text(f'[run]\nname = "cpt"\n\n[model]\npath = "{pre / "export"}"\n')
+    figures = {}
+
+    def keep(fig, path):
+        figures[path.name] = fig
+        return path
+
+    monkeypatch.setattr(rep, "_save", keep)
+    write_report([pre, cpt], tmp_path / "out")
+    fig = figures["eval_loss_general.png"]
+    whole, zoom = fig.axes
+    lines = {line.get_label(): line for line in whole.get_lines() if not line.get_label().startswith("_")}
+    assert list(lines["pretrain"].get_xdata()) == [0, 5120, 10240, 15360]
+    assert list(lines["cpt"].get_xdata()) == [15360, 20480, 25600, 30720]  # from where pre-training ended
+    assert [v for v in whole.get_lines() if v.get_xdata()[0] == v.get_xdata()[-1] == 15360]  # the hand-over line
+    zoomed = [line for line in zoom.get_lines() if line.get_label() == "cpt"]
+    assert len(zoomed) == 1 and list(zoomed[0].get_xdata()) == [0, 5120, 10240, 15360]
+    assert "pretrain" not in {line.get_label() for line in zoom.get_lines()}
+    assert zoom.get_ylim()[0] > 2.8  # zoomed to the CPT's own range, not pre-training's 5.0 start
+    assert any(line.get_marker() == "v" for line in zoom.get_lines())  # the worst point of the gap is marked
+    assert len(figures["eval_loss_medical.png"].axes) == 2
+    solo = write_report([cpt], tmp_path / "solo")  # without its base in the report: one panel, as before
+    assert solo.is_file() and len(figures["eval_loss_general.png"].axes) == 1

@@ -60,12 +60,12 @@ def datasheet_peak(name: str) -> float | None:
 def peak_flops(device: torch.device, configured: float, say=print) -> dict[str, float]:
     """What MFU divides by, per metrics key: `mfu` against [train] peak_flops if set, else on GPU against
     the datasheet's bf16 peak (the measured one when the GPU is not in the table) and `mfu_measured`
-    against a measured bf16 matmul peak, both printed. On CPU nothing (no MFU): a CPU's attainable peak
-    moves with load and threads too much for a percentage to mean anything."""
+    against a measured bf16 matmul peak, both printed. On CPU nothing, silently (README says so; set
+    [train] peak_flops to get it): a CPU's attainable peak moves with load and threads too much for a
+    percentage to mean anything, and a line on every run would read like a problem."""
     if configured:
         return {"mfu": configured}
     if device.type != "cuda":
-        say("MFU is not reported on CPU; set [train] peak_flops (FLOP/s of one process) to get it")
         return {}
     name = torch.cuda.get_device_name(device)
     measured = measure_peak_flops(device, seconds=1.0)
@@ -109,10 +109,11 @@ class Progress:
         self.bar = None
         self.n_evals, self.evals_done, self.eval_s, self._t_eval = n_evals, 0, 0.0, 0.0
         self._t0 = time.perf_counter()
+        self._eval_desc, self._t_status = "", 0.0
         if enabled:
-            from tqdm.auto import tqdm
+            from continua.progress import progress
 
-            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+            self.bar = progress(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
 
     def update(self, row: dict) -> None:
         if self.bar is not None:
@@ -130,10 +131,30 @@ class Progress:
         per = self.eval_s / max(self.evals_done, 1)
         return f"{per:.1f}s x {self.evals_done}/{self.n_evals} ({100 * self.eval_s / wall:.0f}% of time)"
 
-    def eval_start(self, step: int) -> None:
-        self._t_eval = time.perf_counter()
+    def eval_start(self, step: int, what: str = "") -> None:
+        """`what` (the sets and items an evaluation covers) is written as a line in a log, where no bar shows."""
+        from continua.progress import LineProgress
+
+        self._t_eval = self._t_status = time.perf_counter()
+        self._eval_desc = f"evaluating at step {step} ({self.evals_done + 1}/{self.n_evals})"
         if self.bar is not None:
-            self.bar.set_description(f"evaluating at step {step} ({self.evals_done + 1}/{self.n_evals})")
+            self.bar.set_description(self._eval_desc)
+            if isinstance(self.bar, LineProgress):
+                self.bar.write(f"[train] {self._eval_desc}" + (f": {what}" if what else ""))
+
+    def eval_status(self, text: str) -> None:
+        """Where an evaluation is (`loss/code 3/8 batches`, `mcq/medqa 12/50 batches`): shown on the bar, and
+        as a plain line every interval in a log, so a long evaluation never looks stuck."""
+        from continua.progress import LineProgress
+
+        if self.bar is None:
+            return
+        self.bar.set_description(f"{self._eval_desc}: {text}", refresh=False)
+        now = time.perf_counter()
+        every = self.bar.interval if isinstance(self.bar, LineProgress) else 0.5
+        if now - self._t_status >= every:
+            self._t_status = now
+            self.bar.refresh()
 
     def eval_end(self) -> float:
         """Ends an evaluation; returns its seconds."""
@@ -143,6 +164,10 @@ class Progress:
         if self.bar is not None:
             self.bar.set_description("train")
             self.bar.set_postfix_str(f"eval {self.eval_cost()}", refresh=True)
+            from continua.progress import LineProgress
+
+            if isinstance(self.bar, LineProgress):
+                self.bar.write(f"[train] {self._eval_desc}: done in {seconds:.1f}s")
         return seconds
 
     def write(self, text: str) -> None:
@@ -155,7 +180,8 @@ class Progress:
 
 
 class TensorBoard:
-    """Scalars to <run dir>/tensorboard when tensorboard is installed; otherwise says so once and skips."""
+    """Scalars to <run dir>/tensorboard when tensorboard is installed (the `tensorboard` extra); otherwise
+    metrics.jsonl only, silently: an optional extra that is not installed is not a problem to report."""
 
     def __init__(self, folder: Path, enabled: bool, say=print):
         self.writer = None
@@ -164,7 +190,6 @@ class TensorBoard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            say("tensorboard is not installed; metrics go to metrics.jsonl only")
             return
         self.writer = SummaryWriter(str(folder))
 

@@ -7,6 +7,7 @@ else computes it), so any finished or interrupted run can be compared without re
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ class RunData:
     evals: list[dict]
     trains: list[dict]
     gap: dict = field(default_factory=dict)
+    continues: "RunData | None" = None  # the run of this report whose export/checkpoint this one started from
 
     @property
     def final_step(self) -> int | None:
@@ -51,6 +53,42 @@ def _run_name(run_dir: Path) -> str:
         except tomllib.TOMLDecodeError:
             pass
     return run_dir.name
+
+
+def base_run_dir(run_dir: Path) -> Path | None:
+    """The run folder whose `export/` or `checkpoints/step_N` this run's `[model] path` names, if any."""
+    recipe = Path(run_dir) / "recipe.toml"
+    try:
+        path = tomllib.loads(recipe.read_text(encoding="utf-8")).get("model", {}).get("path")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if not isinstance(path, str) or not path:
+        return None
+    p = Path(path)
+    p = p if p.is_absolute() else (Path(run_dir) / p)
+    if p.name == "export":
+        return p.parent.resolve()
+    if p.parent.name == "checkpoints":
+        return p.parent.parent.resolve()
+    return None
+
+
+def link_continuations(runs: list[RunData]) -> None:
+    """Set `continues` on each run that started from another run of the same report (CPT after pre-training)."""
+    by_dir = {r.path.resolve(): r for r in runs}
+    for r in runs:
+        base = base_run_dir(r.path)
+        if base is not None and base in by_dir and by_dir[base] is not r:
+            r.continues = by_dir[base]
+
+
+def _offset(run: RunData, x: str, depth: int = 0) -> float:
+    """Where a continuing run starts on its base's axis: the base's last step or token count (chained)."""
+    base = run.continues
+    if base is None or depth > 32:  # recipes that name each other's exports: no chain to follow
+        return 0.0
+    end = base.final_step if x == "step" else base.tokens
+    return _offset(base, x, depth + 1) + float(end or 0)
 
 
 def load_run(run_dir: Path) -> RunData:
@@ -121,29 +159,59 @@ def _style(i: int, n: int) -> tuple:
 def plot_set(runs: list[RunData], key: str, path: Path, x: str, log_x: bool = False) -> Path:
     """One evaluation set, every run: the curve, its start (dashed), worst (v) and recovery (o) points.
 
-    `log_x` (symlog) spreads out the dense early evaluations where the gap happens.
+    `log_x` (symlog) spreads out the dense early evaluations where the gap happens. A run that continues
+    another run of the report (CPT from a pre-training run's export) is drawn where that run ended, and
+    again in a panel of its own, zoomed to its tokens, with its gap marked: a short CPT after a long
+    pre-training would otherwise be a squiggle at the end of the axis.
     """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    continuing = [r for r in runs if r.continues is not None and any(key in e["metrics"] for e in r.evals)]
+    if not continuing:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        _draw_set(ax, runs, runs, key, x, log_x, offsets=False)
+        ax.set_title(f"{key}  (dashed: start; v: worst; o: back to start)")
+    else:
+        fig, (ax, zoom) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.2, 1]})
+        _draw_set(ax, runs, runs, key, x, False, offsets=True, marks=False)
+        for r in continuing:
+            at = _offset(r, x)
+            ax.axvline(at, color="0.4", ls=":", lw=1.2)
+            ax.annotate(f"{r.name} starts", (at, 1.0), xycoords=("data", "axes fraction"), ha="right", va="top",
+                        fontsize=8, rotation=90, color="0.3")
+        ax.set_title(f"{key}: whole history")
+        _draw_set(zoom, continuing, runs, key, x, log_x, offsets=False)
+        zoom.set_xlabel(("tokens" if x == "tokens" else "steps") + " since " +
+                        ", ".join(sorted({r.continues.name for r in continuing})) + " ended")
+        zoom.set_title("zoomed (dashed: start; v: worst; o: back to start)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _draw_set(ax, runs: list[RunData], all_runs: list[RunData], key: str, x: str, log_x: bool, offsets: bool,
+              marks: bool = True) -> None:
+    """Curves of `runs` on `ax` (colors by position in `all_runs`); `offsets` shifts continuing runs to where
+    their base ended; `marks` draws the start line, worst and recovery points."""
     names = {run.name for run in runs}
-    for i, run in enumerate(runs):
+    for run in runs:
+        i = all_runs.index(run)
         pts = sorted((r["step"], r.get("tokens"), r["metrics"][key]) for r in run.evals if key in r["metrics"])
         if not pts:
             continue
-        color, ls = _style(i, len(runs))
-        xs = [p[0] if x == "step" else p[1] for p in pts]
+        shift = _offset(run, x) if offsets else 0.0
+        color, ls = _style(i, len(all_runs))
+        xs = [(p[0] if x == "step" else p[1]) + shift for p in pts]
         ax.plot(xs, [p[2] for p in pts], ls, color=color, lw=1.4, marker=".", ms=4, label=run.name)
         g = run.gap.get("sets", {}).get(key)
-        if not g:
+        if not g or not marks:
             continue
         ax.axhline(g["start"], color=color, ls="--", lw=0.8, alpha=0.8)
-        for step_key, value_key, marker in (("worst_step", "worst", "v"), ("recovery_step", None, "o")):
+        for step_key, marker in (("worst_step", "v"), ("recovery_step", "o")):
             step = g.get(step_key)
             if step is None or (step_key == "worst_step" and not g.get("gap")):
                 continue
             match = [p for p in pts if p[0] == step]
             if match:
-                px = match[0][0] if x == "step" else match[0][1]
+                px = (match[0][0] if x == "step" else match[0][1]) + shift
                 ax.plot([px], [match[0][2]], marker, color=color, ms=9, mfc="none", mew=1.6)
     if log_x:
         xs_all = [v for line in ax.get_lines() if line.get_label() in names for v in line.get_xdata() if v > 0]
@@ -151,11 +219,8 @@ def plot_set(runs: list[RunData], key: str, path: Path, x: str, log_x: bool = Fa
         ax.set_xlim(left=0)  # step 0 sits at the left edge, the first evaluation one decade right
     ax.set_xlabel("training tokens" if x == "tokens" else "step")
     ax.set_ylabel(key)
-    ax.set_title(f"{key}  (dashed: start; v: worst; o: back to start)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
 
 
 def plot_lr(runs: list[RunData], path: Path) -> Path | None:
@@ -248,6 +313,7 @@ def write_report(run_dirs: list[Path], out_dir: Path, x: str = "auto", log_x: bo
     for r in runs:
         if seen[r.name] > 1:
             r.name = f"{r.name} ({r.path.parent.name}/{r.path.name})"
+    link_continuations(runs)
     if x == "auto":
         has_tokens = all(isinstance(e.get("tokens"), (int, float)) for r in runs for e in r.evals)
         x = "tokens" if has_tokens else "step"
@@ -268,9 +334,14 @@ def write_report(run_dirs: list[Path], out_dir: Path, x: str = "auto", log_x: bo
 
 def print_report(report: Path) -> None:
     """report.md's tables in the terminal (rich Markdown; the plot images are left to the file)."""
-    from rich.console import Console
     from rich.markdown import Markdown
+
+    from continua.console import make_console
+    from continua.progress import is_terminal
 
     text = report.read_text(encoding="utf-8")
     lines = [line for line in text.splitlines() if not line.startswith("![")]
-    Console().print(Markdown("\n".join(lines)))
+    if not is_terminal(sys.stdout):  # a log: the Markdown itself is the most readable form, never clipped
+        print("\n".join(lines), flush=True)
+        return
+    make_console().print(Markdown("\n".join(lines)))

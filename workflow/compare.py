@@ -345,13 +345,12 @@ def _print_table(rows: list[dict], console) -> None:
 
 def compare(recipe_paths: list[Path], out: Path, overrides: list[str] | None = None, log_x: bool = False) -> Path:
     """Run every recipe (sharing scores and plans), then write the comparison; returns DIR/comparison.md."""
-    from rich.console import Console
-
+    from continua.console import make_console
     from train.report import write_report
 
     if not recipe_paths:
         raise RecipeError("continua compare needs at least one recipe")
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     out = Path(out).resolve()
     specs = plan_runs(recipe_paths, out, list(overrides or []))
     curated: set[str] = set()
