@@ -106,3 +106,46 @@ def test_lm_eval_command_agrees_with_train_mcq_per_item(tmp_path, capsys):
         assert results["benchmarks"][name]["acc_norm"] == pytest.approx(ours["acc_norm"])
     assert main(["lm-eval", str(tmp_path / "nowhere")]) == 2  # not a run folder: a usage error, one line
     assert "not a finished `train run` folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_LM_EVAL, reason="lm-evaluation-harness not installed (pip install 'continua[lm-eval]')")
+def test_lm_eval_scores_the_base_model_the_same_way_and_prints_both(tmp_path, capfd, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from train.cli import main
+
+    monkeypatch.chdir(tmp_path)  # outside any git repository, as a user's data folder is
+
+    (tmp_path / "base_src").mkdir()
+    base = export_folder(tmp_path / "base_src", add_bos=False)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    export = export_folder(run_dir, add_bos=False)
+    torch.manual_seed(7)  # the "trained" export: other weights than the base
+    model = AutoModelForCausalLM.from_pretrained(str(export))
+    for p in model.parameters():
+        p.data += 0.5 * torch.randn_like(p)
+    model.save_pretrained(str(export))
+    bench = benchmarks(tmp_path)
+    (run_dir / "recipe.toml").write_text(f'[run]\nout_dir = "{tmp_path}"\n\n[model]\npath = "{base}"\n\n[eval]\n'
+                                         f'benchmarks = {{pubmedqa = "{tmp_path / "pubmedqa.jsonl"}"}}\n')
+    assert main(["lm-eval", str(run_dir), "--batch-size", "4"]) == 0
+    captured = capfd.readouterr()
+    out = captured.out
+    results = json.loads((run_dir / "lm_eval" / "results.json").read_text())
+    assert results["base"] == str(base.resolve())
+    items = bench["pubmedqa"]
+    for folder, table in ((base, results["base_benchmarks"]), (export, results["benchmarks"])):
+        ours = evaluate_mcq(AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval(),
+                            load_tokenizer(folder), items, torch.device("cpu"), return_scores=True)
+        assert table["pubmedqa"]["acc"] == pytest.approx(ours["acc"])
+        picked = [int(np.argmax(s)) for s in ours["scores"]]
+        assert table["pubmedqa"]["answers"] == {lab: picked.count(i) / 3 for i, lab in enumerate(["yes", "no", "maybe"])}
+    line = [x for x in out.splitlines() if x.strip().startswith("pubmedqa ")][0].split()
+    b, c = results["base_benchmarks"]["pubmedqa"]["acc"], results["benchmarks"]["pubmedqa"]["acc"]
+    assert line[1] == f"{c:.4f}" and line[4] == f"{b:.4f}" and line[5] == f"{c - b:+.4f}"
+    assert "pubmedqa: answers chosen yes " in out and "(base); gold yes 33%, no 33%, maybe 33%" in out
+    assert (run_dir / "lm_eval" / "base_items_pubmedqa.jsonl").is_file()
+    assert "fatal: not a git repository" not in captured.err  # the harness asks git about its own folder
+    assert main(["lm-eval", str(run_dir), "--no-base"]) == 0
+    assert json.loads((run_dir / "lm_eval" / "results.json").read_text())["base_benchmarks"] is None

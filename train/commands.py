@@ -44,7 +44,8 @@ def lm_eval_command(args: argparse.Namespace) -> int:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return run(Path(args.run_dir), device, args.batch_size, args.dtype)
+        return run(Path(args.run_dir), device, args.batch_size, args.dtype, base=args.base,
+                   score_base=not args.no_base)
     except HarnessError as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 1
@@ -80,8 +81,13 @@ def add_eval_commands(subparsers) -> None:
         description="Write local harness tasks (YAML + JSONL under RUN_DIR/lm_eval/tasks) for the [eval] benchmarks "
                     "of RUN_DIR/recipe.toml, run lm_eval zero-shot on RUN_DIR/export with the same prompts, "
                     "options, subset and BOS policy as the in-loop scores, and write RUN_DIR/lm_eval/results.json. "
-                    "Needs pip install 'continua[lm-eval]'.")
+                    "The base model (the run's [model] path, or --base) is scored the same way and printed beside "
+                    "it: before and after CPT through one harness. Needs pip install 'continua[lm-eval]'.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished `train run` output folder")
+    p.add_argument("--base", type=Path, default=None, metavar="MODEL_DIR",
+                   help="Hugging Face folder to score as 'before' (default: the run's [model] path; a GGUF base "
+                        "is read from RUN_DIR/base_model)")
+    p.add_argument("--no-base", action="store_true", help="score only the run's export")
     p.add_argument("--device", default="auto", help="torch device for the harness (default auto: cuda when "
                    "torch sees a GPU, else cpu; or e.g. cuda:1)")
     p.add_argument("--batch-size", type=int, default=8, help="harness batch size (default 8)")

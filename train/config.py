@@ -115,7 +115,8 @@ class EvalConfig:
     """What to evaluate and when: losses on every validation set, plus optional local MCQ benchmarks."""
 
     every: int = 0  # evaluate every N steps; 0 = log-spaced cadence with `num_evals` points
-    num_evals: int = 20
+    num_evals: int = 20  # evaluations in all, step 0 and the last step included (2 = before and after)
+    before_after_only: bool = False  # evaluate at step 0 and the last step only (what the final table compares)
     max_batches: int = 8  # batches per validation set (fixed, the same at every evaluation)
     batch_size: int = 8
     # name -> local JSONL benchmark (MedQA/MMLU style or PubMedQA), scored zero-shot by log-likelihood
@@ -124,7 +125,9 @@ class EvalConfig:
 
     def validate(self) -> None:
         at_least("every", self.every, 0)
-        at_least("num_evals", self.num_evals, 2)
+        at_least("num_evals", self.num_evals, 2, " (2 = before and after training only)")
+        if self.before_after_only and self.every:
+            raise ValueError("before_after_only = true evaluates at step 0 and the last step; remove every")
         at_least("max_batches", self.max_batches, 1)
         at_least("batch_size", self.batch_size, 1)
         if self.mcq_max_items < 0:

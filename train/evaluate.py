@@ -6,6 +6,8 @@ cadence is log-spaced: steps 0, 1, 2, 4, ... then evenly spread to the end.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -15,16 +17,36 @@ from train.config import EvalConfig
 
 
 def eval_steps(cfg: EvalConfig, total_steps: int) -> list[int]:
-    """Steps after which to evaluate (0 = before training); always includes 0 and the last step."""
+    """Steps after which to evaluate (0 = before training); always includes 0 and the last step.
+
+    `num_evals` is the number of evaluations, exactly (fewer only when the run has fewer steps + 1):
+    half log-spaced from step 1, the rest evenly spread; `before_after_only` (or num_evals = 2) is 0 and
+    the last step.
+    """
+    if cfg.before_after_only:
+        return sorted({0, total_steps})
     if cfg.every > 0:
-        steps = set(range(0, total_steps + 1, cfg.every))
-    else:
-        half = max(1, cfg.num_evals // 2)
-        log = np.unique(np.round(np.geomspace(1, max(1, total_steps), half)).astype(int))
-        lin = np.linspace(0, total_steps, cfg.num_evals - half + 1).astype(int)
-        steps = set(log.tolist()) | set(lin.tolist())
-    steps |= {0, total_steps}
-    return sorted(s for s in steps if 0 <= s <= total_steps)
+        return sorted(set(range(0, total_steps + 1, cfg.every)) | {0, total_steps})
+    n = min(cfg.num_evals, total_steps + 1)
+    chosen = dict.fromkeys([0, total_steps])  # ordered set
+    half = max(1, (n - 2) // 2 + 1)
+    log = np.round(np.geomspace(1, max(1, total_steps), half)).astype(int).tolist()
+    lin = np.linspace(0, total_steps, n - half + 1).astype(int).tolist()
+    for candidates in (log, lin, *_finer_grids(total_steps, n)):
+        for s in candidates:
+            if len(chosen) >= n:
+                return sorted(chosen)
+            chosen.setdefault(int(s))
+    return sorted(chosen)
+
+
+def _finer_grids(total_steps: int, n: int):
+    """Evenly spaced steps on ever finer grids, ending with every step: fills what collisions took away."""
+    k = 2
+    while k * n < total_steps:
+        yield np.linspace(0, total_steps, k * n + 1).astype(int).tolist()
+        k *= 2
+    yield range(total_steps + 1)
 
 
 def validation_windows(valid: ShardSet, seq_len: int, max_windows: int) -> np.ndarray:
@@ -46,8 +68,10 @@ def validation_windows(valid: ShardSet, seq_len: int, max_windows: int) -> np.nd
 
 @torch.no_grad()
 def evaluate_losses(model: torch.nn.Module, windows: dict[str, np.ndarray], batch_size: int,
-                    device: torch.device, autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """Mean token loss per set; under torch.distributed each rank takes a slice and sums are reduced."""
+                    device: torch.device, autocast_dtype: torch.dtype | None = None,
+                    on_batch: Callable[[str, int, int], None] | None = None) -> dict[str, float]:
+    """Mean token loss per set; under torch.distributed each rank takes a slice and sums are reduced.
+    `on_batch(set name, batches done, batches)` follows the progress (a long evaluation is not silent)."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     was_training = model.training
@@ -76,6 +100,8 @@ def evaluate_losses(model: torch.nn.Module, windows: dict[str, np.ndarray], batc
                                                              y.reshape(-1), reduction="sum")
             total += torch.stack([loss.double() * weight, torch.tensor(y.numel() * weight, dtype=torch.float64,
                                                                         device=device)])
+            if on_batch is not None:
+                on_batch(name, b + 1, n_batches)
         if world > 1:
             dist.all_reduce(total)
         out[name] = float(total[0] / total[1])

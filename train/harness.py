@@ -122,10 +122,20 @@ def run_harness(export_dir: Path, tokenizer_dir: Path, task_dir: Path, tasks: li
         raise HarnessError("lm-evaluation-harness is not installed: pip install 'continua[lm-eval]'") from e
     model_args = (f"pretrained={export_dir.resolve()},tokenizer={tokenizer_dir.resolve()},dtype={dtype},"
                   f"add_bos_token={add_bos}")
+    _quiet_git_hash()
     return lm_eval.simple_evaluate(model="hf", model_args=model_args, tasks=tasks, device=device,
                                    batch_size=batch_size, log_samples=True,
                                    task_manager=TaskManager(include_path=str(task_dir.resolve()),
                                                             include_defaults=False))
+
+
+def _quiet_git_hash() -> None:
+    """The harness records `git describe` of the current folder, and git prints "fatal: not a git repository"
+    to the terminal outside one. The folder a user runs from says nothing about the models: not asked."""
+    import lm_eval.evaluator
+
+    if hasattr(lm_eval.evaluator, "get_git_commit_hash"):
+        lm_eval.evaluator.get_git_commit_hash = lambda: None
 
 
 def item_scores(results: dict, task: str) -> dict[int, list[float]]:
@@ -133,8 +143,49 @@ def item_scores(results: dict, task: str) -> dict[int, list[float]]:
     return {s["doc_id"]: [float(r[0][0]) for r in s["resps"]] for s in results["samples"][task]}
 
 
-def lm_eval_command(run_dir: Path, device: str, batch_size: int, dtype: str) -> int:
-    """Write the tasks, run the harness on RUN_DIR/export, save RUN_DIR/lm_eval/results.json, print the table."""
+def base_model_folder(run_dir: Path, model_path: Path | None) -> tuple[Path | None, str]:
+    """(Hugging Face folder of the run's base model, or None; why not). A GGUF base is read from the folder
+    `train run` de-quantized it into (RUN_DIR/base_model); a checkpoint of an earlier run from its export/."""
+    if model_path is None:
+        return None, "the run started from a fresh model (no [model] path): there is no base to score"
+    p = Path(model_path)
+    if p.suffix == ".gguf" or (p.is_dir() and not (p / "config.json").is_file() and any(p.glob("*.gguf"))):
+        p = run_dir / "base_model"
+    elif (p / ".metadata").is_file() and p.parent.name == "checkpoints":
+        p = p.parent.parent / "export"
+    if (p / "config.json").is_file() and any(p.glob("*.safetensors")):
+        return p, ""
+    return None, f"{p}: not a Hugging Face folder with safetensors weights; name one with --base"
+
+
+def _score_model(model_dir: Path, benchmarks: dict[str, list[MCQItem]], out: Path, task_dir: Path,
+                 tasks: list[str], device: str, batch_size: int, dtype: str, prefix: str) -> tuple[dict, bool, dict]:
+    """Run the harness on one model folder: ({name: acc, acc_norm, count, answers}, BOS policy, raw results);
+    per-item log-likelihoods and the chosen answer into OUT/{prefix}items_NAME.jsonl."""
+    from train.mcq import answer_labels, answer_shares
+
+    tokenizer_dir = harness_tokenizer(model_dir, out / f"{prefix}tokenizer")
+    add_bos = check_tokenization(model_dir, tokenizer_dir, next(iter(benchmarks.values())))
+    results = run_harness(model_dir, tokenizer_dir, task_dir, tasks, add_bos, device, batch_size, dtype)
+    table = {}
+    for name, items in benchmarks.items():
+        r = results["results"][TASK_PREFIX + name]
+        scores = item_scores(results, TASK_PREFIX + name)
+        labels = answer_labels(items)
+        rows = [{"id": it.id, "answer": it.answer, "chosen": int(max(range(len(scores[i])), key=scores[i].__getitem__)),
+                 "loglikelihoods": scores[i]} for i, it in enumerate(items)]
+        write_text(out / f"{prefix}items_{name}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+        shares = answer_shares([{"answer": labels[x["answer"]], "chosen": labels[x["chosen"]]} for x in rows], labels)
+        table[name] = {"acc": r["acc,none"], "acc_norm": r["acc_norm,none"], "count": len(items),
+                       "answers": {lab: s["chosen"] for lab, s in shares.items()},
+                       "gold": {lab: s["gold"] for lab, s in shares.items()}}
+    return table, add_bos, results
+
+
+def lm_eval_command(run_dir: Path, device: str, batch_size: int, dtype: str, base: Path | None = None,
+                    score_base: bool = True) -> int:
+    """Write the tasks, run the harness on RUN_DIR/export and on the base model (the run's [model] path, or
+    `base`), save RUN_DIR/lm_eval/results.json, print base and CPT side by side."""
     from continua.recipe import load_recipe
 
     recipe_file, export_dir = run_dir / "recipe.toml", run_dir / "export"
@@ -143,32 +194,54 @@ def lm_eval_command(run_dir: Path, device: str, batch_size: int, dtype: str) -> 
     recipe = load_recipe(recipe_file)
     if not recipe.eval.benchmarks:
         raise ValueError(f"{recipe_file}: [eval] benchmarks is empty: nothing for the harness to score")
+    base_dir, why = (None, "--no-base") if not score_base else (
+        (Path(base), "") if base is not None else base_model_folder(run_dir, recipe.model.path))
+    if base is not None and not (Path(base) / "config.json").is_file():
+        raise FileNotFoundError(f"--base {base}: not a Hugging Face model folder (no config.json)")
     benchmarks = load_benchmarks(recipe.eval.benchmarks, recipe.eval.mcq_max_items)
     out = run_dir / "lm_eval"
     tasks = write_tasks(benchmarks, out / "tasks")
-    tokenizer_dir = harness_tokenizer(export_dir, out / "tokenizer")
-    add_bos = check_tokenization(export_dir, tokenizer_dir, next(iter(benchmarks.values())))
-    results = run_harness(export_dir, tokenizer_dir, out / "tasks", tasks, add_bos, device, batch_size, dtype)
-    table = {}
-    for name, items in benchmarks.items():
-        r = results["results"][TASK_PREFIX + name]
-        table[name] = {"acc": r["acc,none"], "acc_norm": r["acc_norm,none"], "count": len(items)}
-        scores = item_scores(results, TASK_PREFIX + name)
-        write_text(out / f"items_{name}.jsonl", "".join(
-            json.dumps({"id": it.id, "answer": it.answer, "loglikelihoods": scores[i]}) + "\n"
-            for i, it in enumerate(items)))
+    table, add_bos, results = _score_model(export_dir, benchmarks, out, out / "tasks", tasks, device, batch_size,
+                                           dtype, prefix="")
+    base_table = None
+    if base_dir is not None:
+        base_table, _, _ = _score_model(base_dir, benchmarks, out, out / "tasks", tasks, device, batch_size, dtype,
+                                        prefix="base_")
     write_json(out / "results.json", {"export": str(export_dir.resolve()), "bos": add_bos, "dtype": dtype,
                                       "lm_eval_version": results.get("config", {}).get("lm_eval_version")
-                                      or _version(), "benchmarks": table})
-    loop = last_loop_scores(run_dir)
-    print(f"lm-evaluation-harness on {export_dir} (BOS {'on' if add_bos else 'off'}, {dtype}, zero-shot):")
-    print(f"  {'benchmark':20s} {'acc':>7s} {'acc_norm':>9s} {'items':>6s}   in-loop acc / acc_norm (train.mcq)")
+                                      or _version(), "benchmarks": table,
+                                      "base": str(base_dir.resolve()) if base_dir is not None else None,
+                                      "base_benchmarks": base_table})
+    print_side_by_side(export_dir, base_dir, why, add_bos, dtype, table, base_table, last_loop_scores(run_dir))
+    print(f"wrote {out / 'results.json'}, per-item log-likelihoods and chosen answers in {out}/*items_*.jsonl, "
+          f"tasks in {out / 'tasks'}")
+    return 0
+
+
+def print_side_by_side(export_dir: Path, base_dir: Path | None, why: str, add_bos: bool, dtype: str, table: dict,
+                       base_table: dict | None, loop: dict) -> None:
+    """acc / acc_norm of the base and of the CPT export, the change, and which answers each one gives."""
+    print(f"lm-evaluation-harness on {export_dir} (BOS {'on' if add_bos else 'off'}, {dtype}, zero-shot)"
+          + (f", base {base_dir}:" if base_dir is not None else f"; base not scored ({why}):"))
+    head = f"  {'benchmark':20s} {'acc':>7s} {'acc_norm':>9s} {'items':>6s}"
+    if base_table:
+        head += f" {'base acc':>9s} {'change':>8s} {'base acc_norm':>14s}"
+    print(head + "   in-loop acc / acc_norm (train.mcq)")
     for name, r in table.items():
         ours = loop.get(name)
         also = f"{ours[0]:.4f} / {ours[1]:.4f}" if ours else "-"
-        print(f"  {name:20s} {r['acc']:7.4f} {r['acc_norm']:9.4f} {r['count']:6d}   {also}")
-    print(f"wrote {out / 'results.json'}, per-item log-likelihoods in {out}/items_*.jsonl, tasks in {out / 'tasks'}")
-    return 0
+        line = f"  {name:20s} {r['acc']:7.4f} {r['acc_norm']:9.4f} {r['count']:6d}"
+        if base_table:
+            b = base_table[name]
+            line += f" {b['acc']:9.4f} {r['acc'] - b['acc']:+8.4f} {b['acc_norm']:14.4f}"
+        print(line + f"   {also}")
+    for name, r in table.items():  # answer bias, label by label: a model that says "no" to everything shows here
+        shares = ", ".join(f"{lab} {100 * r['gold'][lab]:.0f}%" for lab in r["answers"])
+        chosen = ", ".join(f"{lab} {100 * v:.0f}%" for lab, v in r["answers"].items())
+        line = f"  {name}: answers chosen {chosen} (CPT)"
+        if base_table:
+            line += "; " + ", ".join(f"{lab} {100 * v:.0f}%" for lab, v in base_table[name]["answers"].items()) + " (base)"
+        print(line + f"; gold {shares}")
 
 
 def last_loop_scores(run_dir: Path) -> dict[str, tuple[float, float]]:

@@ -57,10 +57,13 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     say = _sayer(d)
 
     # model, optimizer, schedule, data
-    model, base_weights = build_model(recipe.model, manifest.tokenizer, recipe.run.seed, run_dir)
+    say(f"loading the base model {recipe.model.path}" if recipe.model.path is not None else
+        f"building a fresh Llama ({recipe.model.num_layers} layers, hidden size {recipe.model.hidden_size})")
+    model, base_weights = build_model(recipe.model, manifest.tokenizer, recipe.run.seed, run_dir, say)
     flops_tok = flops_per_token(model, tc.seq_len)
     prepare_model(model, d, bf16, activation_checkpointing=tc.activation_checkpointing, compile=tc.compile)
     if base_weights is not None:  # meta-built and sharded: each rank reads only its slices
+        say(f"reading the weights into {d.world} process{'es' if d.world > 1 else ''} on {d.device.type}")
         load_weights(model, *base_weights, allow_pickle=recipe.model.allow_pickle)
         base_weights = None  # a fresh model's full initial weights on rank 0: freed
     install_chunked_loss(model)
@@ -104,9 +107,15 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     tokens_per_step = tc.batch_size * tc.seq_len
 
     def evaluate(step: int) -> dict:
-        progress.eval_start(step)
-        metrics = {f"loss/{k}": v for k, v in evaluate_losses(model, windows, recipe.eval.batch_size, d.device).items()}
-        metrics.update(_score_benchmarks(model, mcq, recipe.eval.batch_size, d.device))
+        progress.eval_start(step, _eval_contents(windows, mcq))
+        metrics = {f"loss/{k}": v for k, v in evaluate_losses(
+            model, windows, recipe.eval.batch_size, d.device,
+            on_batch=lambda name, i, n: progress.eval_status(f"loss/{name} {i}/{n} batches")).items()}
+        predictions: dict[str, list[dict]] = {}
+        metrics.update(_score_benchmarks(model, mcq, recipe.eval.batch_size, d.device, progress.eval_status,
+                                         predictions))
+        if d.is_main:
+            _write_predictions(run_dir / "predictions", step, predictions)
         metrics.update(weights.compute())
         row = {"kind": "eval", "step": step, "tokens": step * tokens_per_step, "metrics": metrics,
                "eval_s": round(progress.eval_end(), 3)}
@@ -246,13 +255,39 @@ def _benchmarks(recipe: Recipe, manifest: Manifest) -> tuple:
     return tok, load_benchmarks(recipe.eval.benchmarks, recipe.eval.mcq_max_items)
 
 
-def _score_benchmarks(model: torch.nn.Module, mcq: tuple, batch_size: int, device: torch.device) -> dict:
+def _eval_contents(windows: dict, mcq: tuple) -> str:
+    """`2 validation sets x 64 windows, medqa 400 items`: what one evaluation runs."""
+    parts = [f"{len(windows)} validation set{'s' if len(windows) != 1 else ''} x "
+             f"{max((len(w) for w in windows.values()), default=0)} windows"]
+    parts += [f"{name} {len(items)} items" for name, items in mcq[1].items()]
+    return ", ".join(parts)
+
+
+def _write_predictions(folder: Path, step: int, predictions: dict[str, list[dict]]) -> None:
+    """predictions/NAME/step_NNNNNN.jsonl: per item the gold answer, the one chosen and every option's score."""
+    import json
+
+    for name, rows in predictions.items():
+        write_text(folder / name / f"step_{step:06d}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _score_benchmarks(model: torch.nn.Module, mcq: tuple, batch_size: int, device: torch.device,
+                      status=lambda text: None, predictions: dict | None = None) -> dict:
+    """acc, acc_norm, items, top_answer and `answers/NAME/LABEL` (share of items given each answer) per
+    benchmark; per-item rows (train.mcq.item_predictions) into `predictions` when given."""
+    from train.mcq import answer_labels, answer_shares, evaluate_mcq, item_predictions
+
     tok, sets = mcq
     out = {}
     for name, items in sets.items():
-        from train.mcq import evaluate_mcq
-
-        r = evaluate_mcq(model, tok, items, device, batch_size=batch_size)
+        r = evaluate_mcq(model, tok, items, device, batch_size=batch_size, return_scores=True,
+                         on_batch=lambda i, n, _name=name, _k=len(items): status(
+                             f"{_name} ({_k} items) {i}/{n} batches"))
+        rows = item_predictions(items, r["scores"])
+        for label, share in answer_shares(rows, answer_labels(items)).items():
+            out[f"answers/{name}/{label}"] = share["chosen"]
+        if predictions is not None:
+            predictions[name] = rows
         out[f"acc/{name}"], out[f"acc_norm/{name}"] = r["acc"], r["acc_norm"]
         out[f"items/{name}"] = r["count"]  # for the gap metrics' noise bound (train.gap)
         out[f"top_answer/{name}"] = r["top_answer_share"]  # 1.0: the same answer to every item

@@ -20,6 +20,7 @@ import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -180,7 +181,8 @@ def _forward_kwargs(model: torch.nn.Module) -> set[str]:
 
 @torch.no_grad()
 def loglikelihoods(model: torch.nn.Module, requests: list[Request], device: torch.device, batch_size: int = 8,
-                   autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+                   autocast_dtype: torch.dtype | None = None,
+                   on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Sum of continuation log-probs per request.
 
     Requests with the same input tokens (all but the last token) share one forward pass, as the harness
@@ -217,6 +219,8 @@ def loglikelihoods(model: torch.nn.Module, requests: list[Request], device: torc
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(input_ids=x.to(device), **kwargs).logits
         logits = logits[:, -keep:]
+        if on_batch is not None:
+            on_batch(b + 1, n_batches)  # forward passes done, of this rank's
         if not real:
             continue
         for j, t in enumerate(rows):
@@ -235,15 +239,15 @@ def loglikelihoods(model: torch.nn.Module, requests: list[Request], device: torc
 
 def evaluate_mcq(model: torch.nn.Module, tokenizer, items: list[MCQItem], device: torch.device, batch_size: int = 8,
                  autocast_dtype: torch.dtype | None = None, max_len: int | None = None,
-                 return_scores: bool = False) -> dict:
+                 return_scores: bool = False, on_batch: Callable[[int, int], None] | None = None) -> dict:
     """{"acc", "acc_norm", "count", "top_answer_share"} over `items` (identical on every rank); `scores` per item
-    if asked."""
+    if asked. `on_batch(forward passes done, passes)` follows the progress."""
     if not items:
         raise ValueError("evaluate_mcq needs at least one item")
     if max_len is None:
         max_len = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     requests = build_requests(tokenizer, items, max_len)
-    flat = loglikelihoods(model, requests, device, batch_size, autocast_dtype)
+    flat = loglikelihoods(model, requests, device, batch_size, autocast_dtype, on_batch=on_batch)
     correct = correct_norm = 0
     per_item, picked, k = [], [], 0
     for it in items:
@@ -262,3 +266,32 @@ def evaluate_mcq(model: torch.nn.Module, tokenizer, items: list[MCQItem], device
     if return_scores:
         out["scores"] = per_item
     return out
+
+
+def answer_labels(items: list[MCQItem]) -> list[str]:
+    """Names of the answer positions: the options' own texts when every item has the same ones (PubMedQA's
+    yes / no / maybe), else letters A, B, C, ... (MedQA, MMLU)."""
+    first = items[0].options if items else ()
+    if all(it.options == first for it in items):
+        return list(first)
+    width = max(len(it.options) for it in items)
+    return [string.ascii_uppercase[i] if i < 26 else str(i) for i in range(width)]
+
+
+def item_predictions(items: list[MCQItem], scores: list[list[float]]) -> list[dict]:
+    """One row per item: id, gold answer, the answer chosen (acc's argmax), and every option's log-likelihood."""
+    labels = answer_labels(items)
+    rows = []
+    for it, s in zip(items, scores):
+        chosen = int(np.argmax(s))
+        rows.append({"id": it.id, "answer": labels[it.answer], "chosen": labels[chosen],
+                     "correct": chosen == it.answer, "loglikelihoods": [round(float(v), 4) for v in s]})
+    return rows
+
+
+def answer_shares(rows: list[dict], labels: list[str]) -> dict[str, dict[str, float]]:
+    """Per label: `chosen` (share of items given that answer) and `gold` (share whose answer it is). A model
+    that answers "no" to 90% of items while 30% are "no" shows it here, label by label."""
+    n = max(len(rows), 1)
+    return {lab: {"chosen": sum(r["chosen"] == lab for r in rows) / n, "gold": sum(r["answer"] == lab for r in rows) / n}
+            for lab in labels}

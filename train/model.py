@@ -19,7 +19,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.json", "merges.txt", "chat_template.jinja")
 
 
-def build_model(cfg: ModelConfig, tokenizer: dict, seed: int, work_dir: Path) -> tuple[nn.Module, tuple | None]:
+def build_model(cfg: ModelConfig, tokenizer: dict, seed: int, work_dir: Path,
+                say=lambda msg: None) -> tuple[nn.Module, tuple | None]:
     """The model to train, and where its weights come from (None: a fresh Llama, initialized here).
 
     With `[model] path` the architecture is built on the meta device (no memory): prepare_model shards
@@ -47,6 +48,7 @@ def build_model(cfg: ModelConfig, tokenizer: dict, seed: int, work_dir: Path) ->
         if source.kind == "gguf":
             folder = Path(work_dir) / "base_model"
             if _is_main():
+                say(f"de-quantizing {source.path.name} into {folder} (once; reused while the file is unchanged)")
                 gguf_to_folder(source.path, folder)
             barrier()
             weights = (folder, "hf")
