@@ -8,7 +8,10 @@ The embedded demo is a "CPT into code" experiment that needs no download and no 
   developers: the positive examples of the demo's quality classifier (DCLM/Guo et al. style:
   quality = closeness to a trusted reference).
 Files are visited in a hash order so each corpus samples many packages, deterministically for a
-given install, and every corpus is capped in characters to keep the demo within minutes.
+given install, and every corpus is capped in characters to keep the demo within minutes. Only the
+packages continua's own base install brings (its requirements, followed recursively) are read: what
+else happens to be installed (the test extras, a notebook) changes neither the corpora nor the
+demo's time and numbers; only those packages' versions do.
 """
 
 from __future__ import annotations
@@ -37,12 +40,55 @@ class CorpusCaps:
     per_package_fraction: float = 0.08  # no package may fill more than this share of a corpus
 
 
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def base_install_packages(dist: str = "continua") -> set[str] | None:
+    """Top-level import names of `dist`'s base requirements, recursively (extras left out), normalized as
+    `_package_of` names them; None when `dist` is not installed (then nothing is filtered)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        md.distribution(dist)
+    except md.PackageNotFoundError:
+        return None
+    seen, todo = set(), [dist]
+    while todo:
+        name = todo.pop()
+        if _norm(name) in seen:
+            continue
+        seen.add(_norm(name))
+        try:
+            requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        for line in requires:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    tops: set[str] = set()
+    for top, dists in md.packages_distributions().items():
+        if any(_norm(d) in seen for d in dists):
+            tops.add(_norm(top))
+    tops |= seen  # dist-info folders are named by distribution
+    return tops
+
+
 def _order(path: Path) -> str:
     return hashlib.sha1(str(path).encode()).hexdigest()
 
 
 def _package_of(path: Path, root: Path) -> str:
-    return path.relative_to(root).parts[0].split("-")[0].lower()
+    parts = path.relative_to(root).parts
+    first = parts[0] if len(parts) > 1 else Path(parts[0]).stem  # a module at the top: six.py -> six
+    return _norm(first.split("-")[0])
+
 
 
 def _split(text: str, limit: int = MAX_DOC_CHARS) -> list[str]:
@@ -112,23 +158,28 @@ def _capped(docs: Iterator[tuple[str, str]], cap: int, per_package: float) -> It
         yield pkg, text
 
 
-def general_documents(site: Path) -> Iterator[tuple[str, str]]:
-    """Package descriptions, documentation files and docstrings of installed packages."""
+def general_documents(site: Path, packages: set[str] | None = None) -> Iterator[tuple[str, str]]:
+    """Package descriptions, documentation files and docstrings of installed packages (of `packages` only)."""
+    def wanted(p: Path) -> bool:
+        return packages is None or _package_of(p, site) in packages
+
     for meta in sorted(site.glob("*.dist-info/METADATA"), key=_order):
+        if not wanted(meta.parent):
+            continue
         desc = _metadata_description(meta)
         for piece in _split(desc):
             if len(piece) >= MIN_DOC_CHARS:
                 yield _package_of(meta.parent, site), piece
     docs = [p for p in site.rglob("*") if p.suffix in (".md", ".rst", ".txt") and p.is_file()
             and not p.name.upper().startswith(("LICENSE", "COPYING", "NOTICE", "AUTHORS", "RECORD", "TOP_LEVEL"))
-            and "dist-info" not in str(p)]
+            and "dist-info" not in str(p) and wanted(p)]
     for p in sorted(docs, key=_order):
         text = _read(p)
         for piece in _split(text or ""):
             if len(piece) >= MIN_DOC_CHARS:
                 yield _package_of(p, site), piece
     for p in _python_files(site):
-        text = _read(p)
+        text = _read(p) if wanted(p) else None
         if not text:
             continue
         for piece in _split(_docstrings(text)):
@@ -136,9 +187,11 @@ def general_documents(site: Path) -> Iterator[tuple[str, str]]:
                 yield _package_of(p, site), piece
 
 
-def code_documents(root: Path) -> Iterator[tuple[str, str]]:
-    """Python source files (long ones cut at blank lines)."""
+def code_documents(root: Path, packages: set[str] | None = None) -> Iterator[tuple[str, str]]:
+    """Python source files (long ones cut at blank lines), of `packages` only when given."""
     for p in _python_files(root):
+        if packages is not None and _package_of(p, root) not in packages:
+            continue
         if p.stat().st_size > 400_000:  # generated tables, vendored blobs
             continue
         text = _read(p)
@@ -158,17 +211,20 @@ def _write(path: Path, docs: Iterator[tuple[str, str]], prefix: str) -> dict:
 
 
 def build_demo_corpora(out: Path, caps: CorpusCaps | None = None, site: Path | None = None,
-                       stdlib: Path | None = None) -> dict[str, dict]:
-    """Write general.jsonl, code.jsonl and stdlib.jsonl under `out`; return their sizes."""
+                       stdlib: Path | None = None, packages: set[str] | None | str = "base") -> dict[str, dict]:
+    """Write general.jsonl, code.jsonl and stdlib.jsonl under `out`; return their sizes. `packages`: the
+    top-level names read from `site` ("base": those of continua's base install; None: all)."""
     caps = caps or CorpusCaps()
     site = Path(site or sysconfig.get_paths()["purelib"])
     stdlib = Path(stdlib or sysconfig.get_paths()["stdlib"])
+    if packages == "base":
+        packages = base_install_packages()
     out.mkdir(parents=True, exist_ok=True)
     stats = {
-        "general": _write(out / "general.jsonl",
-                          _capped(general_documents(site), caps.general_chars, caps.per_package_fraction), "gen"),
-        "code": _write(out / "code.jsonl",
-                       _capped(code_documents(site), caps.code_chars, caps.per_package_fraction), "code"),
+        "general": _write(out / "general.jsonl", _capped(general_documents(site, packages),
+                                                         caps.general_chars, caps.per_package_fraction), "gen"),
+        "code": _write(out / "code.jsonl", _capped(code_documents(site, packages),
+                                                   caps.code_chars, caps.per_package_fraction), "code"),
         "stdlib": _write(out / "stdlib.jsonl",
                          _capped(code_documents(stdlib), caps.reference_chars, 0.2), "std"),
     }
