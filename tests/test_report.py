@@ -109,6 +109,7 @@ def test_a_run_that_continues_another_is_drawn_where_it_ended_and_zoomed(tmp_pat
     assert "pretrain" not in {line.get_label() for line in zoom.get_lines()}
     assert zoom.get_ylim()[0] > 2.8  # zoomed to the CPT's own range, not pre-training's 5.0 start
     assert any(line.get_marker() == "v" for line in zoom.get_lines())  # the worst point of the gap is marked
+    assert [t.get_text().strip() for t in zoom.texts] == ["gap 0.400 at step 10"]
     assert len(figures["eval_loss_medical.png"].axes) == 2
     solo = write_report([cpt], tmp_path / "solo")  # without its base in the report: one panel, as before
     assert solo.is_file() and len(figures["eval_loss_general.png"].axes) == 1

@@ -179,7 +179,7 @@ def plot_set(runs: list[RunData], key: str, path: Path, x: str, log_x: bool = Fa
             ax.annotate(f"{r.name} starts", (at, 1.0), xycoords=("data", "axes fraction"), ha="right", va="top",
                         fontsize=8, rotation=90, color="0.3")
         ax.set_title(f"{key}: whole history")
-        _draw_set(zoom, continuing, runs, key, x, log_x, offsets=False)
+        _draw_set(zoom, continuing, runs, key, x, log_x, offsets=False, label_gap=True)
         zoom.set_xlabel(("tokens" if x == "tokens" else "steps") + " since " +
                         ", ".join(sorted({r.continues.name for r in continuing})) + " ended")
         zoom.set_title("zoomed (dashed: start; v: worst; o: back to start)")
@@ -188,9 +188,10 @@ def plot_set(runs: list[RunData], key: str, path: Path, x: str, log_x: bool = Fa
 
 
 def _draw_set(ax, runs: list[RunData], all_runs: list[RunData], key: str, x: str, log_x: bool, offsets: bool,
-              marks: bool = True) -> None:
+              marks: bool = True, label_gap: bool = False) -> None:
     """Curves of `runs` on `ax` (colors by position in `all_runs`); `offsets` shifts continuing runs to where
-    their base ended; `marks` draws the start line, worst and recovery points."""
+    their base ended; `marks` draws the start line, worst and recovery points; `label_gap` writes the gap's
+    depth beside the worst point."""
     names = {run.name for run in runs}
     for run in runs:
         i = all_runs.index(run)
@@ -213,6 +214,9 @@ def _draw_set(ax, runs: list[RunData], all_runs: list[RunData], key: str, x: str
             if match:
                 px = (match[0][0] if x == "step" else match[0][1]) + shift
                 ax.plot([px], [match[0][2]], marker, color=color, ms=9, mfc="none", mew=1.6)
+                if label_gap and step_key == "worst_step" and g.get("gap_depth") is not None:
+                    ax.annotate(f"  gap {g['gap_depth']:.3f} at step {step}", (px, match[0][2]), fontsize=8,
+                                color=color, va="center")
     if log_x:
         xs_all = [v for line in ax.get_lines() if line.get_label() in names for v in line.get_xdata() if v > 0]
         ax.set_xscale("symlog", linthresh=min(xs_all) if xs_all else 1.0)
