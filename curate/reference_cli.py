@@ -34,10 +34,11 @@ def _texts(paths: list[Path], text_field: str, max_docs: int | None,
 
 
 def run_train_reference(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    from continua.console import make_console
+
+    console = make_console(stderr=True)
     rejects: dict[tuple[str, str], list[int]] = {}
     if args.tokenizer is not None and args.min_count > 1:
         console.print("[red]error:[/red] --min-count applies to the built-in word tokenizer, not --tokenizer")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["pytester"]  # tests/test_test_suite.py runs a small inner suite through it
+
 SLOW_TEST_S = 15.0  # a test that takes longer gets its own line with its time, as soon as it ends
 
 
