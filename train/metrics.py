@@ -109,7 +109,7 @@ class Progress:
         self.bar = None
         self.n_evals, self.evals_done, self.eval_s, self._t_eval = n_evals, 0, 0.0, 0.0
         self._t0 = time.perf_counter()
-        self._eval_desc, self._t_status = "", 0.0
+        self._eval_desc, self._t_status, self._eval_step, self._eval_what = "", 0.0, 0, ""
         if enabled:
             from continua.progress import progress
 
@@ -132,15 +132,12 @@ class Progress:
         return f"{per:.1f}s x {self.evals_done}/{self.n_evals} ({100 * self.eval_s / wall:.0f}% of time)"
 
     def eval_start(self, step: int, what: str = "") -> None:
-        """`what` (the sets and items an evaluation covers) is written as a line in a log, where no bar shows."""
-        from continua.progress import LineProgress
-
+        """`what` (the sets and items an evaluation covers) ends the line a log gets for each evaluation."""
         self._t_eval = self._t_status = time.perf_counter()
+        self._eval_step, self._eval_what = step, what
         self._eval_desc = f"evaluating at step {step} ({self.evals_done + 1}/{self.n_evals})"
         if self.bar is not None:
             self.bar.set_description(self._eval_desc)
-            if isinstance(self.bar, LineProgress):
-                self.bar.write(f"[train] {self._eval_desc}" + (f": {what}" if what else ""))
 
     def eval_status(self, text: str) -> None:
         """Where an evaluation is (`loss/code 3/8 batches`, `mcq/medqa 12/50 batches`): shown on the bar, and
@@ -166,8 +163,10 @@ class Progress:
             self.bar.set_postfix_str(f"eval {self.eval_cost()}", refresh=True)
             from continua.progress import LineProgress
 
-            if isinstance(self.bar, LineProgress):
-                self.bar.write(f"[train] {self._eval_desc}: done in {seconds:.1f}s")
+            if isinstance(self.bar, LineProgress):  # a log: one line per evaluation (longer ones also get
+                # eval_status lines while they run)
+                self.bar.write(f"[train] evaluated at step {self._eval_step} ({self.evals_done}/{self.n_evals}) in "
+                               f"{seconds:.1f}s" + (f": {self._eval_what}" if self._eval_what else ""))
         return seconds
 
     def write(self, text: str) -> None:
