@@ -111,5 +111,11 @@ def test_a_run_that_continues_another_is_drawn_where_it_ended_and_zoomed(tmp_pat
     assert any(line.get_marker() == "v" for line in zoom.get_lines())  # the worst point of the gap is marked
     assert [t.get_text().strip() for t in zoom.texts] == ["gap 0.400 at step 10"]
     assert len(figures["eval_loss_medical.png"].axes) == 2
+    rows = [json.loads(x) for x in (cpt / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:  # a set only the continuing run evaluates: nothing to continue from, one panel
+        r.get("metrics", {})["loss/code"] = 2.0
+    (cpt / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report([pre, cpt], tmp_path / "out2")
+    assert len(figures["eval_loss_code.png"].axes) == 1 and len(figures["eval_loss_general.png"].axes) == 2
     solo = write_report([cpt], tmp_path / "solo")  # without its base in the report: one panel, as before
     assert solo.is_file() and len(figures["eval_loss_general.png"].axes) == 1

@@ -165,7 +165,8 @@ def plot_set(runs: list[RunData], key: str, path: Path, x: str, log_x: bool = Fa
     pre-training would otherwise be a squiggle at the end of the axis.
     """
     plt = _plt()
-    continuing = [r for r in runs if r.continues is not None and any(key in e["metrics"] for e in r.evals)]
+    continuing = [r for r in runs if r.continues is not None and any(key in e["metrics"] for e in r.evals)
+                  and any(key in e["metrics"] for e in r.continues.evals)]  # a set the base never saw: one panel
     if not continuing:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         _draw_set(ax, runs, runs, key, x, log_x, offsets=False)
