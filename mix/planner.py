@@ -369,7 +369,8 @@ def _make_plan(recipe: Recipe, tmp: Path, log=print) -> PlanResult:
             notes.decide(f"duplicates {n}", m, "curate marked these documents as duplicates")
 
     # 1. validation first
-    valid = {n: hold_out(tables[n], mix.valid_fraction, mix.valid_max_docs, mix.min_valid_docs) for n in names}
+    valid = {n: hold_out(tables[n], mix.valid_fraction, mix.valid_max_docs, mix.min_valid_docs, mix.dedup)
+             for n in names}
     notes.decide("validation", ", ".join(f"{n}: {valid[n].size:,} docs" for n in names),
                  f"held out per source before any selection: the documents with the smallest hash of (doc_id, seed "
                  f"{seed}), {mix.valid_fraction:g} of the documents, at most {mix.valid_max_docs}, at least "
