@@ -14,6 +14,18 @@ from continua.exitcodes import RunFailure
 
 
 @contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """A failed write (a full disk, a file-size limit) raises an OSError that names no file: name `path`,
+    the one being written, so the one-line error says where."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise type(e)(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
@@ -23,12 +35,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; artifacts are for everyone to read
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except OSError as e:
-        if e.filename is None:  # a failed write (a full disk) names no file: name the one being written
-            raise type(e)(e.errno, e.strerror or str(e), str(path)) from e
-        raise
+        with naming(path):
+            yield tmp_path
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
