@@ -3,7 +3,7 @@
 | code | meaning |
 | ---- | ------- |
 | 0    | finished, and every output the command promises exists |
-| 1    | runtime failure (a step failed, an input changed, a system error such as a full disk) |
+| 1    | runtime failure (a step failed, an input changed or is damaged, bad data found while working, a system error such as a full disk) |
 | 2    | usage or recipe error: nothing was started |
 | 75   | interrupted (SIGTERM, SIGINT, --stop-at): state is saved, run the same command again to resume |
 
