@@ -65,7 +65,7 @@ def parse_amount(text: str | int | float, what: str = "budget") -> Amount:
         value = math.inf
     unit = m.group("unit").upper()
     if not math.isfinite(value) or value * _SUFFIX.get(unit, 1) > MAX_TOKENS:
-        raise BudgetError(f"{what} {given!r}: is larger than any training budget (at most {MAX_TOKENS:.0e} tokens, "
+        raise BudgetError(f"{what} {given!r}: is larger than any corpus or budget (at most {MAX_TOKENS:.0e} tokens, "
                           f"or a percentage up to {MAX_TOKENS:.0e}%)")
     if value <= 0:
         raise BudgetError(f"{what} {given!r}: must be greater than zero")

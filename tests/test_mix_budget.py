@@ -39,7 +39,7 @@ def test_junk_budgets_raise_clear_errors(junk):
 
 @pytest.mark.parametrize("huge", ["1e400", "1e400%", "9e99T", "2e18", 1e300])
 def test_budgets_beyond_any_corpus_are_one_clear_error_not_an_overflow(huge):
-    with pytest.raises(BudgetError, match="larger than any training budget"):
+    with pytest.raises(BudgetError, match="larger than any corpus or budget"):
         parse_amount(huge)
 
 
@@ -51,7 +51,7 @@ def test_mix_plan_with_an_overflowing_budget_is_one_line_and_exit_2(tmp_path, ca
     recipe.write_text(f'[run]\nout_dir = "{tmp_path / "out"}"\n[data.sources.d]\npaths = ["d.jsonl"]\nrole = "domain"\n')
     assert main(["plan", str(recipe), "--budget", "1e400"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "1e400" in err[0] and "larger than any training budget" in err[0], err
+    assert len(err) == 1 and "1e400" in err[0] and "larger than any corpus or budget" in err[0], err
 
 
 def test_budget_error_is_a_recipe_error_and_names_the_value():
