@@ -110,6 +110,21 @@ def test_a_damaged_checkpoint_without_checksums_falls_back_to_the_one_before(tra
     np.testing.assert_allclose([again[s] for s in first], list(first.values()), rtol=0, atol=1e-6)
 
 
+def test_when_no_checkpoint_without_checksums_loads_the_run_stops_rather_than_train_half_loaded_weights(
+        trained, tmp_path):
+    run_dir, recipe = copy_run(trained, tmp_path)
+    for step in (2, 4, 6):
+        folder = run_dir / "checkpoints" / f"step_{step:07d}"
+        (folder / checksums.MANIFEST).unlink()
+        data = sorted(folder.glob("*.distcp"))[0]
+        os.truncate(data, data.stat().st_size // 3)
+    with pytest.raises(ckpt.CheckpointError, match=r"step_0000002: cannot be read .*no earlier checkpoint of .* "
+                                                    r"loads: run `train run --no-resume`"):
+        loop.run(recipe)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == \
+        ["damaged_step_0000002", "damaged_step_0000004", "damaged_step_0000006"]
+
+
 def _file_size_limit(limit: int):
     """preexec_fn: files of this process may not grow beyond `limit` bytes (what a full disk does to a write)."""
     import resource
