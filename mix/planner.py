@@ -24,7 +24,7 @@ import polars as pl
 
 from continua import fingerprint as fp
 from continua.documents import expand_inputs, iter_documents
-from continua.io import atomic_path, file_sha256, read_json, write_json
+from continua.io import DamagedFileError, atomic_path, file_sha256, read_json, write_json
 from continua.layout import curate_dir, mix_dir
 from continua.recipe import Recipe, SourceConfig
 from continua.schema import RecipeError, to_dict
@@ -358,7 +358,10 @@ def _make_plan(recipe: Recipe, tmp: Path, log=print) -> PlanResult:
 
     # input hashes are computed beside the planning (hashlib releases the GIL), cached by size+mtime
     cache_path = mix_dir(recipe) / HASH_CACHE
-    cache = read_json(cache_path) if cache_path.exists() else {}
+    try:
+        cache = read_json(cache_path) if cache_path.exists() else {}
+    except DamagedFileError:  # a cache: a damaged one is only rebuilt
+        cache = {}
     hasher = ThreadPoolExecutor(1)
     hashing = hasher.submit(lambda: [e for n in names for e in describe_inputs(tables[n], cache)])
     hasher.shutdown(wait=False)

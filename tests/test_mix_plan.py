@@ -294,6 +294,17 @@ def test_a_truncated_score_artifact_is_one_line_naming_it(tmp_path, capsys, dama
     assert len(err) == 1 and f"{target}: not a readable Parquet file" in err[0] and "curate score" in err[0], err
 
 
+def test_a_damaged_hash_cache_is_only_rebuilt(world):
+    from continua.layout import mix_dir
+    from mix.planner import HASH_CACHE
+
+    r = recipe(world, {"budget": "40%"})
+    cache = mix_dir(r) / HASH_CACHE
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text('{"torn": ')
+    assert make_plan(r, log=lambda m: None).plan["budget"]["tokens"] > 0
+
+
 def test_budget_covering_domain_tokens_adds_replay_on_top(world):
     r = recipe(world, {"budget": "40%", "top": "10%", "score": "fasttext_q", "preset": "llama1",
                        "budget_covers": "domain"})
