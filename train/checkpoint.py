@@ -5,7 +5,9 @@ and renamed to `step_NNNNNNN` only when every rank has finished, so a folder wit
 always complete; the last K stay. Nothing in a checkpoint is unpickled with Python's full pickle:
 model and optimizer go through `train.dcp_safe`, RNG states are tensors in `rng_RANK.safetensors`,
 the trainer state (step, sampler) is JSON. At resume the newest checkpoint whose files match their
-checksums is used; a damaged one is named in one line and moved aside to `damaged_step_NNNNNNN`.
+checksums is used; a damaged one (or one without checksums, from an earlier version, that fails to
+load) is named in one line and moved aside to `damaged_step_NNNNNNN`. A save that fails (a full
+disk, a file-size limit) removes its temporary folder and raises one line naming the file.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.api import CheckpointException
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from continua import checksums
