@@ -53,3 +53,16 @@ def test_damaged_json_artifacts_name_their_file_and_exit_1(tmp_path, capsys):
     assert exitcodes.run_command("mix build", lambda: read_json(broken)) == exitcodes.FAILED
     err = capsys.readouterr().err
     assert err.startswith(f"mix build: error: {broken}: not readable JSON") and err.count("\n") == 1
+
+
+def test_a_training_log_that_cannot_grow_names_its_file(tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "metrics.jsonl"
+    code = ("import resource\nfrom pathlib import Path\nfrom train.metrics import MetricsLog\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
+            f"m = MetricsLog(Path({str(log)!r}), True)\n"
+            "try:\n    [m.write({'step': i, 'loss': 1.0}) for i in range(1000)]\nfinally:\n    m.close()\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == f"OSError: [Errno 27] File too large: '{log}'"
