@@ -4,7 +4,8 @@ Every document gets a stable id, `SOURCE/FILE#ROW` (`SOURCE/FILE@OFFSET` for pla
 larger than the source's `piece_bytes`, see continua.partition; `SOURCE/ID` when the source names
 an id field), so a score table row can always be traced back to its text. Nothing is dropped
 silently: a line that is not JSON, not UTF-8, too long, or has no usable text becomes a `Reject`
-with the file, the line (or byte offset) and the reason, which the caller counts and writes out.
+with the file, the line (or, in a file read in byte ranges, the offset: `curate score` adds the line
+once every task is done) and the reason, which the caller counts and writes out.
 
 Reads are bounded: JSON Lines are read in chunks, a line longer than `max_line_bytes` is skipped
 to the next newline without ever being held whole, `.gz` files are inflated a chunk at a time,
@@ -16,7 +17,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 import orjson
 
@@ -205,6 +206,25 @@ def _read_jsonl(piece: Piece, source: str, cfg: SourceConfig) -> Iterator[Record
         raise InputError(f"{path}: cannot be read: {e}") from e
     if n_lines == 0 and piece.start == 0:
         raise InputError(f"{path}: input file is empty (no lines)")
+
+
+def line_numbers(path: str | Path, offsets: Iterable[int]) -> dict[int, int]:
+    """1-based numbers of the lines that start at `offsets` (bytes of a plain file), in one read up to the
+    last of them. A file read in byte ranges names its rejects by offset (a task cannot know the line
+    where its range starts); this names their lines once every task is done."""
+    wanted = sorted(set(offsets))
+    out: dict[int, int] = {}
+    newlines, pos, i = 0, 0, 0
+    with _open(path) as f:
+        for block in _plain_chunks(f, 0, wanted[-1] if wanted else 0):
+            end = pos + len(block)
+            while i < len(wanted) and wanted[i] <= end:
+                out[wanted[i]] = newlines + block.count(b"\n", 0, wanted[i] - pos) + 1
+                i += 1
+            newlines, pos = newlines + block.count(b"\n"), end
+    for off in wanted[i:]:  # at the end of what was read (offset 0 of any file: line 1)
+        out[off] = newlines + 1
+    return out
 
 
 def _jsonl_item(raw: bytes | None, length: int, offset: int, pos: int, piece: Piece, source: str,

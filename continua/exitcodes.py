@@ -3,7 +3,7 @@
 | code | meaning |
 | ---- | ------- |
 | 0    | finished, and every output the command promises exists |
-| 1    | runtime failure (a step failed, an input changed, a system error such as a full disk) |
+| 1    | runtime failure (a step failed, an input changed or is damaged, bad data found while working, a system error such as a full disk) |
 | 2    | usage or recipe error: nothing was started |
 | 75   | interrupted (SIGTERM, SIGINT, --stop-at): state is saved, run the same command again to resume |
 
@@ -20,7 +20,12 @@ FAILED = 1
 USAGE = 2
 INTERRUPTED = 75
 
-__all__ = ["OK", "FAILED", "USAGE", "INTERRUPTED", "run_command", "system_error"]
+__all__ = ["OK", "FAILED", "USAGE", "INTERRUPTED", "RunFailure", "run_command", "system_error"]
+
+
+class RunFailure(RuntimeError):
+    """Found while the command was working (bad data a step met, unfinished tasks): exit 1, never 2,
+    since 2 promises that nothing was started."""
 
 
 def system_error(e: OSError) -> str:
@@ -49,7 +54,7 @@ def run_command(prog: str, func: Callable[[], int], failures: tuple[type[BaseExc
     except KeyboardInterrupt:
         say("interrupted; run the same command again to resume")
         return INTERRUPTED
-    except (StaleInputError, *failures) as e:
+    except (StaleInputError, RunFailure, *failures) as e:
         say(f"error: {e}")
         return FAILED
     except OSError as e:

@@ -67,10 +67,12 @@ def _warn_once(message: str) -> None:
         log.warning(message)
 
 
-def _scan_folder(root: Path) -> tuple[list[Path], list[str]]:
-    """Data files and `datasets` folders under root (sorted), and what was skipped (relative names)."""
+def _scan_folder(root: Path) -> tuple[list[Path], list[str], list[str]]:
+    """Data files and `datasets` folders under root (sorted), what was skipped (relative names) and the
+    data files skipped because they are empty (0 bytes: no documents, and nothing a reader could reject)."""
     found: list[Path] = []
     skipped: list[str] = []
+    empty: list[str] = []
     for here, dirs, files in os.walk(root):
         here_p = Path(here)
         keep = []
@@ -85,11 +87,17 @@ def _scan_folder(root: Path) -> tuple[list[Path], list[str]]:
         dirs[:] = keep
         for name in sorted(files):
             p = here_p / name
-            if name.lower().endswith(FOLDER_SUFFIXES):
-                found.append(p)
-            else:
+            if not name.lower().endswith(FOLDER_SUFFIXES):
                 skipped.append(str(p.relative_to(root)))
-    return sorted(found), sorted(skipped)
+            elif p.stat().st_size == 0:
+                empty.append(str(p.relative_to(root)))
+            else:
+                found.append(p)
+    return sorted(found), sorted(skipped), sorted(empty)
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 
 def _split_files(root: Path, split: str) -> set[Path]:
@@ -124,18 +132,20 @@ def expand_inputs(cfg: SourceConfig) -> list[tuple[Path, str, str]]:
     units: list[tuple[Path, str, str]] = []
     for root in roots:
         if root.is_dir() and not is_hf_dataset_dir(root):
-            files, skipped = _scan_folder(root)
+            files, skipped, empty = _scan_folder(root)
             if cfg.split is not None:
                 wanted = _split_files(root, cfg.split)
                 # a datasets folder inside is kept whole: `split` then picks within its DatasetDict
                 files = [p for p in files if p.is_dir() or p.resolve() in wanted]
             if skipped:
-                shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
                 _warn_once(f"{root}: skipped {len(skipped)} item(s) that are not data files "
-                           f"(.jsonl, .jsonl.gz, .ndjson, .parquet, datasets folders): {shown}")
+                           f"(.jsonl, .jsonl.gz, .ndjson, .parquet, datasets folders): {_listed(skipped)}")
+            if empty and files:
+                _warn_once(f"{root}: skipped {len(empty)} empty file(s) (0 bytes): {_listed(empty)}")
             if not files:
                 raise InputError(f"{root}: folder holds no .jsonl, .jsonl.gz, .parquet files or datasets folders"
-                                 + (f" of split '{cfg.split}'" if cfg.split else ""))
+                                 + (f" of split '{cfg.split}'" if cfg.split else "")
+                                 + (f" that hold anything (empty: {_listed(empty)})" if empty else ""))
             for p in files:
                 units.append((p, detect_format(p, cfg.format), p.absolute().relative_to(base).as_posix()))
         else:

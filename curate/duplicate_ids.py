@@ -21,7 +21,10 @@ from pathlib import Path
 
 import polars as pl
 
+from continua.documents import line_numbers
+from continua.exitcodes import RunFailure
 from continua.io import atomic_open, atomic_path
+from continua.partition import plan_pieces
 from continua.recipe import Recipe
 from curate.dedup import _order_key
 from curate.steps import task_name
@@ -30,8 +33,8 @@ DROPPED = "duplicate_ids.parquet"
 EXAMPLES = 3
 
 
-class DuplicateIdError(ValueError):
-    """id_field values that repeat where the recipe asks for unique ones."""
+class DuplicateIdError(RunFailure):
+    """id_field values that repeat where the recipe asks for unique ones (found once every task has scored)."""
 
 
 def dropped_path(folder: Path) -> Path:
@@ -74,11 +77,12 @@ def resolve_duplicate_ids(recipe: Recipe, source: str, folder: Path, tasks: int)
             return 0
         if cfg.duplicate_ids == "error":
             ids = copies["doc_id"].unique(maintain_order=True)
-            shown = []
-            for doc_id in ids.head(EXAMPLES).to_list():
-                where = copies.filter(pl.col("doc_id") == doc_id)
-                shown.append(f"{doc_id!r} at " + " and ".join(f"{p} row {r}" for p, r in
-                                                               where.select("path", "row").head(2).iter_rows()))
+            examples = [copies.filter(pl.col("doc_id") == doc_id).select("path", "row").head(2)
+                        for doc_id in ids.head(EXAMPLES).to_list()]
+            cut = {p.path for p in plan_pieces(cfg) if p.by_offset}
+            lines = _lines([r for ex in examples for r in ex.iter_rows()], cut)
+            shown = [f"{doc_id!r} at " + " and ".join(f"{p} line {lines[p, r][0]}" for p, r in ex.iter_rows())
+                     for doc_id, ex in zip(ids.head(EXAMPLES).to_list(), examples)]
             raise DuplicateIdError(
                 f"source '{source}': {ids.len():,} {cfg.id_field} value(s) repeat ({copies.height:,} documents), "
                 f"e.g. {'; '.join(shown)}. Make them unique, or set duplicate_ids = \"keep-first\" in "
@@ -93,17 +97,33 @@ def resolve_duplicate_ids(recipe: Recipe, source: str, folder: Path, tasks: int)
         if kept.height != frame.height:
             with atomic_path(table) as tmp:
                 kept.write_parquet(tmp)
-    firsts = dict(_kept_copies(tables, dropped))
+    cut = {p.path for p in plan_pieces(cfg) if p.by_offset} if dropped.height else set()
+    firsts = dict(_kept_copies(tables, dropped, cut))
+    lines = _lines([(p, r) for _, p, r in dropped.iter_rows()], cut)
     with atomic_open(folder / "rejects" / "duplicate_ids.jsonl") as f:
         for doc_id, path, row in dropped.iter_rows():
-            f.write(json.dumps({"source": source, "path": path, "row": row, "doc_id": doc_id, "reason": "duplicate_id",
-                                "detail": f"{cfg.id_field} already used by the first copy, kept: "
-                                          f"{firsts.get(doc_id, 'unknown')}"}, ensure_ascii=False) + "\n")
+            line, offset = lines[path, row]
+            f.write(json.dumps({"source": source, "path": path, "line": line, "offset": offset, "doc_id": doc_id,
+                                "reason": "duplicate_id", "detail": f"{cfg.id_field} already used by the first "
+                                f"copy, kept: {firsts.get(doc_id, 'unknown')}"}, ensure_ascii=False) + "\n")
     return dropped.height
 
 
-def _kept_copies(tables: list[Path], dropped: pl.DataFrame) -> list[tuple[str, str]]:
-    """(doc_id, 'path row N') of the kept first copy of each dropped id."""
+def _lines(rows: list[tuple[str, int]], cut: set[str]) -> dict[tuple[str, int], tuple[int, int | None]]:
+    """(1-based line, byte offset or None) of score table rows (path, row), as every other reject names
+    them: `row` is the 0-based row, or the line's byte offset in a JSON Lines file read in ranges (`cut`,
+    read once up to its last such row)."""
+    offsets: dict[str, list[int]] = {}
+    for path, row in rows:
+        if path in cut:
+            offsets.setdefault(path, []).append(row)
+    found = {path: line_numbers(path, offs) for path, offs in offsets.items()}
+    return {(p, r): ((found[p][r], r) if p in found else (r + 1, None)) for p, r in rows}
+
+
+def _kept_copies(tables: list[Path], dropped: pl.DataFrame, cut: set[str]) -> list[tuple[str, str]]:
+    """(doc_id, 'path line N') of the kept first copy of each dropped id."""
     kept = (pl.concat([pl.scan_parquet(t).select("doc_id", "path", "row") for t in tables])
             .join(dropped.lazy().select("doc_id").unique(), on="doc_id", how="semi").collect())
-    return [(d, f"{p} row {r}") for d, p, r in kept.iter_rows()]
+    lines = _lines([(p, r) for _, p, r in kept.iter_rows()], cut)
+    return [(d, f"{p} line {lines[p, r][0]}") for d, p, r in kept.iter_rows()]

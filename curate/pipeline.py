@@ -23,6 +23,7 @@ from datatrove.executor.base import PipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from continua.documents import InputError, expand_inputs
+from continua.exitcodes import RunFailure
 from continua.fingerprint import SCORED, finish_scoring, start_scoring
 from continua.io import read_json, write_json
 from continua.lock import locked
@@ -33,6 +34,7 @@ from curate.duplicate_ids import DROPPED, dropped_count, resolve_duplicate_ids
 from curate.executors import CallStep, Stage, Submission, lm_gpus, make_executor, run_stages
 from curate.fasttext_scorer import FastTextScorer
 from curate.heuristics import HeuristicSignals
+from curate.rejects import fill_reject_lines
 from curate.steps import ScoreWriter, SourceReader, TokenCounter, task_name
 from curate.table import dedup_path, source_dir as _source_dir
 
@@ -41,7 +43,11 @@ FINISH_LOGS = "logs-finish"  # completion marker of the Slurm finish job (stats 
 
 
 class ScoreRunError(ValueError):
-    """Outputs on disk that do not fit this run (changed settings, broken counts)."""
+    """Outputs on disk that do not fit this run's settings: found before any work starts."""
+
+
+class ScoreCountsError(RunFailure):
+    """Task outputs missing or not adding up once the stages have run."""
 
 
 def preflight(source: str, recipe: Recipe) -> None:
@@ -153,12 +159,12 @@ def collect_stats(folder: Path, source: str, tasks: int) -> dict[str, Any]:
         rejected.update(c["rejected"])
         scored += pl.scan_parquet(table).select(pl.len()).collect().item()
     if missing:
-        raise ScoreRunError(f"{folder}: tasks {missing} have not finished; re-run `curate score` to complete them")
+        raise ScoreCountsError(f"{folder}: tasks {missing} have not finished; re-run `curate score` to complete them")
     rejected["duplicate_id"] += dropped_count(folder)  # later copies of repeated ids (keep-first)
     rejected += Counter()  # drops zero counts
     n_rejected = sum(rejected.values())
     if documents_in != scored + n_rejected:
-        raise ScoreRunError(f"{folder}: documents_in {documents_in} != scored {scored} + rejected {n_rejected}")
+        raise ScoreCountsError(f"{folder}: documents_in {documents_in} != scored {scored} + rejected {n_rejected}")
     stats = {"source": source, "tasks": tasks, "documents_in": documents_in, "scored": scored,
              "rejected": n_rejected, "rejected_by_reason": dict(sorted(rejected.items()))}
     write_json(folder / "stats.json", stats)
@@ -185,6 +191,7 @@ def finish_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, inp
     folder = _source_dir(curate_dir, source)
     resolve_duplicate_ids(recipe, source, folder, tasks)
     stats = collect_stats(folder, source, tasks)
+    fill_reject_lines(folder)
     if recipe.curate.dedup:
         from curate.dedup import write_marks
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
+from continua.io import check_parquet
+
 BASE_COLUMNS = ("doc_id", "source", "path", "row", "n_chars", "n_tokens", "text_hash")
 
 
@@ -43,9 +45,11 @@ def scan_scores(curate_dir: Path, source: str) -> pl.LazyFrame:
     if not files:
         raise FileNotFoundError(f"no score table for source '{source}' under {scores_folder(curate_dir, source)}: "
                                 f"run `curate score` first")
+    marks = dedup_path(curate_dir, source)
+    for f in files + [marks] * marks.exists():
+        check_parquet(f, "re-run `curate score --restart`")
     # tasks that saw no documents have only the base columns: concatenate diagonally
     frame = pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")
-    marks = dedup_path(curate_dir, source)
     if marks.exists():
         # the score files' row order is kept: mix numbers rows once and finds them again in later scans
         frame = frame.join(pl.scan_parquet(marks), on="doc_id", how="left", maintain_order="left")

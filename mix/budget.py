@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from continua.schema import RecipeError
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
+MAX_TOKENS = 1e18  # far beyond any corpus; larger amounts are typos (1e400) that would overflow the arithmetic
 BARE_MIN = 1000  # a bare number below this is an error: it is almost surely a percentage without its sign
 _AMOUNT = re.compile(r"^\s*(?P<num>\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<exp>[+-]?\d+))?\s*(?P<unit>[kKmMbBgGtT%]?)\s*$")
 
@@ -58,9 +59,15 @@ def parse_amount(text: str | int | float, what: str = "budget") -> Amount:
     if not m:
         raise BudgetError(f"{what} {given!r}: expected a percentage like '40%' or a token count like "
                           f"500M, 2B, 1.5K, 123456 (suffixes K, M, B/G, T)")
-    value = float(m.group("num")) * (10.0 ** int(m.group("exp") or 0))
+    try:  # 1e400 overflows the power; 1e-400 underflows to 0 below
+        value = float(m.group("num")) * (10.0 ** int(m.group("exp") or 0))
+    except OverflowError:
+        value = math.inf
     unit = m.group("unit").upper()
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or value * _SUFFIX.get(unit, 1) > MAX_TOKENS:
+        raise BudgetError(f"{what} {given!r}: is larger than any corpus or budget (at most {MAX_TOKENS:.0e} tokens, "
+                          f"or a percentage up to {MAX_TOKENS:.0e}%)")
+    if value <= 0:
         raise BudgetError(f"{what} {given!r}: must be greater than zero")
     if unit == "%":
         return Amount(given=given.strip(), fraction=value / 100.0)

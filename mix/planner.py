@@ -24,7 +24,7 @@ import polars as pl
 
 from continua import fingerprint as fp
 from continua.documents import expand_inputs, iter_documents
-from continua.io import atomic_path, file_sha256, read_json, write_json
+from continua.io import DamagedFileError, atomic_path, file_sha256, read_json, write_json
 from continua.layout import curate_dir, mix_dir
 from continua.recipe import Recipe, SourceConfig
 from continua.schema import RecipeError, to_dict
@@ -357,7 +357,10 @@ def _make_plan(recipe: Recipe, tmp: Path, log=print) -> PlanResult:
 
     # input hashes are computed beside the planning (hashlib releases the GIL), cached by size+mtime
     cache_path = mix_dir(recipe) / HASH_CACHE
-    cache = read_json(cache_path) if cache_path.exists() else {}
+    try:
+        cache = read_json(cache_path) if cache_path.exists() else {}
+    except DamagedFileError:  # a cache: a damaged one is only rebuilt
+        cache = {}
     hasher = ThreadPoolExecutor(1)
     hashing = hasher.submit(lambda: [e for n in names for e in describe_inputs(tables[n], cache)])
     hasher.shutdown(wait=False)
@@ -368,7 +371,8 @@ def _make_plan(recipe: Recipe, tmp: Path, log=print) -> PlanResult:
             notes.decide(f"duplicates {n}", m, "curate marked these documents as duplicates")
 
     # 1. validation first
-    valid = {n: hold_out(tables[n], mix.valid_fraction, mix.valid_max_docs, mix.min_valid_docs) for n in names}
+    valid = {n: hold_out(tables[n], mix.valid_fraction, mix.valid_max_docs, mix.min_valid_docs, mix.dedup)
+             for n in names}
     notes.decide("validation", ", ".join(f"{n}: {valid[n].size:,} docs" for n in names),
                  f"held out per source before any selection: the documents with the smallest hash of (doc_id, seed "
                  f"{seed}), {mix.valid_fraction:g} of the documents, at most {mix.valid_max_docs}, at least "

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from continua.io import naming
+
 
 def token_dtype_for(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<u4")
@@ -42,7 +44,8 @@ class ShardWriter:
         arr = np.asarray(tokens, dtype=self.dtype)
         if arr.size == 0:
             raise ValueError("refusing to write an empty document (every document ends with EOS)")
-        self._f.write(arr.tobytes())
+        with naming(self.path):
+            self._f.write(arr.tobytes())
         self._n += int(arr.size)
         self._ends.append(self._n)
 
@@ -55,20 +58,24 @@ class ShardWriter:
         return len(self._ends)
 
     def close(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        index_tmp = self._tmp.with_name(self._tmp.name + ".index")
-        np.asarray(self._ends, dtype="<u8").tofile(index_tmp)
-        meta_tmp = self._tmp.with_name(self._tmp.name + ".metadata")
-        meta_tmp.write_text(f"{self.tokenizer_name}|{self.dtype.itemsize}\n{self._n}\n{self._n:,} tokens\n")
+        with naming(self.path):
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            index_tmp = self._tmp.with_name(self._tmp.name + ".index")
+            np.asarray(self._ends, dtype="<u8").tofile(index_tmp)
+            meta_tmp = self._tmp.with_name(self._tmp.name + ".metadata")
+            meta_tmp.write_text(f"{self.tokenizer_name}|{self.dtype.itemsize}\n{self._n}\n{self._n:,} tokens\n")
         # the token file goes last: a shard whose .ds exists is complete
         os.replace(index_tmp, self.path.with_name(self.path.name + ".index"))
         os.replace(meta_tmp, self.path.with_name(self.path.name + ".metadata"))
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:  # the buffered rest cannot be written either (the reason already being raised)
+            pass
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "ShardWriter":

@@ -74,8 +74,11 @@ def plan_columns(table: SourceTable, seed: int, score: pl.Expr | None, use_marks
     return notes
 
 
-def hold_out(table: SourceTable, fraction: float, max_docs: int, min_docs: int) -> Valid:
-    """The documents with the smallest seeded hash of doc_id: the split depends only on ids and seed."""
+def hold_out(table: SourceTable, fraction: float, max_docs: int, min_docs: int, distinct: bool = False) -> Valid:
+    """The documents with the smallest seeded hash of doc_id: the split depends only on ids and seed.
+
+    With `distinct` (the plan deduplicates) a text is held out once: of its copies, the one with the
+    smallest key; the others are copies of a validation text and never train either."""
     n = table.docs
     k = max(min(math.ceil(n * fraction), max_docs), min_docs)
     if k >= n:
@@ -91,11 +94,13 @@ def hold_out(table: SourceTable, fraction: float, max_docs: int, min_docs: int) 
     bound = min(2.0 ** 64, 2.0 * (k + 64) / n * 2.0 ** 64)
     while True:
         under = pl.col(KEY) <= pl.lit(min(int(bound), 2 ** 64 - 1), pl.UInt64)
-        v = table.lazy.filter(under).select(IDX, KEY, "th", "n_tokens").collect(engine="streaming")
+        v = table.lazy.filter(under).select(IDX, KEY, "th", "n_tokens").collect(engine="streaming").sort(KEY, IDX)
+        if distinct:  # every copy under the bound is here, so the first one kept is the text's smallest key
+            v = v.unique(subset="th", keep="first", maintain_order=True)
         if v.height >= k or bound >= 2.0 ** 64:
             break
         bound *= 4
-    v = v.sort(KEY, IDX).head(k)
+    v = v.head(k)
     return Valid(v[IDX].to_numpy(), v[KEY].to_numpy(), v["th"].to_numpy(), v["n_tokens"].to_numpy())
 
 

@@ -89,6 +89,68 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_one_before_resumes_exactly
     np.testing.assert_allclose([again[s] for s in first], list(first.values()), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_checkpoint_without_checksums_falls_back_to_the_one_before(trained, tmp_path, capsys, damage):
+    run_dir, recipe = copy_run(trained, tmp_path)
+    for step in (4, 6):  # both written by a version before checksums
+        (run_dir / "checkpoints" / f"step_{step:07d}" / checksums.MANIFEST).unlink()
+    data = sorted((run_dir / "checkpoints" / "step_0000006").glob("*.distcp"))[0]
+    if damage == "truncated":
+        os.truncate(data, data.stat().st_size // 3)
+    else:  # the pickled stream's start overwritten: what torch's weights-only loader refuses
+        with open(data, "r+b") as f:
+            f.write(np.random.default_rng(1).bytes(data.stat().st_size))
+    capsys.readouterr()
+    assert loop.run(recipe)["status"] == "finished"
+    err = capsys.readouterr().err
+    named = [line for line in err.splitlines() if "moved to damaged_step_0000006" in line]
+    assert len(named) == 1 and "step_0000006" in named[0], err
+    assert "weights_only" not in err and "resumed from" in err and "step_0000004" in err
+    again, first = losses(run_dir), trained[1]
+    np.testing.assert_allclose([again[s] for s in first], list(first.values()), rtol=0, atol=1e-6)
+
+
+def test_when_no_checkpoint_without_checksums_loads_the_run_stops_rather_than_train_half_loaded_weights(
+        trained, tmp_path):
+    run_dir, recipe = copy_run(trained, tmp_path)
+    for step in (2, 4, 6):
+        folder = run_dir / "checkpoints" / f"step_{step:07d}"
+        (folder / checksums.MANIFEST).unlink()
+        data = sorted(folder.glob("*.distcp"))[0]
+        os.truncate(data, data.stat().st_size // 3)
+    with pytest.raises(ckpt.CheckpointError, match=r"step_0000002: cannot be read .*no earlier checkpoint of .* "
+                                                    r"loads: run `train run --no-resume`"):
+        loop.run(recipe)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == \
+        ["damaged_step_0000002", "damaged_step_0000004", "damaged_step_0000006"]
+
+
+def _file_size_limit(limit: int):
+    """preexec_fn: files of this process may not grow beyond `limit` bytes (what a full disk does to a write)."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_naming_the_folder_and_resumes_later(trained, tmp_path):
+    import subprocess
+    import sys
+
+    root, _ = trained
+    recipe = write_recipe(tmp_path / "r.toml", tmp_path / "out", root / "shards", train={"steps": 2})
+    folder = tmp_path / "out" / "train" / "checkpoints"
+    # a checkpoint's data file is ~560 KB, everything else the run writes before it far less
+    run = subprocess.run([sys.executable, "-m", "train", "run", str(recipe)], capture_output=True, text=True,
+                         preexec_fn=_file_size_limit(300_000), timeout=600)
+    errors = [line for line in run.stderr.splitlines() if "error" in line.lower()]
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("train run: error: checkpoint of step 2 could not be written to "
+                                                     f"{folder}: "), run.stderr[-3000:]
+    assert "File too large" in errors[0] and "the last complete checkpoint is none" in errors[0]
+    assert not list(folder.glob(".tmp_step_*")) and not list(folder.glob("step_*"))  # nothing half-written left
+    assert loop.run(load_recipe(recipe))["status"] == "finished"  # with room again, the same command completes
+
+
 def test_checkpoints_hold_checksums_and_no_pickled_rng(trained):
     root, _ = trained
     latest = root / "out" / "train" / "checkpoints" / "step_0000006"
@@ -111,7 +173,7 @@ def test_rng_state_round_trips_through_safetensors(tmp_path):
     assert got[0] == expected[2][0] and np.array_equal(got[1], expected[2][1]) and got[2:] == expected[2][2:]
 
 
-def test_a_pickled_rng_file_that_runs_code_is_refused_and_never_run(trained, tmp_path):
+def test_a_pickled_rng_file_that_runs_code_is_refused_and_never_run(trained, tmp_path, capsys):
     run_dir, recipe = copy_run(trained, tmp_path)
     latest = run_dir / "checkpoints" / "step_0000006"
     marker = tmp_path / "MARKER"
@@ -121,12 +183,16 @@ def test_a_pickled_rng_file_that_runs_code_is_refused_and_never_run(trained, tmp
     with pytest.raises(ckpt.CheckpointError, match=r"rng_0\.pt: refused.*it was not run"):
         loop.run(recipe)
     assert not marker.exists()
-    # the same file as an old checkpoint without checksums: refused the same way
+    # the same file as an old checkpoint without checksums: refused the same way, moved aside like any
+    # damaged checkpoint, and the run resumes from the one before
     (latest / checksums.MANIFEST).unlink()
-    with pytest.raises(ckpt.CheckpointError, match=r"rng_0\.pt: refused"):
-        loop.run(recipe)
+    capsys.readouterr()
+    assert loop.run(recipe)["status"] == "finished"
+    err = capsys.readouterr().err
+    assert "rng_0.pt: refused" in err and "moved to damaged_step_0000006" in err and "weights_only=False" not in err
+    assert "resumed from" in err and "step_0000004" in err
     assert not marker.exists()
-    torch.load(latest / "rng_0.pt", weights_only=False)  # the payload is real: full pickle runs it
+    torch.load(run_dir / "checkpoints" / "damaged_step_0000006" / "rng_0.pt", weights_only=False)  # full pickle runs it
     assert marker.read_text() == "ran"
 
 

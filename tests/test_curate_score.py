@@ -85,6 +85,28 @@ def test_empty_file_is_an_error_naming_it(tmp_path, assets, capsys):
     assert str(empty) in err and "empty" in err
 
 
+def test_an_empty_file_in_a_folder_is_skipped_with_a_note_unless_it_is_all_there_is(tmp_path, assets, caplog, capsys):
+    import logging
+
+    folder = tmp_path / "corpus"
+    write_jsonl(folder / "a.jsonl", styled_texts("gen", 5, 1))
+    (folder / "b.jsonl").write_text("")
+    recipe = write_recipe(tmp_path / "r.toml", {"e": [folder]}, assets["tokenizer"])
+    with caplog.at_level(logging.WARNING, logger="continua.inputs"):
+        assert main(["score", str(recipe), "--tasks", "1", "--workers", "1"]) == 0
+    assert "skipped 1 empty file(s)" in caplog.text and "b.jsonl" in caplog.text
+    stats = json.loads((tmp_path / "out" / "curate" / "e" / "stats.json").read_text())
+    assert stats["documents_in"] == stats["scored"] == 5
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "c.jsonl").write_text("")
+    recipe = write_recipe(tmp_path / "o" / "r.toml", {"o": [only]}, assets["tokenizer"])
+    capsys.readouterr()
+    assert main(["score", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("curate score: error: ") and str(only) in err and "empty: c.jsonl" in err, err
+
+
 def test_missing_classifier_is_an_error(tmp_path, assets, capsys):
     data = write_jsonl(tmp_path / "d.jsonl", styled_texts("gen", 3, 0))
     recipe = write_recipe(tmp_path / "r.toml", {"d": [data]}, assets["tokenizer"], {"q": tmp_path / "nope.bin"})

@@ -43,9 +43,10 @@ def test_repeated_id_field_values(tmp_path, tok, capsys):
     recipe.write_text(recipe.read_text().replace('paths = [', 'id_field = "uid"\npaths = [', 1)
                       .replace("[curate]\n", '[curate]\ndedup = ["exact", "minhash"]\n'))
     folder = tmp_path / "out" / "curate" / "m"
-    assert main(["score", str(recipe), "--tasks", "3"]) == 2
+    assert main(["score", str(recipe), "--tasks", "3"]) == 1  # found after scoring: a failure, not "nothing started"
     err = capsys.readouterr().err
     assert "2 uid value(s) repeat (5 documents)" in err and "'m/u1' at " in err and "keep-first" in err
+    assert f"'m/u1' at {a} line 2 and {b} line 1" in err  # 1-based lines, as every reject names them
     assert not (folder / "stats.json").exists() and not (folder / "dedup.parquet").exists()
 
     keep = ["--set", 'data.sources.m.duplicate_ids="keep-first"']
@@ -59,8 +60,9 @@ def test_repeated_id_field_values(tmp_path, tok, capsys):
     assert first["m/u1"] == str(a) and first["m/u4"] == str(a)  # the first copy in input order is kept
     assert df["dup_exact"].null_count() == 0 and df["dup_minhash_keep"].null_count() == 0
     rejects = [json.loads(x) for x in (folder / "rejects" / "duplicate_ids.jsonl").open()]
-    assert sorted((r["doc_id"], r["row"]) for r in rejects) == [("m/u1", 0), ("m/u4", 2), ("m/u4", 3)]
-    assert all(r["path"] == str(b) and str(a) in r["detail"] for r in rejects)
+    assert sorted((r["doc_id"], r["line"], r["offset"]) for r in rejects) == \
+        [("m/u1", 1, None), ("m/u4", 3, None), ("m/u4", 4, None)]
+    assert all(r["path"] == str(b) and f"{a} line {2 if r['doc_id'] == 'm/u1' else 5}" in r["detail"] for r in rejects)
     # a re-run resumes to the same result
     assert main(["score", str(recipe), "--tasks", "3", *keep]) == 0
     assert json.loads((folder / "stats.json").read_text()) == stats

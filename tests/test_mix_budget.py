@@ -37,6 +37,23 @@ def test_junk_budgets_raise_clear_errors(junk):
     assert "budget" in str(e.value)
 
 
+@pytest.mark.parametrize("huge", ["1e400", "1e400%", "9e99T", "2e18", 1e300])
+def test_budgets_beyond_any_corpus_are_one_clear_error_not_an_overflow(huge):
+    with pytest.raises(BudgetError, match="larger than any corpus or budget"):
+        parse_amount(huge)
+
+
+def test_mix_plan_with_an_overflowing_budget_is_one_line_and_exit_2(tmp_path, capsys):
+    from mix.cli import main
+
+    (tmp_path / "d.jsonl").write_text('{"text": "a"}\n')
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[run]\nout_dir = "{tmp_path / "out"}"\n[data.sources.d]\npaths = ["d.jsonl"]\nrole = "domain"\n')
+    assert main(["plan", str(recipe), "--budget", "1e400"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1e400" in err[0] and "larger than any corpus or budget" in err[0], err
+
+
 def test_budget_error_is_a_recipe_error_and_names_the_value():
     with pytest.raises(RecipeError, match="'lots'"):
         parse_amount("lots")

@@ -146,3 +146,25 @@ def test_changed_source_files_are_a_clear_error(built, tmp_path, capsys):
     # the plan was made from the full table; the file now holds half the documents
     assert main(["build", str(path)]) == 1  # an input changed: a runtime failure, not a usage error
     assert "planned document(s) were not found" in capsys.readouterr().err
+
+
+def test_a_shard_that_cannot_be_written_is_one_line_naming_it(tmp_path):
+    import resource
+    import subprocess
+
+    w = build_world(tmp_path, n_domain=600, n_general=200, dup_groups=0)
+    recipe = write_recipe(tmp_path / "r.toml", w["sources"], w["tok"], mix={"budget": "100%"})
+    assert main(["plan", str(recipe)]) == 0
+
+    def limit() -> None:  # files may not grow beyond 20 KB: what a full disk does to a write
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    run = subprocess.run([sys.executable, "-m", "mix", "build", str(recipe)], capture_output=True, text=True,
+                         preexec_fn=limit, timeout=600)
+    errors = [line for line in run.stderr.splitlines() if "error" in line]
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    shards = tmp_path / "out" / "mix" / "shards"
+    assert len(errors) == 1 and errors[0].startswith(f"mix build: error: {shards}/") and \
+        errors[0].endswith(".ds: File too large"), run.stderr[-2000:]
+    assert main(["build", str(recipe)]) == 0  # with room again, the same command completes
+    assert (shards / "manifest.json").exists()

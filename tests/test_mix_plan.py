@@ -151,6 +151,16 @@ def test_validation_docs_and_their_exact_copies_never_train(world):
     assert train["text_hash"].n_unique() == train.height  # exact duplicates removed
 
 
+def test_validation_sets_hold_each_text_once_when_the_plan_deduplicates(world):
+    mix = {"budget": "100%", "valid_fraction": 0.3, "valid_max_docs": 100000}
+    tables = pl.concat([t.select("doc_id", "text_hash") for t in world["tables"].values()])
+    for dedup, distinct in ((True, True), (False, False)):
+        sel = make_plan(recipe(world, dict(mix, dedup=dedup)), log=lambda m: None).selection.join(tables, on="doc_id")
+        valid = sel.filter(pl.col("split") == "valid")
+        assert valid.height >= 600  # 30% of 3,920 documents, at most one per text
+        assert (valid["text_hash"].n_unique() == valid.height) == distinct
+
+
 def test_validation_split_is_deterministic_and_seeded(world):
     a = make_plan(recipe(world, {"budget": "40%"}), log=lambda m: None).selection
     b = make_plan(recipe(world, {"budget": "40%", "top": "5%", "score": "fasttext_q"}), log=lambda m: None).selection
@@ -267,6 +277,32 @@ def test_curate_duplicate_marks_are_dropped(tmp_path):
     r2 = load_recipe(write_recipe(tmp_path / "r2.toml", w["sources"], w["tok"], mix={"budget": "100%", "dedup": False}))
     train2 = set(make_plan(r2, log=lambda m: None).selection.filter(pl.col("split") == "train")["doc_id"])
     assert train2 & set(marked)  # dedup = false keeps them
+
+
+@pytest.mark.parametrize("damaged", ["dedup.parquet", "scores/00000.parquet"])
+def test_a_truncated_score_artifact_is_one_line_naming_it(tmp_path, capsys, damaged):
+    w = build_world(tmp_path, n_domain=100, n_general=30, dup_groups=0)
+    table = w["tables"]["domain"]
+    pl.DataFrame({"doc_id": table["doc_id"], "dup_exact": False}).write_parquet(w["curate"] / "domain" / "dedup.parquet")
+    path = write_recipe(tmp_path / "r.toml", w["sources"], w["tok"], mix={"budget": "100%"})
+    target = w["curate"] / "domain" / damaged
+    with open(target, "r+b") as f:
+        f.truncate(target.stat().st_size // 2)
+    capsys.readouterr()
+    assert main(["plan", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{target}: not a readable Parquet file" in err[0] and "curate score" in err[0], err
+
+
+def test_a_damaged_hash_cache_is_only_rebuilt(world):
+    from continua.layout import mix_dir
+    from mix.planner import HASH_CACHE
+
+    r = recipe(world, {"budget": "40%"})
+    cache = mix_dir(r) / HASH_CACHE
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text('{"torn": ')
+    assert make_plan(r, log=lambda m: None).plan["budget"]["tokens"] > 0
 
 
 def test_budget_covering_domain_tokens_adds_replay_on_top(world):

@@ -167,6 +167,32 @@ def test_damaged_gzip_and_long_line_in_curate_score_balance(tmp_path):
                                                         "gzip_damaged": str(data / "b.jsonl.gz")}
 
 
+def test_rejects_of_a_file_read_in_byte_ranges_name_their_line_like_any_other(tmp_path):
+    from curate.cli import main
+    from helpers_curate import make_tokenizer, styled_texts, write_recipe
+
+    texts = styled_texts("med", 30, 2)
+    lines = [json.dumps({"text": t, "uid": f"u{i}"}).encode() + b"\n" for i, t in enumerate(texts)]
+    lines[4] = b'{"text": "' + b"x" * 5000 + b'"}\n'  # too long
+    lines[17] = b"not json\n"
+    lines[26] = b'{"text": "' + b"y" * 6000 + b'"}\n'  # too long, in a later range
+    lines[28] = json.dumps({"text": texts[28], "uid": "u3"}).encode() + b"\n"  # a repeated id
+    p = tmp_path / "cut.jsonl"
+    p.write_bytes(b"".join(lines))
+    recipe = write_recipe(tmp_path / "r.toml", {"m": [p]}, make_tokenizer(tmp_path / "tok"))
+    recipe.write_text(recipe.read_text().replace('paths = [', 'id_field = "uid"\nduplicate_ids = "keep-first"\n'
+                                                 'piece_bytes = 3000\nmax_line_bytes = 4000\npaths = [', 1))
+    assert main(["score", str(recipe), "--tasks", "3", "--workers", "1"]) == 0
+    folder = tmp_path / "out" / "curate" / "m" / "rejects"
+    rejects = [json.loads(x) for f in sorted(folder.glob("*.jsonl")) for x in f.open()]
+    starts = {i + 1: sum(map(len, lines[:i])) for i in range(30)}
+    assert sorted((r["line"], r["offset"], r["reason"]) for r in rejects) == [
+        (5, starts[5], "line_too_long"), (18, starts[18], "malformed_json"), (27, starts[27], "line_too_long"),
+        (29, starts[29], "duplicate_id")]
+    assert all(r["path"] == str(p) for r in rejects)
+    assert f"{p} line 4" in next(r["detail"] for r in rejects if r["reason"] == "duplicate_id")
+
+
 def test_bom_is_accepted(tmp_path):
     p = tmp_path / "bom.jsonl"
     p.write_bytes(b"\xef\xbb\xbf" + _line("first") + _line("second"))

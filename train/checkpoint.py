@@ -5,7 +5,9 @@ and renamed to `step_NNNNNNN` only when every rank has finished, so a folder wit
 always complete; the last K stay. Nothing in a checkpoint is unpickled with Python's full pickle:
 model and optimizer go through `train.dcp_safe`, RNG states are tensors in `rng_RANK.safetensors`,
 the trainer state (step, sampler) is JSON. At resume the newest checkpoint whose files match their
-checksums is used; a damaged one is named in one line and moved aside to `damaged_step_NNNNNNN`.
+checksums is used; a damaged one (or one without checksums, from an earlier version, that fails to
+load) is named in one line and moved aside to `damaged_step_NNNNNNN`. A save that fails (a full
+disk, a file-size limit) removes its temporary folder and raises one line naming the file.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from continua import checksums
+from continua.exitcodes import RunFailure
 from continua.io import write_json
 from train import dcp_safe
 from train.parallel import Dist, barrier
@@ -34,6 +38,7 @@ from train.parallel import Dist, barrier
 STEP_RE = re.compile(r"^step_(\d{7,})$")
 TRAINER_STATE = "trainer.json"
 DAMAGED_PREFIX = "damaged_"
+CHECKPOINT_ROOM = 1 << 20  # free bytes under which a failed save is put down to a full disk
 
 
 class CheckpointError(ValueError):
@@ -78,24 +83,86 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
         tmp.mkdir(parents=True)
     barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
-    _save_rng(tmp / f"rng_{d.rank}.safetensors")
-    barrier()
+    problem = None
+    try:
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
+        _save_rng(tmp / f"rng_{d.rank}.safetensors")
+    except (CheckpointException, OSError, RuntimeError, SafetensorError) as e:  # a full disk, a size limit
+        problem = _save_problem(e, tmp)
+    _raise_save_problem(_gather(problem), tmp, step, run_dir, d)
     # every rank hashes a share of the files; the main rank writes the manifest last
     names = sorted(p.name for p in tmp.iterdir() if p.is_file())
     parts = _gather(checksums.describe(tmp, names[d.rank::d.world]))
     if d.is_main:
-        write_json(tmp / TRAINER_STATE, {**trainer_state, "step": step, "world_size": d.world})
-        files = {k: v for part in parts for k, v in part.items()}
-        files.update(checksums.describe(tmp, [TRAINER_STATE]))
-        checksums.write_manifest(tmp, files)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        try:
+            write_json(tmp / TRAINER_STATE, {**trainer_state, "step": step, "world_size": d.world})
+            files = {k: v for part in parts for k, v in part.items()}
+            files.update(checksums.describe(tmp, [TRAINER_STATE]))
+            checksums.write_manifest(tmp, files)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except OSError as e:
+            problem = _save_problem(e, tmp)
+    _raise_save_problem(_gather(problem), tmp, step, run_dir, d)
+    if d.is_main:
         for _, old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
+
+
+class CheckpointSaveError(RunFailure):
+    """A checkpoint could not be written (a full disk, a file-size limit): the half-written folder is
+    removed, the earlier checkpoints stay, and the message names the folder and the system's reason."""
+
+
+def _save_problem(e: BaseException, tmp: Path) -> str:
+    """One line for a failed save: the file and the system's reason. DCP wraps each rank's error, and
+    torch's zip writer reports a refused write as "unexpected pos": then the folder tells what happened."""
+    causes = [f[0] if isinstance(f, tuple) else f for f in e.failures.values()] if isinstance(e, CheckpointException) \
+        else [e]
+    oserrors = [c for c in causes if isinstance(c, OSError) and c.strerror]
+    if oserrors:
+        first = oserrors[0]
+        return f"{first.filename}: {first.strerror}" if first.filename else f"{first.strerror} (errno {first.errno})"
+    found = _full(tmp)
+    if found is not None:
+        return found
+    first = causes[0] if causes else e
+    text = " ".join(str(first).split("\n", 1)[0].split())[:200]
+    return f"{type(first).__name__}: {text} (a full disk or a file-size limit?)"
+
+
+def _full(folder: Path) -> str | None:
+    """Which limit a write in `folder` met: a file at the process's file-size limit, or a full disk."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        files = [p for p in folder.iterdir() if p.is_file()]
+        if limit != resource.RLIM_INFINITY:
+            for p in files:
+                if p.stat().st_size >= limit:
+                    return f"{p}: File too large (the file-size limit, `ulimit -f`, is {limit:,} bytes)"
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    return f"No space left on device ({free:,} bytes free)" if free < CHECKPOINT_ROOM else None
+
+
+def _raise_save_problem(problems: list, tmp: Path, step: int, run_dir: Path, d: Dist) -> None:
+    """Every rank raises the first rank's problem (none continues into a collective that would hang)."""
+    found = [p for p in problems if p is not None]
+    if not found:
+        return
+    if d.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)  # frees the space the half-written files took
+    barrier()
+    latest = latest_checkpoint(run_dir)
+    raise CheckpointSaveError(f"checkpoint of step {step} could not be written to {tmp.parent}: {found[0]}; the "
+                              f"last complete checkpoint is {latest or 'none'}: make room and run the same command "
+                              f"to resume from it")
 
 
 def newest_valid_checkpoint(run_dir: Path, d: Dist, say: Callable[[str], None]) -> Path | None:
@@ -110,12 +177,47 @@ def newest_valid_checkpoint(run_dir: Path, d: Dist, say: Callable[[str], None]) 
             if not (path / checksums.MANIFEST).exists():
                 say(f"checkpoint {path} has no {checksums.MANIFEST} (written by an earlier version): not verified")
             return path
-        damaged = path.with_name(DAMAGED_PREFIX + path.name)
-        if d.is_main:
-            shutil.rmtree(damaged, ignore_errors=True)
-            path.rename(damaged)
-        barrier()
+        damaged = _move_aside(path, d)
         say(f"checkpoint {path} is damaged, skipped (moved to {damaged.name}): {problem.replace(f'{path}/', '')}")
+    return None
+
+
+def _move_aside(path: Path, d: Dist) -> Path:
+    """Rename a damaged checkpoint `damaged_step_NNNNNNN` (all ranks call this): kept for inspection,
+    out of the way of resume and of the keep-K pruning."""
+    damaged = path.with_name(DAMAGED_PREFIX + path.name)
+    if d.is_main:
+        shutil.rmtree(damaged, ignore_errors=True)
+        path.rename(damaged)
+    barrier()
+    return damaged
+
+
+def resume_newest(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, d: Dist,
+                  say: Callable[[str], None]) -> tuple[Path, dict] | None:
+    """Load the newest usable checkpoint (all ranks call this); returns its path and trainer state, or None.
+
+    A checkpoint without checksums (written by an earlier version) can only show damage by failing to
+    load: it is then named, moved aside like any damaged one, and the one before is tried. A failed
+    load may have overwritten part of the model, so when no earlier checkpoint loads the run stops
+    rather than train from those weights."""
+    failed = None
+    while (path := newest_valid_checkpoint(run_dir, d, say)) is not None:
+        problem = state = None
+        try:
+            state = load_checkpoint(path, model, optimizer, d)
+        except CheckpointError as e:
+            problem = str(e)
+        problems = [p for p in _gather(problem) if p is not None]  # one rank's RNG file fails on that rank only
+        if not problems:
+            return path, state
+        failed = problems[0]
+        if checksums.read_manifest(path) is not None:  # its files are as saved: not damage, another model or setup
+            raise CheckpointError(failed)
+        say(f"{failed}; skipped (moved to {_move_aside(path, d).name})")
+    if failed is not None:
+        raise CheckpointError(f"{failed}; no earlier checkpoint of {checkpoints_dir(run_dir)} loads: run "
+                              f"`train run --no-resume` to start over")
     return None
 
 

@@ -137,8 +137,17 @@ def load(state_dict: dict, folder: Path, allowed_files: set[str] | None = None, 
         unsafe = [c for c in causes if isinstance(c, UnsafeCheckpointError)]
         if unsafe:
             raise UnsafeCheckpointError(f"{folder}: {unsafe[0]}") from None
-        first = f"{type(causes[0]).__name__}: {causes[0]}".splitlines()[0]
-        raise CheckpointReadError(f"{folder}: cannot be read ({first})") from None
+        raise CheckpointReadError(f"{folder}: cannot be read ({_reason(causes[0])})") from None
+
+
+def _reason(e: BaseException) -> str:
+    """What broke, in a few words: never torch's advice to retry with weights_only=False (that would run a pickle)."""
+    if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e):
+        return f"not plain data: {weights_only_reason(e)}"
+    text = " ".join(str(e).split())
+    for end in (". This", ". If you"):  # torch's explanations after the first sentence
+        text = text.split(end, 1)[0]
+    return f"{type(e).__name__}: {text[:300]}"
 
 
 def weights_only_reason(e: BaseException) -> str:
@@ -147,5 +156,8 @@ def weights_only_reason(e: BaseException) -> str:
     for i, ln in enumerate(lines):
         if "WeightsUnpickler error" in ln:
             rest = ln.split("WeightsUnpickler error:", 1)[-1].strip()
-            return rest or (lines[i + 1] if i + 1 < len(lines) else ln)
-    return lines[0] if lines else type(e).__name__
+            if rest or i + 1 < len(lines):
+                return rest or lines[i + 1]
+    # never torch's advice around it (retry with weights_only=False: that would run the pickle)
+    plain = [ln for ln in lines if "weights_only" not in ln and not ln.startswith(("Please file", "Check the doc"))]
+    return plain[0] if plain else f"{type(e).__name__} from torch's weights-only loader"

@@ -75,9 +75,10 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     sampler = Sampler(shards, manifest, tc.seq_len, tc.batch_size, recipe.run.seed, d.rank, d.world)
 
     # resume, or start fresh (optionally with an earlier run's optimizer moments)
-    start, elapsed0, latest = 0, 0.0, ckpt.newest_valid_checkpoint(run_dir, d, say) if resume else None
-    if latest is not None:
-        state = ckpt.load_checkpoint(latest, model, optimizer, d)
+    start, elapsed0, resumed = 0, 0.0, ckpt.resume_newest(run_dir, model, optimizer, d, say) if resume else None
+    latest = resumed[0] if resumed is not None else None
+    if resumed is not None:
+        state = resumed[1]
         sampler.load_state_dict(state["sampler"])
         start, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
         say(f"resumed from {latest} (step {start} of {steps})")

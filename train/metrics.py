@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from continua.io import atomic_open
+from continua.io import atomic_open, naming
 
 class MetricsLog:
     """Append-only JSON Lines, one object per train step or evaluation, flushed as written."""
@@ -36,13 +36,15 @@ class MetricsLog:
 
     def write(self, row: dict) -> None:
         if self._f is not None:
-            self._f.write(json.dumps(row) + "\n")
-            self._f.flush()
+            with naming(self.path):  # a full disk: the one-line error names the log
+                self._f.write(json.dumps(row) + "\n")
+                self._f.flush()
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.close()
-            self._f = None
+            f, self._f = self._f, None
+            with naming(self.path):
+                f.close()
 
 
 # dense bf16 tensor-core peaks from NVIDIA's datasheets (FLOP/s), matched against torch's device name
