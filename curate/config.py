@@ -92,3 +92,7 @@ class CurateConfig:
         at_least("batch_size", self.batch_size, 1)
         if self.gpus_per_task is not None:
             at_least("gpus_per_task", self.gpus_per_task, 0)
+
+
+# this stage's recipe section (registered through pyproject.toml's continua.recipe_sections)
+RECIPE_SECTIONS = {"curate": CurateConfig}

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from continua.io import read_json, write_text
-from curate.table import scan_scores, score_files, selection_path
+from continua.score_table import scan_scores, score_files, selection_path
 
 
 def _console() -> Console:

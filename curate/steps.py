@@ -20,8 +20,8 @@ from continua.documents import Record, iter_source
 from continua.io import atomic_open, atomic_path, write_json
 from continua.partition import plan_pieces
 from continua.recipe import SourceConfig
+from continua.score_table import BASE_SCHEMA, dropped_rows, text_hash
 from continua.tokenizer import TextTokenizer
-from curate.table import text_hash
 
 # metadata keys the reader sets; everything else in metadata is a score column
 LOCATION_KEYS = ("source", "path", "row")
@@ -54,8 +54,6 @@ class SourceReader(PipelineStep):
         if data:
             yield from data
         if not self.record_rejects:
-            from curate.duplicate_ids import dropped_rows
-
             skip = dropped_rows(self.source_dir)  # copies of repeated ids dropped from the score table
             for item in iter_source(self.source, self.cfg, rank, world_size, self.pieces):
                 if isinstance(item, Record) and (item.path, item.row) not in skip:
@@ -116,7 +114,7 @@ class ScoreWriter(PipelineStep):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from tqdm import tqdm
 
-        base: dict[str, list] = {k: [] for k in ("doc_id", "source", "path", "row", "n_chars", "n_tokens", "text_hash")}
+        base: dict[str, list] = {k: [] for k in BASE_SCHEMA}
         extra: dict[str, list] = {}
         n = 0
         for doc in tqdm(data, desc=f"score {self.source_dir.name} task {rank}", unit="doc",
@@ -140,9 +138,7 @@ class ScoreWriter(PipelineStep):
                     col.append(None)
             yield doc
         self.stat_update("scored", value=n)
-        frame = pl.DataFrame(base, schema={"doc_id": pl.String, "source": pl.String, "path": pl.String,
-                                           "row": pl.Int64, "n_chars": pl.Int64, "n_tokens": pl.Int64,
-                                           "text_hash": pl.String})
+        frame = pl.DataFrame(base, schema=BASE_SCHEMA)
         if extra:
             frame = frame.with_columns(pl.DataFrame({k: extra[k] for k in sorted(extra)}, strict=False))
         with atomic_path(self.source_dir / "scores" / f"{task_name(rank)}.parquet") as tmp:

@@ -73,3 +73,7 @@ class MixConfig:
             raise ValueError("replay and preset are two ways to set the replay share: choose one")
         if self.replay_select == "dsir" and not self.dsir_target:
             raise ValueError("replay_select = \"dsir\" needs dsir_target (a recipe source or a file of reference text)")
+
+
+# this stage's recipe section (registered through pyproject.toml's continua.recipe_sections)
+RECIPE_SECTIONS = {"mix": MixConfig}

@@ -28,10 +28,10 @@ from continua.io import atomic_path, file_sha256, read_json, write_json
 from continua.layout import curate_dir, mix_dir
 from continua.recipe import Recipe, SourceConfig
 from continua.schema import RecipeError, to_dict
+from continua.score_formula import score_columns, score_expr
 from mix.band import domain_band
 from mix.budget import Amount, human_tokens, parse_amount
 from mix.presets import Preset, get_preset
-from mix.score import score_columns, score_expr
 from mix.stream import DiskPool, LazyRanked, PoolFolder, hold_out, partitions, plan_columns, write_candidates
 from mix.tables import KEY, SRC, PlanError, Ranked, SourceTable, describe_inputs, fetch_ids, open_table
 

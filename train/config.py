@@ -35,6 +35,18 @@ class ModelConfig:
         if self.path is None and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
 
+    def carried_tokenizer(self) -> Path | None:
+        """`path` when it carries a tokenizer (a HF folder with tokenizer.json, or a GGUF): the recipe's
+        [data] tokenizer unless it names one."""
+        if self.path is None:
+            return None
+        p = Path(self.path) / self.gguf_file if self.gguf_file else Path(self.path)
+        if p.suffix == ".gguf" and p.is_file():
+            return p
+        if p.is_dir() and ((p / "tokenizer.json").is_file() or any(p.glob("*.gguf"))):
+            return p
+        return None
+
 
 @dataclass
 class OptimConfig:
@@ -190,3 +202,8 @@ class ParallelConfig:
     def validate(self) -> None:
         at_least("init_timeout_s", self.init_timeout_s, 1)
         at_least("step_timeout_s", self.step_timeout_s, 1)
+
+
+# this stage's recipe sections, in recipe order (registered through pyproject.toml's continua.recipe_sections)
+RECIPE_SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "eval": EvalConfig,
+                   "train": TrainConfig, "parallel": ParallelConfig}
