@@ -8,8 +8,9 @@ re-run resumes on any executor:
   local cluster started here and shut down at the end); datatrove's Ray executor blocks until the
   stage is done, so one command runs the whole chain;
 - slurm: one job array per stage, each submitted with `--dependency=afterok:<previous>`, through
-  datatrove's SlurmPipelineExecutor (it writes the sbatch script and pickles the pipeline). With
-  `dry_run` the scripts are written but nothing is submitted (`submit.sh` submits them later).
+  datatrove's SlurmPipelineExecutor (it writes the sbatch script and pickles the pipeline), submitted by
+  curate.slurm.submit_chain. With `dry_run` the scripts are written but nothing is submitted
+  (`submit.sh` submits them later).
 
 A stage whose tasks did not all complete stops the chain with `StageFailed` naming its logs.
 """
