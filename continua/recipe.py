@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import tomllib
-from importlib.metadata import EntryPoint, entry_points
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Literal
 
