@@ -22,7 +22,7 @@ from continua.schema import RecipeError, build, path_field, to_dict
 __all__ = ["Recipe", "RecipeError", "RunConfig", "DataConfig", "SourceConfig", "load_recipe", "parse_overrides",
            "add_recipe_arguments", "overrides_argv", "toml_text", "toml_value", "section_types", "SECTIONS_GROUP"]
 
-SECTIONS_GROUP = "continua.recipe_sections"  # entry points: NAME = "module:MAPPING" of section name -> dataclass
+SECTIONS_GROUP = "continua.recipe_sections"  # entry points: NAME = "module:FUNCTION" returning {section: dataclass}
 
 
 @dataclass
@@ -101,8 +101,7 @@ def section_types() -> dict[str, type]:
     """Section name -> dataclass: [run] and [data], then the sections each stage declares."""
     types_ = dict(BASE_SECTIONS)
     for ep in declared_sections():
-        declared = ep.load()
-        for name, cls in declared.items():
+        for name, cls in ep.load()().items():
             if name in types_ and types_[name] is not cls:
                 raise RecipeError(f"recipe section [{name}] is declared twice: by {types_[name].__module__} "
                                   f"and by the entry point {ep.name} = {ep.value!r}")

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import polars as pl
 
-# the columns every score file has, with their types; each scorer adds its own (fasttext_NAME, ppl_ngram_NAME, ...)
-BASE_SCHEMA = {"doc_id": pl.String, "source": pl.String, "path": pl.String, "row": pl.Int64, "n_chars": pl.Int64,
-               "n_tokens": pl.Int64, "text_hash": pl.String}
-BASE_COLUMNS = tuple(BASE_SCHEMA)
+BASE_COLUMNS = ("doc_id", "source", "path", "row", "n_chars", "n_tokens", "text_hash")
+# their types; each scorer adds columns of its own (fasttext_NAME, ppl_ngram_NAME, heur_GROUP_pass, ...)
+BASE_SCHEMA = dict(zip(BASE_COLUMNS, (pl.String, pl.String, pl.String, pl.Int64, pl.Int64, pl.Int64, pl.String)))
 # later copies of repeated id_field values, left out of the score files (`duplicate_ids = "keep-first"`)
 DROPPED = "duplicate_ids.parquet"
 

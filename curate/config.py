@@ -9,6 +9,11 @@ from typing import Literal
 from continua.schema import at_least, path_field
 
 
+def recipe_sections() -> dict[str, type]:
+    """This stage's recipe section (pyproject.toml's continua.recipe_sections entry points)."""
+    return {"curate": CurateConfig}
+
+
 @dataclass
 class SlurmOptions:
     """Arguments for datatrove's SlurmPipelineExecutor ([curate.slurm])."""
@@ -92,7 +97,3 @@ class CurateConfig:
         at_least("batch_size", self.batch_size, 1)
         if self.gpus_per_task is not None:
             at_least("gpus_per_task", self.gpus_per_task, 0)
-
-
-# this stage's recipe section (registered through pyproject.toml's continua.recipe_sections)
-RECIPE_SECTIONS = {"curate": CurateConfig}

@@ -34,7 +34,6 @@ from curate.duplicate_ids import dropped_count, resolve_duplicate_ids
 from curate.executors import CallStep, Stage, Submission, lm_gpus, make_executor, run_stages
 from curate.fasttext_scorer import FastTextScorer
 from curate.heuristics import HeuristicSignals
-from curate.slurm import check_shared, submit_chain
 from curate.steps import ScoreWriter, SourceReader, TokenCounter, task_name
 
 
@@ -215,6 +214,8 @@ def run_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, worker
     preflight(source, recipe)
     folder = _source_dir(curate_dir, source)
     if recipe.curate.executor == "slurm":  # before the lock writes there: a clear error for unwritable folders
+        from curate.slurm import check_shared
+
         check_shared([folder], lambda m: None)
     with locked(folder, f"curate score {source}"):
         stages = score_stages(recipe, source, curate_dir, tasks, workers, show_progress, verbose)
@@ -226,6 +227,8 @@ def run_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, worker
             stages.append(Stage("finish", [CallStep(finish_source, recipe, source, curate_dir, tasks, inputs)], 1, 1,
                                 folder / FINISH_LOGS))
             target = None if dry_run is None else Path(dry_run) / source
+            from curate.slurm import submit_chain
+
             return SourceRun(None, submit_chain(recipe, stages, f"curate-{source}", target))
         run_stages(recipe, stages, f"curate-{source}", dry_run)
         return SourceRun(finish_source(recipe, source, curate_dir, tasks, inputs))

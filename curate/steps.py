@@ -20,7 +20,7 @@ from continua.documents import Record, iter_source
 from continua.io import atomic_open, atomic_path, write_json
 from continua.partition import plan_pieces
 from continua.recipe import SourceConfig
-from continua.score_table import BASE_SCHEMA, dropped_rows, text_hash
+from continua.score_table import dropped_rows, text_hash
 from continua.tokenizer import TextTokenizer
 
 # metadata keys the reader sets; everything else in metadata is a score column
@@ -114,7 +114,7 @@ class ScoreWriter(PipelineStep):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from tqdm import tqdm
 
-        base: dict[str, list] = {k: [] for k in BASE_SCHEMA}
+        base: dict[str, list] = {k: [] for k in ("doc_id", "source", "path", "row", "n_chars", "n_tokens", "text_hash")}
         extra: dict[str, list] = {}
         n = 0
         for doc in tqdm(data, desc=f"score {self.source_dir.name} task {rank}", unit="doc",
@@ -138,7 +138,9 @@ class ScoreWriter(PipelineStep):
                     col.append(None)
             yield doc
         self.stat_update("scored", value=n)
-        frame = pl.DataFrame(base, schema=BASE_SCHEMA)
+        frame = pl.DataFrame(base, schema={"doc_id": pl.String, "source": pl.String, "path": pl.String,
+                                           "row": pl.Int64, "n_chars": pl.Int64, "n_tokens": pl.Int64,
+                                           "text_hash": pl.String})
         if extra:
             frame = frame.with_columns(pl.DataFrame({k: extra[k] for k in sorted(extra)}, strict=False))
         with atomic_path(self.source_dir / "scores" / f"{task_name(rank)}.parquet") as tmp:

@@ -14,6 +14,11 @@ from typing import Literal
 from continua.schema import at_least, path_field
 
 
+def recipe_sections() -> dict[str, type]:
+    """This stage's recipe section (pyproject.toml's continua.recipe_sections entry points)."""
+    return {"mix": MixConfig}
+
+
 @dataclass
 class MixConfig:
     budget: str = "100%"  # percent of one epoch over the (filtered) domain corpus, or tokens: 500M, 2B, 123456
@@ -73,7 +78,3 @@ class MixConfig:
             raise ValueError("replay and preset are two ways to set the replay share: choose one")
         if self.replay_select == "dsir" and not self.dsir_target:
             raise ValueError("replay_select = \"dsir\" needs dsir_target (a recipe source or a file of reference text)")
-
-
-# this stage's recipe section (registered through pyproject.toml's continua.recipe_sections)
-RECIPE_SECTIONS = {"mix": MixConfig}

@@ -11,6 +11,12 @@ from continua.schema import at_least, path_field
 __all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainConfig", "ParallelConfig"]
 
 
+def recipe_sections() -> dict[str, type]:
+    """This stage's recipe sections, in recipe order (pyproject.toml's continua.recipe_sections entry points)."""
+    return {"model": ModelConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "eval": EvalConfig,
+            "train": TrainConfig, "parallel": ParallelConfig}
+
+
 @dataclass
 class ModelConfig:
     """A base model (`path`: a Hugging Face folder, a .gguf file or a folder with one, or a DCP checkpoint
@@ -202,8 +208,3 @@ class ParallelConfig:
     def validate(self) -> None:
         at_least("init_timeout_s", self.init_timeout_s, 1)
         at_least("step_timeout_s", self.step_timeout_s, 1)
-
-
-# this stage's recipe sections, in recipe order (registered through pyproject.toml's continua.recipe_sections)
-RECIPE_SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "eval": EvalConfig,
-                   "train": TrainConfig, "parallel": ParallelConfig}

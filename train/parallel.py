@@ -151,6 +151,7 @@ def prepare_model(model: nn.Module, d: Dist, bf16: bool, activation_checkpointin
     A model built on the meta device is sharded first and then given (uninitialized) storage, so each
     rank allocates only its shards; train.weights.load_weights fills them.
     """
+
     meta = is_meta(model)
     if activation_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
