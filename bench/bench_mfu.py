@@ -1,4 +1,4 @@
-"""MFU of `train run` for a fresh Llama of a given size: the GPU check of issue 5 (~1B, seq 2048, bf16).
+"""MFU of `train run` for a fresh Llama of a given size on a GPU (~1B, seq 2048, bf16).
 
 Writes synthetic shards, runs the real `train run` command (dtype auto = bf16 mixed precision on a
 GPU, FSDP2 per block), and reports the median tokens/s and MFU of the steps after warm-up against

@@ -1,4 +1,4 @@
-"""The GPU check of issue 10 in one command, sized for ~8 minutes on one H100/H200:
+"""The GPU checks in one command, sized for ~8 minutes on one H100/H200:
 
     python bench/device_check.py            (from the repo root; ../shared/ beside it; results in $OUT)
 

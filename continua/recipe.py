@@ -1,22 +1,28 @@
 """One TOML recipe describes an experiment; loading it validates every section before any work.
 
-Sections: [run] and [data] are defined here; [curate] by `curate.config`, [mix] by `mix.config`,
-[model] [optim] [schedule] [eval] [train] [parallel] by `train.config`. Command lines override any key with
+Sections: [run] and [data] are defined here; every other section by the stage that owns it, which
+declares its section dataclasses as an entry point of the `continua.recipe_sections` group
+(pyproject.toml): [curate] in `curate.config`, [mix] in `mix.config`, [model] [optim] [schedule]
+[eval] [train] [parallel] in `train.config`. So the base knows every section without importing a
+stage, and every command validates the whole recipe. Command lines override any key with
 `--set section.key=value` (value parsed as TOML, else taken as a string).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import tomllib
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Literal
 
 from continua.schema import RecipeError, build, path_field, to_dict
 
 __all__ = ["Recipe", "RecipeError", "RunConfig", "DataConfig", "SourceConfig", "load_recipe", "parse_overrides",
-           "add_recipe_arguments", "overrides_argv", "toml_text", "toml_value"]
+           "add_recipe_arguments", "overrides_argv", "toml_text", "toml_value", "section_types", "SECTIONS_GROUP"]
+
+SECTIONS_GROUP = "continua.recipe_sections"  # entry points: NAME = "module:FUNCTION" returning {section: dataclass}
 
 
 @dataclass
@@ -74,43 +80,50 @@ class DataConfig:
         return {n: s for n, s in self.sources.items() if s.role == role}
 
 
-def _section_types() -> dict[str, type]:
-    from curate.config import CurateConfig
-    from mix.config import MixConfig
-    from train.config import EvalConfig, ModelConfig, OptimConfig, ParallelConfig, ScheduleConfig, TrainConfig
-
-    return {
-        "run": RunConfig,
-        "data": DataConfig,
-        "curate": CurateConfig,
-        "mix": MixConfig,
-        "model": ModelConfig,
-        "optim": OptimConfig,
-        "schedule": ScheduleConfig,
-        "eval": EvalConfig,
-        "train": TrainConfig,
-        "parallel": ParallelConfig,
-    }
+BASE_SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig}
 
 
-@dataclass
+def declared_sections() -> list[EntryPoint]:
+    """The `continua.recipe_sections` entry points: from pyproject.toml when running from a source checkout
+    (installed metadata can be stale there: an old continua.egg-info in the checkout shadows a fresh
+    install), else from the installed package's metadata."""
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.is_file():
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+        table = project.get("entry-points", {}).get(SECTIONS_GROUP)
+        if table:
+            return [EntryPoint(name, value, SECTIONS_GROUP) for name, value in table.items()]
+    return list(entry_points(group=SECTIONS_GROUP))
+
+
+@functools.cache
+def section_types() -> dict[str, type]:
+    """Section name -> dataclass: [run] and [data], then the sections each stage declares."""
+    types_ = dict(BASE_SECTIONS)
+    for ep in declared_sections():
+        for name, cls in ep.load()().items():
+            if name in types_ and types_[name] is not cls:
+                raise RecipeError(f"recipe section [{name}] is declared twice: by {types_[name].__module__} "
+                                  f"and by the entry point {ep.name} = {ep.value!r}")
+            types_[name] = cls
+    return types_
+
+
 class Recipe:
-    """A loaded, validated recipe; `path` is the file it came from (None when built in code)."""
+    """A loaded, validated recipe: one attribute per section (`recipe.mix`, `recipe.train`, ...);
+    `path` is the file it came from (None when built in code)."""
 
-    run: Any
-    data: Any
-    curate: Any
-    mix: Any
-    model: Any
-    optim: Any
-    schedule: Any
-    eval: Any
-    train: Any
-    parallel: Any
-    path: Path | None = None
+    def __init__(self, sections: dict[str, Any], path: Path | None = None):
+        self._names = list(sections)
+        for name, value in sections.items():
+            setattr(self, name, value)
+        self.path = path
+
+    def sections(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._names}
 
     def to_dict(self) -> dict:
-        return {f.name: to_dict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "path"}
+        return {name: to_dict(value) for name, value in self.sections().items()}
 
     def to_toml(self) -> str:
         return toml_text(self.to_dict())
@@ -118,6 +131,12 @@ class Recipe:
     @property
     def out_dir(self) -> Path:
         return Path(self.run.out_dir)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Recipe) and (self.sections(), self.path) == (other.sections(), other.path)
+
+    def __repr__(self) -> str:
+        return f"Recipe(path={self.path!r}, sections={', '.join(self._names)})"
 
 
 def parse_overrides(items: list[str] | None) -> dict:
@@ -187,32 +206,32 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def recipe_from_dict(table: dict, where: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
-    types_ = _section_types()
+    types_ = section_types()
     for section in table:
         if section not in types_:
             known = ", ".join(types_)
-            raise RecipeError(f"{where}: unknown section [{section}] (known sections: {known})")
+            hint = "" if len(types_) > len(BASE_SECTIONS) else (
+                f"; no stage declared its sections: pyproject.toml's [project.entry-points.\"{SECTIONS_GROUP}\"] "
+                "or the installed package's entry points (pip install -e .)")
+            raise RecipeError(f"{where}: unknown section [{section}] (known sections: {known}){hint}")
     sections = {}
     for name, cls in types_.items():
         raw = table.get(name, {})
         if not isinstance(raw, dict):
             raise RecipeError(f"{where}: [{name}] must be a table")
         sections[name] = build(cls, raw, where, base_dir, prefix=name)
-    recipe = Recipe(**sections)
+    recipe = Recipe(sections)
     if recipe.data.tokenizer is None:  # the tokenizer comes with the model unless the recipe names one
-        recipe.data.tokenizer = _model_tokenizer(recipe.model.path, recipe.model.gguf_file)
+        recipe.data.tokenizer = _carried_tokenizer(sections)
     return recipe
 
 
-def _model_tokenizer(path: Path | None, gguf_file: str | None) -> Path | None:
-    """`[model] path` when it carries a tokenizer (a HF folder with tokenizer.json, or a GGUF), else None."""
-    if path is None:
-        return None
-    p = Path(path) / gguf_file if gguf_file else Path(path)
-    if p.suffix == ".gguf" and p.is_file():
-        return p
-    if p.is_dir() and ((p / "tokenizer.json").is_file() or any(p.glob("*.gguf"))):
-        return p
+def _carried_tokenizer(sections: dict[str, Any]) -> Path | None:
+    """The tokenizer a section carries (`[model] path`: a HF folder with tokenizer.json, or a GGUF), else None."""
+    for section in sections.values():
+        carried = getattr(section, "carried_tokenizer", None)
+        if callable(carried) and (found := carried()) is not None:
+            return found
     return None
 
 

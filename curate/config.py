@@ -9,6 +9,11 @@ from typing import Literal
 from continua.schema import at_least, path_field
 
 
+def recipe_sections() -> dict[str, type]:
+    """This stage's recipe section (pyproject.toml's continua.recipe_sections entry points)."""
+    return {"curate": CurateConfig}
+
+
 @dataclass
 class SlurmOptions:
     """Arguments for datatrove's SlurmPipelineExecutor ([curate.slurm])."""

@@ -22,10 +22,10 @@ import polars as pl
 from continua.documents import expand_inputs
 from continua.io import atomic_path
 from continua.recipe import Recipe
+from continua.score_table import dedup_path, source_dir
 from curate.executors import Stage
 from curate.heuristics import RegexWordTokenizer
 from curate.steps import SourceReader, task_name
-from curate.table import dedup_path, source_dir
 
 
 def _order_key(frame: pl.LazyFrame, recipe: Recipe, source: str) -> pl.LazyFrame:

@@ -26,10 +26,10 @@ from continua.exitcodes import RunFailure
 from continua.io import atomic_open, atomic_path
 from continua.partition import plan_pieces
 from continua.recipe import Recipe
+from continua.score_table import dropped_path
 from curate.dedup import _order_key
 from curate.steps import task_name
 
-DROPPED = "duplicate_ids.parquet"
 EXAMPLES = 3
 
 
@@ -37,23 +37,10 @@ class DuplicateIdError(RunFailure):
     """id_field values that repeat where the recipe asks for unique ones (found once every task has scored)."""
 
 
-def dropped_path(folder: Path) -> Path:
-    return Path(folder) / DROPPED
-
-
 def dropped_count(folder: Path) -> int:
     """Later copies rejected as duplicate ids (0 when none were, or the source has no id_field)."""
     f = dropped_path(folder)
     return pl.scan_parquet(f).select(pl.len()).collect().item() if f.exists() else 0
-
-
-def dropped_rows(folder: Path) -> set[tuple[str, int]]:
-    """(path, row) of the dropped copies, for readers that must skip them."""
-    f = dropped_path(folder)
-    if not f.exists():
-        return set()
-    frame = pl.read_parquet(f, columns=["path", "row"])
-    return set(zip(frame["path"].to_list(), frame["row"].to_list()))
 
 
 def _repeats(recipe: Recipe, source: str, tables: list[Path]) -> pl.DataFrame:

@@ -8,8 +8,9 @@ re-run resumes on any executor:
   local cluster started here and shut down at the end); datatrove's Ray executor blocks until the
   stage is done, so one command runs the whole chain;
 - slurm: one job array per stage, each submitted with `--dependency=afterok:<previous>`, through
-  datatrove's SlurmPipelineExecutor (it writes the sbatch script and pickles the pipeline). With
-  `dry_run` the scripts are written but nothing is submitted (`submit.sh` submits them later).
+  datatrove's SlurmPipelineExecutor (it writes the sbatch script and pickles the pipeline), submitted by
+  curate.slurm.submit_chain. With `dry_run` the scripts are written but nothing is submitted
+  (`submit.sh` submits them later).
 
 A stage whose tasks did not all complete stops the chain with `StageFailed` naming its logs.
 """
@@ -146,23 +147,18 @@ def ray_cluster(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def run_stages(recipe: Recipe, stages: list[Stage], job_prefix: str, dry_run: Path | None = None
-               ) -> list[Submission] | None:
-    """Run `stages` in order to the end (local, ray); on Slurm submit them as dependent jobs and
-    return the submissions (written to `dry_run` instead of submitted when given)."""
+def run_stages(recipe: Recipe, stages: list[Stage], job_prefix: str, dry_run: Path | None = None) -> None:
+    """Run `stages` in order to the end (local, ray); Slurm chains are submitted by curate.slurm.submit_chain."""
     executor = recipe.curate.executor
     if dry_run is not None and executor != "slurm":
         raise RecipeError(f"--dry-run writes Slurm scripts: it needs [curate] executor = \"slurm\" (not {executor!r})")
     if executor == "slurm":
-        from curate.slurm import submit_chain
-
-        return submit_chain(recipe, stages, job_prefix, dry_run)
+        raise ValueError("run_stages runs stages in this process; submit Slurm stages with curate.slurm.submit_chain")
     with ray_cluster(recipe.curate.ray.address) if executor == "ray" else _nothing():
         for stage in stages:
             ex = make_executor(recipe, stage, f"{job_prefix}-{stage.name}")
             ex.run()
             _check_done(ex, stage)
-    return None
 
 
 @contextmanager

@@ -29,14 +29,14 @@ from continua.io import read_json, write_json
 from continua.lock import locked
 from continua.recipe import Recipe, RecipeError
 from continua.schema import to_dict
+from continua.score_table import DROPPED, dedup_path, source_dir as _source_dir
 from continua.tokenizer import load_tokenizer
-from curate.duplicate_ids import DROPPED, dropped_count, resolve_duplicate_ids
+from curate.duplicate_ids import dropped_count, resolve_duplicate_ids
 from curate.executors import CallStep, Stage, Submission, lm_gpus, make_executor, run_stages
 from curate.fasttext_scorer import FastTextScorer
 from curate.heuristics import HeuristicSignals
 from curate.rejects import fill_reject_lines
 from curate.steps import ScoreWriter, SourceReader, TokenCounter, task_name
-from curate.table import dedup_path, source_dir as _source_dir
 
 
 FINISH_LOGS = "logs-finish"  # completion marker of the Slurm finish job (stats + dup marks)
@@ -234,7 +234,9 @@ def run_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, worker
             stages.append(Stage("finish", [CallStep(finish_source, recipe, source, curate_dir, tasks, inputs)], 1, 1,
                                 folder / FINISH_LOGS))
             target = None if dry_run is None else Path(dry_run) / source
-            return SourceRun(None, run_stages(recipe, stages, f"curate-{source}", target) or [])
+            from curate.slurm import submit_chain
+
+            return SourceRun(None, submit_chain(recipe, stages, f"curate-{source}", target))
         run_stages(recipe, stages, f"curate-{source}", dry_run)
         return SourceRun(finish_source(recipe, source, curate_dir, tasks, inputs))
 

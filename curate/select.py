@@ -8,12 +8,10 @@ deterministic. Writes curate/SOURCE/selection.parquet (doc_id, kept, reason, sco
 
 from __future__ import annotations
 
-import ast
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 from rich.console import Console
@@ -21,7 +19,8 @@ from rich.table import Table
 
 from continua.console import make_console
 from continua.io import atomic_path
-from curate.table import scan_scores, selection_path
+from continua.score_formula import score_expr
+from continua.score_table import scan_scores, selection_path
 
 
 @dataclass
@@ -74,39 +73,11 @@ def parse_fraction(text: str) -> float:
     return value
 
 
-_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-        ast.Div: lambda a, b: a / b}
-
-
-def score_expr(formula: str, columns: list[str]) -> pl.Expr:
-    """A column name or arithmetic over columns ('0.7*fasttext_q + 0.3*ppl_x') as a polars expression."""
-    try:
-        tree = ast.parse(formula, mode="eval").body
-    except SyntaxError as e:
-        raise ValueError(f"--by {formula!r}: not a column or formula: {e.msg}") from e
-
-    def build(node: ast.AST) -> Any:
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](build(node.left), build(node.right))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -build(node.operand)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-            return pl.lit(float(node.value))
-        if isinstance(node, ast.Name):
-            if node.id not in columns:
-                raise ValueError(f"--by {formula!r}: no column '{node.id}' in the score table "
-                                 f"(columns: {', '.join(columns)})")
-            return pl.col(node.id).cast(pl.Float64)
-        raise ValueError(f"--by {formula!r}: only column names, numbers and + - * / are allowed")
-
-    return build(tree)
-
-
 def decide(frame: pl.LazyFrame, spec: SelectSpec) -> pl.DataFrame:
     """doc_id, n_tokens, score, kept, reason for every document of the score table."""
     mode = spec.mode()
     columns = list(frame.collect_schema().names())
-    score = score_expr(spec.by, columns) if spec.by else pl.lit(None, dtype=pl.Float64)
+    score = score_expr(spec.by, columns, label="--by") if spec.by else pl.lit(None, dtype=pl.Float64)
     reason = pl.lit("", dtype=pl.String)
     if spec.drop_duplicates and "dup_exact" in columns:
         reason = pl.when(reason == "").then(pl.when(pl.col("dup_exact").fill_null(False)).then(pl.lit("duplicate_exact"))

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from continua.console import make_console
 from continua.io import read_json, write_text
-from curate.table import scan_scores, score_files, selection_path
+from continua.score_table import scan_scores, score_files, selection_path
 
 
 def _console() -> Console:

@@ -20,8 +20,8 @@ from continua.documents import Record, iter_source
 from continua.io import atomic_open, atomic_path, write_json
 from continua.partition import plan_pieces
 from continua.recipe import SourceConfig
+from continua.score_table import dropped_rows, text_hash
 from continua.tokenizer import TextTokenizer
-from curate.table import text_hash
 
 # metadata keys the reader sets; everything else in metadata is a score column
 LOCATION_KEYS = ("source", "path", "row")
@@ -54,8 +54,6 @@ class SourceReader(PipelineStep):
         if data:
             yield from data
         if not self.record_rejects:
-            from curate.duplicate_ids import dropped_rows
-
             skip = dropped_rows(self.source_dir)  # copies of repeated ids dropped from the score table
             for item in iter_source(self.source, self.cfg, rank, world_size, self.pieces):
                 if isinstance(item, Record) and (item.path, item.row) not in skip:

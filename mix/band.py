@@ -19,8 +19,8 @@ from continua.documents import Record, iter_source
 from continua.partition import Piece, plan_pieces
 from continua.layout import curate_dir
 from continua.recipe import Recipe
-from curate.table import scan_scores
-from mix.score import score_columns, score_expr
+from continua.score_formula import score_columns, score_expr
+from continua.score_table import scan_scores
 
 EXCERPT_CHARS = 300
 N_EXAMPLES = 3

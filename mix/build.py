@@ -30,11 +30,11 @@ from continua.documents import expand_inputs, iter_documents
 from continua.io import file_sha256, read_json, write_json
 from continua.layout import mix_dir, shards_dir
 from continua.recipe import Recipe, SourceConfig
+from continua.score_table import text_hash
 from continua.tokenizer import TextTokenizer, load_tokenizer
 from mix.manifest import Manifest, SourceEntry, SplitEntry
 from mix.planner import PLAN_NAME
 from mix.shards import Shard, ShardWriter
-from curate.table import text_hash
 from mix.tables import PlanError
 
 COMPLETE = "complete.json"

@@ -14,6 +14,11 @@ from typing import Literal
 from continua.schema import at_least, path_field
 
 
+def recipe_sections() -> dict[str, type]:
+    """This stage's recipe section (pyproject.toml's continua.recipe_sections entry points)."""
+    return {"mix": MixConfig}
+
+
 @dataclass
 class MixConfig:
     budget: str = "100%"  # percent of one epoch over the (filtered) domain corpus, or tokens: 500M, 2B, 123456

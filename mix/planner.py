@@ -9,6 +9,9 @@ Order of work (each step recorded in the plan with its reason):
    subset-size tokens of the mixture, the domain drawing its share of them from the subset);
 6. draw replay documents per general source (random or DSIR);
 7. write plan.json (for people) and selection.parquet (for `mix build`).
+
+Each step is a small function over numbers and tables; the words of every decision and warning are
+made from its numbers in mix/explain.py.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import datetime
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +31,12 @@ from continua.io import DamagedFileError, atomic_path, file_sha256, read_json, w
 from continua.layout import curate_dir, mix_dir
 from continua.recipe import Recipe, SourceConfig
 from continua.schema import RecipeError, to_dict
+from continua.score_formula import score_columns, score_expr
+from mix import explain
 from mix.band import domain_band
 from mix.budget import Amount, human_tokens, parse_amount
+from mix.explain import Notes
 from mix.presets import Preset, get_preset
-from mix.score import score_columns, score_expr
 from mix.stream import DiskPool, LazyRanked, PoolFolder, hold_out, partitions, plan_columns, write_candidates
 from mix.tables import KEY, SRC, PlanError, Ranked, SourceTable, describe_inputs, fetch_ids, open_table
 
@@ -39,20 +44,6 @@ PLAN_VERSION = 1
 SELECTION_NAME = "selection.parquet"
 PLAN_NAME = "plan.json"
 HASH_CACHE = ".input_hashes.json"  # sha256 of score tables by path, size and mtime
-
-
-@dataclass
-class Notes:
-    """The plan's log: decisions with their reasons, and warnings a person should read."""
-
-    decisions: list[dict] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def decide(self, step: str, decision: str, reason: str) -> None:
-        self.decisions.append({"step": step, "decision": decision, "reason": reason})
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
 
 
 @dataclass
@@ -89,15 +80,11 @@ def budget_shares(domain: list[str], general: dict[str, SourceConfig], pool_toke
         if not general:
             raise PlanError(f"[mix] replay = {replay} needs at least one source with role = \"general\"")
         shares = _split(replay, {n: pool_tokens[n] for n in general})
-        notes.decide("shares", f"domain {1 - replay:.1%}, replay {replay:.1%} over {', '.join(general)}",
-                     f"compute-equivalent replay (Ibrahim et al. 2024): {replay:.1%} of every batch comes from "
-                     f"general data and the domain tokens are cut by the same amount; several general sources "
-                     f"split the replay share in proportion to their available tokens")
+        notes.decide(*explain.replay_shares(replay, list(general)))
         return 1.0 - replay, shares
     if general:
-        notes.warn(f"general source(s) {', '.join(general)} get no training tokens (neither [mix] replay nor preset "
-                   f"is set); they still give validation sets")
-    notes.decide("shares", "domain 100%", "no replay and no preset mixture: the whole budget is domain data")
+        notes.warn(explain.unused_general(list(general)))
+    notes.decide(*explain.domain_only())
     return 1.0, {n: 0.0 for n in general}
 
 
@@ -116,13 +103,11 @@ def _preset_shares(general: dict[str, SourceConfig], pool_tokens: dict[str, int]
     shares = {n: 0.0 for n in general}
     for name, cfg in general.items():
         if cfg.group is None:
-            notes.warn(f"general source '{name}' has no group; preset '{preset.name}' gives it no tokens "
-                       f"(set [data.sources.{name}] group = one of {', '.join(replay_groups)})")
+            notes.warn(explain.source_without_group(name, preset))
             continue
         g = preset.find_group(cfg.group)
         if g is None or g in preset.web:
-            notes.warn(f"general source '{name}' has group '{cfg.group}', which is not a replay group of preset "
-                       f"'{preset.name}' ({', '.join(replay_groups)}): it gets no tokens")
+            notes.warn(explain.group_not_replayed(name, cfg.group, preset))
             continue
         by_group.setdefault(g, []).append(name)
     if not by_group:
@@ -136,16 +121,67 @@ def _preset_shares(general: dict[str, SourceConfig], pool_tokens: dict[str, int]
     for g, names in by_group.items():
         shares.update(_split(present[g] * scale, {n: pool_tokens[n] for n in names}))
     if missing:
-        notes.warn(f"preset '{preset.name}' groups without a source: {', '.join(f'{g} ({w:.1%})' for g, w in missing.items())}; "
-                   f"their share is redistributed proportionally over {', '.join(present)}")
-    notes.decide("shares", f"domain {preset.web_share:.1%} (web groups {', '.join(preset.web)}), replay "
-                 + ", ".join(f"{g} {present[g] * scale:.2%} -> {', '.join(by_group[g])}" for g in by_group),
-                 f"mixture like the original pre-training (Guo et al. 2024, strategy 3; {preset.reference}): the web "
-                 f"share goes to domain data, the other groups stay as replay in their original proportions")
+        notes.warn(explain.groups_redistributed(preset, missing, list(present)))
+    notes.decide(*explain.preset_shares(preset, {g: present[g] * scale for g in by_group}, by_group))
     return preset.web_share, shares
 
 
 # ---------------------------------------------------------------- domain subset x epochs
+
+
+@dataclass(frozen=True)
+class SubsetSize:
+    """The domain subset's requested size and the rule that fixed it."""
+
+    rule: str  # "top" (its size is set), "epochs" (set), "auto" (a score: aim at auto_epochs), "fresh" (no ranking)
+    tokens: float  # tokens asked of the pool, best documents first
+    ranked: bool  # a score, top or epochs makes the subset a quality pick repeated over epochs
+    top: Amount | None = None
+
+
+def subset_size(pool_tokens: int, domain_tokens: int, basis: int, mix, has_score: bool) -> SubsetSize:
+    """How many tokens of the ranked pool the subset takes (`basis`: the tokens an epoch count refers to)."""
+    avail, b = pool_tokens, max(basis, 1)
+    top = parse_amount(mix.top, "[mix] top") if mix.top else None
+    ranked = top is not None or mix.epochs is not None or has_score
+    if top is not None:
+        s_req = top.resolve(avail)
+        if s_req > avail:
+            raise PlanError(f"[mix] top = {mix.top!r} asks for {s_req:,} tokens but the domain pool holds {avail:,}")
+        if mix.epochs is not None and abs(s_req * mix.epochs - b) > 0.01 * b:
+            raise PlanError(f"[mix] top = {mix.top!r} ({s_req:,} tokens) x epochs = {mix.epochs:g} gives "
+                            f"{s_req * mix.epochs:,.0f} tokens, but the budget is {b:,}: set only one of top and epochs")
+        return SubsetSize("top", s_req, ranked, top)
+    if mix.epochs is not None:
+        s_req = b / mix.epochs
+        if s_req > avail:
+            raise PlanError(f"[mix] epochs = {mix.epochs:g} over a budget of {b:,} tokens needs a subset of "
+                            f"{s_req:,.0f} tokens, but the domain pool holds {avail:,}: raise epochs to at least "
+                            f"{b / avail:.3g} or lower the budget")
+        return SubsetSize("epochs", s_req, ranked)
+    if has_score:
+        e = mix.auto_epochs
+        floor = mix.min_subset_fraction * avail
+        if b / e < floor:
+            e = max(1.0, b / floor) if floor > 0 else e
+        return SubsetSize("auto", min(b / e, avail), ranked)
+    return SubsetSize("fresh", min(float(domain_tokens), avail), ranked)
+
+
+def subset_epochs(size: SubsetSize, subset_tokens: int, domain_tokens: int, basis: int, mix) -> tuple[float, int]:
+    """(epochs over the subset, domain tokens each epoch draws from it)."""
+    if not size.ranked:  # fresh data: the whole subset once, more only when the budget exceeds the pool
+        return domain_tokens / subset_tokens, subset_tokens
+    epochs = float(mix.epochs) if size.rule == "epochs" else max(basis, 1) / subset_tokens
+    return epochs, min(subset_tokens, int(round(domain_tokens / epochs)))
+
+
+def resample_mode(size: SubsetSize, epochs: float, per_epoch: int, subset_tokens: int, resample: str) -> str:
+    """"dynamic" (a fresh draw of the subset each epoch), "sample" (one sample read every epoch) or "whole"."""
+    partial = size.ranked and per_epoch < subset_tokens
+    if resample == "dynamic" and partial and epochs > 1:
+        return "dynamic"
+    return "sample" if partial else "whole"
 
 
 def choose_domain(pool: Ranked, domain_tokens: int, total_tokens: int, mix, has_score: bool,
@@ -161,87 +197,31 @@ def choose_domain(pool: Ranked, domain_tokens: int, total_tokens: int, mix, has_
     subset every epoch. Without any ranking the planner takes a random subset as large as the
     domain share, seen once (fresh data beats repeats). `pool` ranks candidates best first.
     """
-    avail = pool.total_tokens
-    d, b = domain_tokens, max(total_tokens, 1)
-    share = d / b
-    top = parse_amount(mix.top, "[mix] top") if mix.top else None
-    ranked = top is not None or mix.epochs is not None or has_score
-    if top is not None:
-        s_req = top.resolve(avail)
-        if s_req > avail:
-            raise PlanError(f"[mix] top = {mix.top!r} asks for {s_req:,} tokens but the domain pool holds {avail:,}")
-        if mix.epochs is not None and abs(s_req * mix.epochs - b) > 0.01 * b:
-            raise PlanError(f"[mix] top = {mix.top!r} ({s_req:,} tokens) x epochs = {mix.epochs:g} gives "
-                            f"{s_req * mix.epochs:,.0f} tokens, but the budget is {b:,}: set only one of top and epochs")
-        why = (f"top = {mix.top!r} fixes the subset ({top.describe(avail, 'the domain pool')}); epochs = budget / "
-               f"subset (each epoch the size of the subset, as in Guo et al. 2024)")
-    elif mix.epochs is not None:
-        s_req = b / mix.epochs
-        if s_req > avail:
-            raise PlanError(f"[mix] epochs = {mix.epochs:g} over a budget of {b:,} tokens needs a subset of "
-                            f"{s_req:,.0f} tokens, but the domain pool holds {avail:,}: raise epochs to at least "
-                            f"{b / avail:.3g} or lower the budget")
-        why = f"epochs = {mix.epochs:g} is fixed; the subset is budget / epochs"
-    elif has_score:
-        e = mix.auto_epochs
-        floor = mix.min_subset_fraction * avail
-        if b / e < floor:
-            e = max(1.0, b / floor) if floor > 0 else e
-        s_req = min(b / e, avail)
-        why = (f"a score ranks quality, so the planner keeps the best documents and repeats them: it aims at "
-               f"{mix.auto_epochs:g} epochs (Guo et al. 2024 best at 4; Muennighoff et al. 2023: up to ~4 epochs "
-               f"cost almost nothing), fewer when the subset would fall below min_subset_fraction = "
-               f"{mix.min_subset_fraction:g} of the pool, more when the pool is too small")
-    else:
-        s_req = min(float(d), avail)
-        why = ("no score and neither top nor epochs: fresh data beats repeated data, so the planner takes a random "
-               "subset as large as the domain share (one epoch), repeating only when the budget exceeds the pool")
-    subset = pool.prefix(s_req)
+    avail, d = pool.total_tokens, domain_tokens
+    size = subset_size(avail, d, total_tokens, mix, has_score)
+    subset = pool.prefix(size.tokens)
     s_act = int(subset["n_tokens"].sum())
     if s_act == 0:
         raise PlanError(f"the domain subset is empty (budget share {d:,} tokens, pool {avail:,} tokens)")
-    if ranked:
-        epochs = float(mix.epochs) if (mix.epochs is not None and top is None) else b / s_act
-        per_epoch = min(s_act, int(round(d / epochs)))  # domain tokens each epoch draws from the subset
-    else:
-        epochs, per_epoch = d / s_act, s_act
+    epochs, per_epoch = subset_epochs(size, s_act, d, total_tokens, mix)
     if epochs > mix.max_epochs:
         raise PlanError(f"the budget asks for {epochs:.2f} epochs over the domain subset ({s_act:,} tokens of a pool "
                         f"of {avail:,}), above max_epochs = {mix.max_epochs:g}: the data cannot give {d:,} "
                         f"tokens; lower the budget, enlarge the subset (top), or raise max_epochs")
-    notes.decide("domain subset", f"{subset.height:,} documents, {s_act:,} tokens ({s_act / avail:.1%} of the pool) "
-                 f"x {epochs:.3g} epochs; each epoch {per_epoch:,} domain tokens ({share:.1%} of the mixture), "
-                 f"{d:,} domain tokens in all", why)
-    if epochs > mix.warn_epochs:
-        notes.warn(f"domain subset is repeated {epochs:.2f} times (> {mix.warn_epochs:g}): returns fall fast beyond "
-                   f"~4 epochs (Muennighoff et al. 2023)")
-    if epochs < 0.99:  # token rounding leaves ordinary one-epoch plans at 0.99x
-        notes.warn(f"domain epochs {epochs:.2f} < 1: only part of the subset will be seen; a smaller top would "
-                   f"keep only the best documents")
-    if subset.height < mix.min_subset_docs or s_act < mix.min_subset_fraction * avail:
-        notes.warn(f"domain subset of {subset.height:,} documents / {s_act:,} tokens may be too small to be "
-                   f"representative (min_subset_docs = {mix.min_subset_docs}, min_subset_fraction = "
-                   f"{mix.min_subset_fraction:g} of the pool = {mix.min_subset_fraction * avail:,.0f} tokens)")
-    redraw = ranked and per_epoch < s_act and epochs > 1
-    if mix.resample == "dynamic" and redraw:
-        notes.decide("domain resampling", f"dynamic: each epoch draws a fresh {per_epoch:,}-token sample of the "
-                     f"{s_act:,}-token subset",
-                     "resample = \"dynamic\" (Guo et al. 2024, 'rate fixed, data dynamic', their better variant): the "
-                     "domain rate in the mixture stays fixed while its documents are re-drawn from the subset every "
-                     "epoch (seeded by the epoch)")
-        return Picked(subset, epochs, d, per_epoch, "dynamic", "")
-    if ranked and per_epoch < s_act:
+    why = explain.subset_rule(size.rule, mix, size.top, avail)
+    notes.decide(*explain.domain_subset(subset.height, s_act, avail, epochs, per_epoch, d / max(total_tokens, 1), d, why))
+    for warning in explain.domain_subset_warnings(mix, subset.height, s_act, avail, epochs):
+        notes.warn(warning)
+    mode = resample_mode(size, epochs, per_epoch, s_act, mix.resample)
+    if mode == "dynamic":
+        picked = Picked(subset, epochs, d, per_epoch, "dynamic", "")
+    elif mode == "sample":
         sample = subset.sort(KEY).filter(pl.col("n_tokens").cum_sum().shift(1, fill_value=0) < per_epoch)
-        notes.decide("domain resampling", f"fixed: one seeded sample of {sample.height:,} documents "
-                     f"({int(sample['n_tokens'].sum()):,} tokens) of the subset, read every epoch",
-                     "resample = \"fixed\" ('rate fixed, data fixed'): the domain share of an epoch is sampled "
-                     "from the subset once and the same sample is read every epoch")
-        return Picked(sample, epochs, d, int(sample["n_tokens"].sum()), "fixed", "")
-    reason = ("every epoch reads the whole subset (the domain share is 1, or there is at most one epoch), so "
-              "there is nothing to re-draw" if mix.resample == "dynamic" else "resample = \"fixed\": every epoch "
-              "re-reads the same subset")
-    notes.decide("domain resampling", "fixed", reason)
-    return Picked(subset, epochs, d, s_act, "fixed", "")
+        picked = Picked(sample, epochs, d, int(sample["n_tokens"].sum()), "fixed", "")
+    else:
+        picked = Picked(subset, epochs, d, s_act, "fixed", "")
+    notes.decide(*explain.domain_resampling(mode, mix.resample, per_epoch, s_act, picked.docs.height, picked.tokens))
+    return picked
 
 
 # ---------------------------------------------------------------- replay
@@ -262,11 +242,8 @@ def choose_general(name: str, pool: Ranked, target: int, mix, method: str, notes
                         f"{avail:,}), above max_epochs = {mix.max_epochs:g}: lower the budget or the replay share, "
                         f"or add general data")
     if epochs > mix.warn_epochs:
-        notes.warn(f"general source '{name}' is repeated {epochs:.2f} times (> {mix.warn_epochs:g})")
-    notes.decide(f"replay {name}", f"{picked.height:,} documents, {tokens:,} tokens x {epochs:.3g} epochs = "
-                 f"{target:,} tokens", f"{method}: " + ("the pool is smaller than the share, so all of it is "
-                                                        "repeated" if target > avail else "documents taken in "
-                                                        "that order until the share is filled"))
+        notes.warn(explain.replay_repeated(name, epochs, mix.warn_epochs))
+    notes.decide(*explain.replay_pick(name, picked.height, tokens, epochs, target, method, target > avail))
     return Picked(picked, epochs, target, tokens, "fixed", method)
 
 
@@ -324,25 +301,11 @@ def make_plan(recipe: Recipe, log=print) -> PlanResult:
 
 def _make_plan(recipe: Recipe, tmp: Path, log=print) -> PlanResult:
     mix = recipe.mix
-    seed = recipe.run.seed
     notes = Notes()
     amount: Amount = parse_amount(mix.budget)
     preset = get_preset(mix.preset, mix.preset_weights, mix.preset_web)
     cdir = curate_dir(recipe)
-
-    reference_source = mix.dsir_target if (mix.dsir_target in recipe.data.sources) else None
-    if mix.dsir_target and mix.replay_select != "dsir":
-        notes.warn(f"[mix] dsir_target = {mix.dsir_target!r} is ignored: replay_select is {mix.replay_select!r}")
-        reference_source = None
-    if reference_source:
-        notes.decide("sources", f"'{reference_source}' is the DSIR reference sample only",
-                     "named by [mix] dsir_target: it describes the distribution replay should resemble, so it is "
-                     "neither trained on nor held out")
-    names = [n for n in recipe.data.sources if n != reference_source]
-    domain = [n for n in names if recipe.data.sources[n].role == "domain"]
-    general = {n: recipe.data.sources[n] for n in names if recipe.data.sources[n].role == "general"}
-    if not domain:
-        raise PlanError("the recipe has no source with role = \"domain\" ([data.sources.NAME] role = \"domain\")")
+    names, domain, general = _roles(recipe, notes)
 
     tables: dict[str, SourceTable] = {n: open_table(cdir, n, recipe.data.sources[n]) for n in names}
     source_files = {n: fp.check_scored(cdir / n, [p for p, _, _ in expand_inputs(recipe.data.sources[n])],
@@ -366,21 +329,63 @@ def _make_plan(recipe: Recipe, tmp: Path, log=print) -> PlanResult:
     hasher.shutdown(wait=False)
 
     log("reading score tables ...")
+    cands = _candidates(tables, domain, list(general), score, mix, recipe.run.seed, tmp, notes)
+    budget_tokens, domain_tokens, general_targets = _targets(amount, cands, domain, general, preset, mix, notes)
+    dom = _pick_domain(cands.domain, domain_tokens, budget_tokens, mix, notes)
+    picks = _pick_replay(recipe, cands.general, general_targets, log, notes)
+
+    log("writing the selection ...")
+    plan, selection = _assemble(recipe, amount, budget_tokens, domain, general, tables, cands.sizes, cands.valid,
+                                cands.counts, dom, picks, notes, cands.removed)
+    plan["inputs"] = hashing.result()
+    plan["source_files"] = source_files  # what `mix build` checks before reading a source
+    write_json(cache_path, cache)
+    if mix.score:  # the kept band beside the rest, for people (mix.band)
+        plan["band"] = domain_band(recipe, selection)
+    return PlanResult(plan, selection)
+
+
+def _roles(recipe: Recipe, notes: Notes) -> tuple[list[str], list[str], dict[str, SourceConfig]]:
+    """(sources planned, the domain ones, the general ones); a DSIR reference source is none of them."""
+    mix, sources = recipe.mix, recipe.data.sources
+    reference_source = mix.dsir_target if (mix.dsir_target in sources) else None
+    if mix.dsir_target and mix.replay_select != "dsir":
+        notes.warn(explain.dsir_target_ignored(mix.dsir_target, mix.replay_select))
+        reference_source = None
+    if reference_source:
+        notes.decide(*explain.dsir_reference_only(reference_source))
+    names = [n for n in sources if n != reference_source]
+    domain = [n for n in names if sources[n].role == "domain"]
+    general = {n: sources[n] for n in names if sources[n].role == "general"}
+    if not domain:
+        raise PlanError("the recipe has no source with role = \"domain\" ([data.sources.NAME] role = \"domain\")")
+    return names, domain, general
+
+
+@dataclass
+class Candidates:
+    """What each source can train on once validation is held out and duplicates are gone."""
+
+    valid: dict  # source -> its held-out validation documents (mix.stream.hold_out)
+    domain: DiskPool  # the domain sources pooled: a text in two of them counts once
+    general: dict[str, DiskPool]
+    counts: dict[str, tuple[int, int]]  # source -> (docs, tokens) of its candidates
+    sizes: dict[str, tuple[int, int]]  # source -> (docs, tokens) of its score table
+    removed: dict[str, tuple[int, int, int]]  # source -> (copies of validation docs, marked by curate, exact dups)
+
+
+def _candidates(tables: dict[str, SourceTable], domain: list[str], general: list[str], score, mix, seed: int,
+                tmp: Path, notes: Notes) -> Candidates:
+    """Validation first, then the deduplicated candidates, streamed to disk in partitions by text hash."""
+    names = list(tables)
     for n in names:
         for m in plan_columns(tables[n], seed, score if n in domain else None, mix.dedup):
-            notes.decide(f"duplicates {n}", m, "curate marked these documents as duplicates")
-
-    # 1. validation first
+            notes.decide(*explain.marked_duplicates(n, m))
     valid = {n: hold_out(tables[n], mix.valid_fraction, mix.valid_max_docs, mix.min_valid_docs, mix.dedup)
              for n in names}
-    notes.decide("validation", ", ".join(f"{n}: {valid[n].size:,} docs" for n in names),
-                 f"held out per source before any selection: the documents with the smallest hash of (doc_id, seed "
-                 f"{seed}), {mix.valid_fraction:g} of the documents, at most {mix.valid_max_docs}, at least "
-                 f"{mix.min_valid_docs}; they are never trained on, nor is any exact copy of them (text_hash) in any source")
+    notes.decide(*explain.validation({n: valid[n].size for n in names}, seed, mix.valid_fraction,
+                                     mix.valid_max_docs, mix.min_valid_docs))
     valid_th = np.unique(np.concatenate([valid[n].th for n in names]))
-
-    # 2. candidates, deduplicated (domain sources pooled: a text in two domain sources counts once), streamed
-    #    to disk in partitions by text hash (mix.stream)
     n_parts = partitions(sum(tables[n].num_docs for n in names))
     elig = {n: write_candidates(tables[n], i, valid[n], valid_th, n_parts, tmp) for i, n in enumerate(names)}
     dpool = DiskPool.build(tmp, tmp / "domain", [names.index(n) for n in domain], n_parts, score is not None,
@@ -388,51 +393,43 @@ def _make_plan(recipe: Recipe, tmp: Path, log=print) -> PlanResult:
     pools = {n: DiskPool.build(tmp, tmp / f"general-{n}", [names.index(n)], n_parts, False, mix.dedup)
              for n in general}
     dups = dict(zip(domain, dpool.duplicates)) | {n: pools[n].duplicates[0] for n in general}
-    domain_avail = dpool.total_tokens
-    if dpool.size == 0 or domain_avail == 0:
+    if dpool.size == 0 or dpool.total_tokens == 0:
         raise PlanError(f"domain source(s) {', '.join(domain)}: no documents left for training after holding out "
                         f"validation documents and removing duplicates")
-    cand = {n: (int(dpool.docs[i]), int(dpool.tokens[i])) for i, n in enumerate(domain)}
-    cand.update({n: (pools[n].size, pools[n].total_tokens) for n in general})
-    sizes = {n: (tables[n].num_docs, tables[n].token_sum) for n in names}
-    notes.decide("dedup", "; ".join(f"{n}: {elig[n][0]:,} copies of validation documents, {elig[n][1]:,} marked by "
-                                    f"curate, {dups[n]:,} exact duplicates removed" for n in names),
-                 "copies of validation documents (same text_hash, in any source) never train; with dedup = true also "
-                 "documents curate marked as duplicates and exact duplicates (also across domain sources) go, so no "
-                 "text counts twice; of several copies, the one with the smallest seeded key stays")
+    counts = {n: (int(dpool.docs[i]), int(dpool.tokens[i])) for i, n in enumerate(domain)}
+    counts.update({n: (pools[n].size, pools[n].total_tokens) for n in general})
+    removed = {n: (elig[n][0], elig[n][1], dups[n]) for n in names}
+    notes.decide(*explain.dedup(removed))
     if dpool.has_score and dpool.nan:
-        notes.warn(f"{dpool.nan:,} domain documents have no value for score {mix.score!r}: they rank last")
+        notes.warn(explain.unscored(dpool.nan, mix.score))
+    sizes = {n: (tables[n].num_docs, tables[n].token_sum) for n in names}
+    return Candidates(valid, dpool, pools, counts, sizes, removed)
 
-    # 3. budget
+
+def _targets(amount: Amount, cands: Candidates, domain: list[str], general: dict[str, SourceConfig],
+             preset: Preset | None, mix, notes: Notes) -> tuple[int, int, dict[str, int]]:
+    """(training tokens in all, domain tokens, {general source: tokens}): the budget split by the shares."""
+    domain_avail = cands.domain.total_tokens
     budget_tokens = amount.resolve(domain_avail)
-    notes.decide("budget", amount.describe(domain_avail, "one epoch over the filtered domain corpus"),
-                 "a percentage refers to the 'original training budget' of the studies: one epoch over the domain "
-                 "corpus after validation hold-out and dedup")
-
-    # 4. shares
-    domain_share, general_shares = budget_shares(domain, general, {n: cand[n][1] for n in general}, preset,
+    notes.decide(*explain.budget(amount, domain_avail))
+    domain_share, general_shares = budget_shares(domain, general, {n: cands.counts[n][1] for n in general}, preset,
                                                  mix.replay, notes)
     if mix.budget_covers == "domain" and domain_share < 1.0:
-        domain_tokens = budget_tokens
-        total = domain_tokens / domain_share
+        total = budget_tokens / domain_share  # the budget is the domain's; replay comes on top
         general_targets = {n: int(round(total * s)) for n, s in general_shares.items()}
-        notes.decide("budget covers", f"domain tokens = {domain_tokens:,}; replay adds "
-                     f"{sum(general_targets.values()):,} tokens on top",
-                     "budget_covers = \"domain\": the budget sets the domain tokens (e.g. subset x epochs of the "
-                     "studies) and the replay shares are added so that the domain keeps its share of the total")
-        budget_tokens = domain_tokens + sum(general_targets.values())
-    else:
-        general_targets = {n: int(round(budget_tokens * s)) for n, s in general_shares.items()}
-        domain_tokens = budget_tokens - sum(general_targets.values())
+        notes.decide(*explain.budget_covers_domain(budget_tokens, sum(general_targets.values())))
+        return budget_tokens + sum(general_targets.values()), budget_tokens, general_targets
+    general_targets = {n: int(round(budget_tokens * s)) for n, s in general_shares.items()}
+    return budget_tokens, budget_tokens - sum(general_targets.values()), general_targets
 
-    # 5. domain subset and epochs
+
+def _pick_domain(dpool: DiskPool, domain_tokens: int, budget_tokens: int, mix, notes: Notes) -> Picked:
+    """The domain pool ranked (by score, else seeded random) and its subset x epochs."""
     if not dpool.has_score:
-        notes.decide("domain ranking", "seeded random order", "no [mix] score: every domain document is equally good")
+        notes.decide(*explain.domain_random_order())
         ranked = LazyRanked(dpool, "key")
     else:
-        notes.decide("domain ranking", f"by {mix.score} ({'higher' if mix.prefer == 'high' else 'lower'} is better)",
-                     "quality subset (Guo et al. 2024, strategy 2): the best documents by the chosen score; ties are "
-                     "ordered by the seeded key, missing scores rank last")
+        notes.decide(*explain.domain_ranking(mix.score, mix.prefer))
         ranked = LazyRanked(dpool, "score_desc" if mix.prefer == "high" else "score_asc")
     # budget_covers = "domain": the budget is the domain's own (subset x epochs), replay comes on top
     epoch_basis = domain_tokens if mix.budget_covers == "domain" else budget_tokens
@@ -440,36 +437,29 @@ def _make_plan(recipe: Recipe, tmp: Path, log=print) -> PlanResult:
     if dpool.has_score and dom.docs.height:
         sub = dom.docs["score"].drop_nans()
         cut = sub.min() if mix.prefer == "high" else sub.max()
-        notes.decide("score cutoff", f"{mix.score} {'>=' if mix.prefer == 'high' else '<='} {cut:.6g}",
-                     f"mean in the subset {sub.mean():.6g} vs {dpool.score_mean:.6g} in the pool")
+        notes.decide(*explain.score_cutoff(mix.score, mix.prefer, cut, sub.mean(), dpool.score_mean))
+    return dom
 
-    # 6. replay
+
+def _pick_replay(recipe: Recipe, pools: dict[str, DiskPool], targets: dict[str, int], log, notes: Notes
+                 ) -> dict[str, Picked]:
+    """Replay documents of each general source: seeded random order, or DSIR toward a reference sample."""
+    mix, seed = recipe.mix, recipe.run.seed
     target_counts = None
     picks: dict[str, Picked] = {}
-    for n, cfg in general.items():
-        ranked_n, method = LazyRanked(pools[n], "key"), "seeded random order"
-        if general_targets[n] > 0 and mix.replay_select == "dsir":
+    for n, pool in pools.items():
+        ranked, method = LazyRanked(pool, "key"), "seeded random order"
+        if targets[n] > 0 and mix.replay_select == "dsir":
             if target_counts is None:
                 log("DSIR: reading the reference sample ...")
                 target_counts, what = reference_counts(recipe, mix.dsir_buckets)
-                notes.decide("replay selection", f"DSIR toward {what}",
-                             f"importance resampling (Xie et al. 2023): hashed unigram+bigram features in "
-                             f"{mix.dsir_buckets} buckets, log w = sum of (log p_target - log p_raw), Gumbel top-k "
-                             f"so replay resembles the reference")
-            every = pools[n].load()  # DSIR weighs every candidate of the source
-            ranked_n = Ranked(every, -dsir_keys(n, cfg, every.key, seed, target_counts, mix.dsir_buckets))
+                notes.decide(*explain.dsir_selection(what, mix.dsir_buckets))
+            every = pool.load()  # DSIR weighs every candidate of the source
+            cfg = recipe.data.sources[n]
+            ranked = Ranked(every, -dsir_keys(n, cfg, every.key, seed, target_counts, mix.dsir_buckets))
             method = "DSIR (Gumbel top-k by importance weight)"
-        picks[n] = choose_general(n, ranked_n, general_targets[n], mix, method, notes)
-
-    log("writing the selection ...")
-    plan, selection = _assemble(recipe, amount, budget_tokens, domain, general, tables, sizes, valid, cand, dom,
-                                picks, notes, {n: (elig[n][0], elig[n][1], dups[n]) for n in names})
-    plan["inputs"] = hashing.result()
-    plan["source_files"] = source_files  # what `mix build` checks before reading a source
-    write_json(cache_path, cache)
-    if mix.score:  # the kept band beside the rest, for people (mix.band)
-        plan["band"] = domain_band(recipe, selection)
-    return PlanResult(plan, selection)
+        picks[n] = choose_general(n, ranked, targets[n], mix, method, notes)
+    return picks
 
 
 def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[str], general: dict,
@@ -480,48 +470,20 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
     tps = train.seq_len * train.batch_size
     sources: dict[str, dict] = {}
     sel_parts = []
-    dom_tokens = dom.tokens
     for n in [*domain, *general]:
-        cfg, t = recipe.data.sources[n], tables[n]
-        if n in picks:
-            p = picks[n]
-            docs = p.docs
-            target, epochs, epoch_tokens, resample, method = p.target_tokens, p.epochs, p.epoch_tokens, "fixed", p.method
-        else:
-            docs = dom.docs.filter(pl.col(SRC) == domain.index(n))
-            part = int(docs["n_tokens"].sum())
-            frac = part / dom_tokens if dom_tokens else 0.0
-            target = int(round(dom.target_tokens * frac))
-            epoch_tokens = int(round(dom.epoch_tokens * frac))
-            epochs = target / epoch_tokens if epoch_tokens else 0.0
-            resample = dom.resample
-            method = (f"quality subset by {mix.score}" if mix.score else "random subset") + (
-                ", re-drawn each epoch" if resample == "dynamic" else "")
-        sel_tokens = int(docs["n_tokens"].sum())
-        repeats = target / sel_tokens if sel_tokens else 0.0
-        v = valid[n]
-        ids = fetch_ids(t, docs[KEY].to_numpy(), v.key)
+        p = picks[n] if n in picks else _domain_part(dom, domain.index(n), mix.score)
+        repeats = p.target_tokens / p.tokens if p.tokens else 0.0
+        ids = fetch_ids(tables[n], p.docs[KEY].to_numpy(), valid[n].key)
         sel_parts.append(ids.select("doc_id", pl.lit(n).alias("source"), "split",
                                     pl.when(pl.col("split") == "valid").then(1.0).otherwise(repeats).alias("repeats"),
                                     "text_hash"))
-        sources[n] = {
-            "role": cfg.role, "group": cfg.group, "method": method if target else "unused (no share)",
-            "available": {"docs": sizes[n][0], "tokens": sizes[n][1]},
-            "valid": {"docs": v.size, "tokens": int(v.tokens.sum())},
-            "candidates": {"docs": cand[n][0], "tokens": cand[n][1]},
-            "removed": dict(zip(("valid_copies", "marked", "duplicates"), removed[n])),
-            "selected": {"docs": docs.height, "tokens": sel_tokens},
-            "epochs": round(epochs, 6), "epoch_tokens": epoch_tokens, "target_tokens": target,
-            "resample": resample, "expected_steps": round(target / tps, 2),
-        }
+        sources[n] = _source_entry(recipe.data.sources[n], p, valid[n], sizes[n], cand[n], removed[n], tps)
     total = sum(s["target_tokens"] for s in sources.values())
     for s in sources.values():
         s["share"] = round(s["target_tokens"] / total, 6) if total else 0.0
     steps = total / tps
     if train.steps and abs(train.steps - steps) > 0.1 * steps:
-        notes.warn(f"[train] steps = {train.steps} but the budget fills {steps:,.1f} steps of "
-                   f"{train.seq_len} x {train.batch_size} = {tps:,} tokens; set train.steps = {math.ceil(steps)} "
-                   f"(or 0: derived from the plan) to train on the whole plan")
+        notes.warn(explain.steps_mismatch(train.steps, steps, train.seq_len, train.batch_size, tps, math.ceil(steps)))
     selection = pl.concat(sel_parts)
     plan = {
         "version": PLAN_VERSION,
@@ -546,6 +508,31 @@ def _assemble(recipe: Recipe, amount: Amount, budget_tokens: int, domain: list[s
         "selection": SELECTION_NAME,
     }
     return plan, selection
+
+
+def _domain_part(dom: Picked, index: int, score: str | None) -> Picked:
+    """One domain source's part of the pooled domain pick: its documents and its share of the tokens."""
+    docs = dom.docs.filter(pl.col(SRC) == index)
+    frac = int(docs["n_tokens"].sum()) / dom.tokens if dom.tokens else 0.0
+    target = int(round(dom.target_tokens * frac))
+    epoch_tokens = int(round(dom.epoch_tokens * frac))
+    epochs = target / epoch_tokens if epoch_tokens else 0.0
+    return Picked(docs, epochs, target, epoch_tokens, dom.resample, explain.domain_method(score, dom.resample))
+
+
+def _source_entry(cfg: SourceConfig, p: Picked, valid, size: tuple[int, int], cand: tuple[int, int],
+                  removed: tuple[int, int, int], tokens_per_step: int) -> dict:
+    """plan.json's `sources.NAME` (its `share` is added once every source's target is known)."""
+    return {
+        "role": cfg.role, "group": cfg.group, "method": p.method if p.target_tokens else "unused (no share)",
+        "available": {"docs": size[0], "tokens": size[1]},
+        "valid": {"docs": valid.size, "tokens": int(valid.tokens.sum())},
+        "candidates": {"docs": cand[0], "tokens": cand[1]},
+        "removed": dict(zip(("valid_copies", "marked", "duplicates"), removed)),
+        "selected": {"docs": p.docs.height, "tokens": p.tokens},
+        "epochs": round(p.epochs, 6), "epoch_tokens": p.epoch_tokens, "target_tokens": p.target_tokens,
+        "resample": p.resample, "expected_steps": round(p.target_tokens / tokens_per_step, 2),
+    }
 
 
 def write_plan(result: PlanResult, folder: Path) -> Path:

@@ -17,7 +17,7 @@ import polars as pl
 from continua.io import file_sha256
 from continua.recipe import SourceConfig
 from continua.schema import RecipeError
-from curate.table import dedup_path, scan_scores, score_files
+from continua.score_table import dedup_path, scan_scores, score_files
 
 KEY = "_key"  # seeded hash of doc_id: the order of every random choice in the plan
 SRC = "_src"  # which source of a pooled frame a row comes from

@@ -18,10 +18,10 @@ import psutil
 import pytest
 
 from continua.recipe import load_recipe
+from continua.score_table import scan_scores
 from curate.cli import main
 from curate.executors import lm_gpus
 from curate.pipeline import build_executor
-from curate.table import scan_scores
 from helpers_curate import make_tokenizer, styled_texts, write_jsonl, write_recipe
 
 DEDUP = 'dedup = ["exact", "minhash"]\n[curate.minhash]\nnum_buckets = 4\nhashes_per_bucket = 4\n'

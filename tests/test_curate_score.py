@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 from continua.recipe import load_recipe
+from continua.score_table import scan_scores, text_hash
 from continua.tokenizer import load_tokenizer
 from curate.cli import main
-from curate.table import scan_scores, text_hash
 from helpers_curate import make_tokenizer, styled_texts, train_tiny_classifier, write_jsonl, write_recipe
 
 

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from continua.recipe import load_recipe
+from continua.score_table import scan_scores, selection_path
 from curate.cli import main
-from curate.select import SelectSpec, decide, parse_fraction, parse_tokens, score_expr
-from curate.table import scan_scores, selection_path
+from curate.select import SelectSpec, decide, parse_fraction, parse_tokens
 from helpers_curate import make_tokenizer, styled_texts, train_tiny_classifier, write_jsonl, write_recipe
 
 
@@ -77,11 +77,10 @@ def test_select_token_target_and_range_and_formula(scored):
 
 
 def test_select_errors_name_the_problem(scored):
-    cols = ["fasttext_style", "n_tokens"]
-    with pytest.raises(ValueError, match="no column 'ppl_x'"):
-        score_expr("0.5*fasttext_style + ppl_x", cols)
-    with pytest.raises(ValueError, match="only column names"):
-        score_expr("__import__('os')", cols)
+    with pytest.raises(ValueError, match=r"--by '0.5\*fasttext_style \+ ppl_x': no score column 'ppl_x'"):
+        decide(scan_scores(scored["curate"], "d"), SelectSpec(by="0.5*fasttext_style + ppl_x", top=0.1))
+    with pytest.raises(ValueError, match="--by .*only numbers"):
+        decide(scan_scores(scored["curate"], "d"), SelectSpec(by="__import__('os')", top=0.1))
     with pytest.raises(ValueError, match="choose one"):
         SelectSpec(by="fasttext_style", top=0.1, tokens=5).mode()
     assert parse_tokens("5B") == 5_000_000_000 and parse_tokens("300M") == 300_000_000 and parse_tokens("20k") == 20_000

@@ -7,8 +7,8 @@ import json
 import polars as pl
 import pytest
 
+from continua.score_table import scan_scores
 from curate.cli import main
-from curate.table import scan_scores
 from helpers_curate import make_tokenizer, styled_texts, write_recipe
 
 

@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 
 from continua.schema import RecipeError
+from continua.score_formula import columns_in, score_expr
 from mix.budget import BudgetError, human_tokens, parse_amount
 from mix.presets import PRESETS, get_preset
-from mix.score import columns_in, score_expr
 
 
 @pytest.mark.parametrize("text,tokens", [

@@ -12,8 +12,8 @@ import continua.documents as documents
 from continua.documents import iter_source
 from continua.partition import pieces_of_task, plan_pieces
 from continua.recipe import SourceConfig
+from continua.score_table import scan_scores
 from curate.cli import main
-from curate.table import scan_scores
 from helpers_curate import make_tokenizer, styled_texts, write_jsonl, write_recipe
 
 PIECE = 3000  # bytes: small enough that the plain file is cut into many ranges

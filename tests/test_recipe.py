@@ -106,3 +106,34 @@ def test_toml_value_overrides_read_back_as_the_same_string(tmp_path):
     for value in ["plain", "é 😀", 'q"uote\\', "new\nline", "x = 1"]:
         assert parse_overrides([f"run.name={toml_value(value)}"]) == {"run": {"name": value}}
     assert parse_overrides([f"train.steps={toml_value(7)}"]) == {"train": {"steps": 7}}
+
+
+def test_each_stage_declares_its_own_sections_in_recipe_order():
+    """The base defines [run] and [data]; every other section comes from the stage that owns it."""
+    from continua.recipe import section_types
+
+    owners = {name: cls.__module__ for name, cls in section_types().items()}
+    assert owners == {"run": "continua.recipe", "data": "continua.recipe", "curate": "curate.config",
+                      "mix": "mix.config", "model": "train.config", "optim": "train.config",
+                      "schedule": "train.config", "eval": "train.config", "train": "train.config",
+                      "parallel": "train.config"}
+
+
+def test_recipe_pickles_and_compares_by_its_sections(tmp_path):
+    """datatrove pickles the recipe into every worker (and Slurm job): it must come back equal."""
+    import pickle
+
+    r = load_recipe(write(tmp_path, "[train]\nsteps = 5\n"), ["mix.budget=2B"])
+    back = pickle.loads(pickle.dumps(r))
+    assert back == r and back.train.steps == 5 and back.mix.budget == "2B" and back.path == r.path
+    assert list(back.to_dict()) == ["run", "data", "curate", "mix", "model", "optim", "schedule", "eval", "train",
+                                    "parallel"]
+    assert load_recipe(write(tmp_path, "[train]\nsteps = 6\n")) != r
+
+
+def test_a_recipe_without_registered_stages_says_where_sections_come_from(tmp_path, monkeypatch):
+    import continua.recipe as recipe_module
+
+    monkeypatch.setattr(recipe_module, "section_types", lambda: dict(recipe_module.BASE_SECTIONS))
+    with pytest.raises(RecipeError, match=r"unknown section \[mix\] \(known sections: run, data\); no stage declared"):
+        load_recipe(write(tmp_path, '[mix]\nbudget = "40%"\n'))

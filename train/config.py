@@ -11,6 +11,12 @@ from continua.schema import at_least, path_field
 __all__ = ["ModelConfig", "OptimConfig", "ScheduleConfig", "EvalConfig", "TrainConfig", "ParallelConfig"]
 
 
+def recipe_sections() -> dict[str, type]:
+    """This stage's recipe sections, in recipe order (pyproject.toml's continua.recipe_sections entry points)."""
+    return {"model": ModelConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "eval": EvalConfig,
+            "train": TrainConfig, "parallel": ParallelConfig}
+
+
 @dataclass
 class ModelConfig:
     """A base model (`path`: a Hugging Face folder, a .gguf file or a folder with one, or a DCP checkpoint
@@ -34,6 +40,18 @@ class ModelConfig:
             raise ValueError("gguf_file needs path (the folder that holds the .gguf file)")
         if self.path is None and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+
+    def carried_tokenizer(self) -> Path | None:
+        """`path` when it carries a tokenizer (a HF folder with tokenizer.json, or a GGUF): the recipe's
+        [data] tokenizer unless it names one."""
+        if self.path is None:
+            return None
+        p = Path(self.path) / self.gguf_file if self.gguf_file else Path(self.path)
+        if p.suffix == ".gguf" and p.is_file():
+            return p
+        if p.is_dir() and ((p / "tokenizer.json").is_file() or any(p.glob("*.gguf"))):
+            return p
+        return None
 
 
 @dataclass

@@ -128,6 +128,22 @@ def shard_model(model: nn.Module, mp_dtype: torch.dtype | None) -> nn.Module:
     return model
 
 
+def is_meta(model: nn.Module) -> bool:
+    return any(p.is_meta for p in model.parameters())
+
+
+def materialize(model: nn.Module, device: torch.device) -> None:
+    """Give a (sharded) meta model uninitialized storage on `device`; buffers keep their computed values."""
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    model.to_empty(device=device)
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.tie_weights()  # to_empty gives each module a new parameter: tie the head to the embeddings again
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name in buffers:
+                b.copy_(buffers[name])
+
+
 def prepare_model(model: nn.Module, d: Dist, bf16: bool, activation_checkpointing: bool = False,
                   compile: bool = False) -> nn.Module:
     """Activation checkpointing, torch.compile per block, device placement and FSDP2, in that order.
@@ -135,7 +151,6 @@ def prepare_model(model: nn.Module, d: Dist, bf16: bool, activation_checkpointin
     A model built on the meta device is sharded first and then given (uninitialized) storage, so each
     rank allocates only its shards; train.weights.load_weights fills them.
     """
-    from train.weights import is_meta, materialize
 
     meta = is_meta(model)
     if activation_checkpointing:

@@ -118,22 +118,6 @@ def build_empty(config) -> nn.Module:
     return model
 
 
-def is_meta(model: nn.Module) -> bool:
-    return any(p.is_meta for p in model.parameters())
-
-
-def materialize(model: nn.Module, device: torch.device) -> None:
-    """Give a (sharded) meta model uninitialized storage on `device`; buffers keep their computed values."""
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
-    model.to_empty(device=device)
-    if getattr(model.config, "tie_word_embeddings", False):
-        model.tie_weights()  # to_empty gives each module a new parameter: tie the head to the embeddings again
-    with torch.no_grad():
-        for name, b in model.named_buffers():
-            if name in buffers:
-                b.copy_(buffers[name])
-
-
 def gguf_to_folder(gguf: Path, dest: Path) -> Path:
     """Dequantize a GGUF file into a plain safetensors folder (config, weights, tokenizer); reused when current."""
     from safetensors.torch import save_file

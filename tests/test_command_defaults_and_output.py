@@ -1,4 +1,4 @@
-"""A new user's first hour: versions, defaults that fit the machine, quiet logs, and what tables say."""
+"""What the commands default to and print: versions, defaults that fit the machine, quiet logs, and what tables say."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seams between stages (issue 12): each stage checks the fingerprints of what it reads, refuses
+"""Between the stages: each stage checks the fingerprints of what it reads, refuses
 stale or incomplete inputs with one line naming the file and what to re-run, and the commands share
 one exit-code table (0 finished, 1 failed, 2 usage/recipe, 75 interrupted and resumable)."""
 
@@ -76,7 +76,7 @@ def _one_line_error(capsys, *needles: str) -> str:
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """One curated, planned and built source (40% budget), shared read-only by the tests below."""
-    root = tmp_path_factory.mktemp("seams")
+    root = tmp_path_factory.mktemp("stage-inputs")
     tok = make_tokenizer(root / "tok")
     med = write_jsonl(root / "data" / "med.jsonl", styled_texts("med", 80, 5))
     recipe = _recipe(root, med, tok)
@@ -86,7 +86,7 @@ def scored(tmp_path_factory):
     return {"root": root, "tok": tok, "med": med, "recipe": recipe, "out": root / "out"}
 
 
-def test_item1_source_edited_after_scoring_is_refused_and_nothing_wrong_is_written(scored, tmp_path, capsys):
+def test_source_edited_after_scoring_is_refused_and_nothing_wrong_is_written(scored, tmp_path, capsys):
     med, original = scored["med"], scored["med"].read_bytes()
     mix_out = tmp_path / "mix"
     sets = ["--set", f'mix.out="{mix_out}"']
@@ -122,7 +122,7 @@ def test_item1_source_edited_after_scoring_is_refused_and_nothing_wrong_is_writt
         assert sorted(tuple(shards.doc(i).tolist()) for i in range(shards.num_docs)) == want
 
 
-def test_item1_complete_shards_are_checked_against_their_fingerprints(scored, capsys):
+def test_complete_shards_are_checked_against_their_fingerprints(scored, capsys):
     from mix.build import build_recipe
 
     recipe = load_recipe(scored["recipe"])
@@ -135,7 +135,7 @@ def test_item1_complete_shards_are_checked_against_their_fingerprints(scored, ca
     assert shard.read_bytes() == good
 
 
-def test_item2_train_refuses_shards_of_an_earlier_plan(scored, tmp_path, capsys):
+def test_train_refuses_shards_of_an_earlier_plan(scored, tmp_path, capsys):
     sets = ["--set", f'mix.out="{tmp_path / "mix"}"', "--set", f'train.out="{tmp_path / "run"}"',
             "--set", "train.steps=0"]
     assert mix_main(["plan", str(scored["recipe"]), *sets]) == 0  # 40%
@@ -149,7 +149,7 @@ def test_item2_train_refuses_shards_of_an_earlier_plan(scored, tmp_path, capsys)
     assert not (tmp_path / "run" / "metrics.jsonl").exists() and not (tmp_path / "lr.png").exists()
 
 
-def test_item3_plan_refuses_a_score_run_killed_before_its_dedup_step(tmp_path, monkeypatch, capsys):
+def test_plan_refuses_a_score_run_killed_before_its_dedup_step(tmp_path, monkeypatch, capsys):
     import curate.dedup
 
     tok = make_tokenizer(tmp_path / "tok")
@@ -174,7 +174,7 @@ def test_item3_plan_refuses_a_score_run_killed_before_its_dedup_step(tmp_path, m
     assert removed["marked"] > 0 and removed["marked"] + removed["valid_copies"] == 6  # curate's marks are used
 
 
-def test_item6_system_errors_are_one_line_naming_the_path(scored, tmp_path, monkeypatch, capsys):
+def test_system_errors_are_one_line_naming_the_path(scored, tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where a folder should be\n")
     out = blocker / "out"
@@ -199,7 +199,7 @@ def test_item6_system_errors_are_one_line_naming_the_path(scored, tmp_path, monk
     assert not (tmp_path / "mix" / "plan.json").exists()
 
 
-def test_item7_exit_codes_tell_finished_from_interrupted(scored, tmp_path, capsys):
+def test_exit_codes_tell_finished_from_interrupted(scored, tmp_path, capsys):
     assert report_status("finished") == 0
     assert report_status("stopped") == report_status("interrupted") == INTERRUPTED
     run = ["run", str(scored["recipe"]), "--set", f'train.out="{tmp_path / "run"}"', "--set", "train.steps=4"]
@@ -224,7 +224,7 @@ def test_item7_exit_codes_tell_finished_from_interrupted(scored, tmp_path, capsy
                                           ("optim.lr=-inf", "optim.lr"), ("mix.replay=nan", "mix.replay"),
                                           ("train.steps=-1", "steps"), ("train.seq_len=0", "seq_len"),
                                           ("train.batch_size=0", "batch_size"), ("curate.workers=-1", "workers")])
-def test_item8_validation_names_the_key(tmp_path, override, key):
+def test_validation_names_the_key(tmp_path, override, key):
     path = tmp_path / "r.toml"
     path.write_text("[run]\nout_dir = \"out\"\n")
     with pytest.raises(RecipeError) as e:
@@ -234,6 +234,6 @@ def test_item8_validation_names_the_key(tmp_path, override, key):
         assert "seq_len" not in str(e.value)
 
 
-def test_item8_bare_budget_from_the_command_line_is_a_usage_error(scored, capsys):
+def test_bare_budget_from_the_command_line_is_a_usage_error(scored, capsys):
     assert mix_main(["plan", str(scored["recipe"]), "--budget", "40"]) == USAGE
     _one_line_error(capsys, "did you mean '40%'")

@@ -1,7 +1,8 @@
 """Quality scores as expressions over score-table columns: `fasttext_q` or `0.5*fasttext_q - 0.5*ppl_ngram_med`.
 
-The expression is parsed with `ast` (numbers, column names, + - * /, parentheses, unary minus),
-never evaluated as Python, and turned into a polars expression, so ranking stays inside polars.
+One parser for every place a score is named (`[mix] score`, `curate select --by`). The expression
+is parsed with `ast` (numbers, column names, + - * /, parentheses, unary minus), never evaluated
+as Python, and turned into a polars expression, so ranking stays inside polars.
 """
 
 from __future__ import annotations
@@ -32,15 +33,17 @@ def columns_in(expression: str) -> list[str]:
     return names
 
 
-def _parse(expression: str) -> ast.expr:
+def _parse(expression: str, label: str = "[mix] score") -> ast.expr:
     try:
         return ast.parse(expression.strip(), mode="eval").body
     except SyntaxError as e:
-        raise RecipeError(f"[mix] score {expression!r}: not an expression over score columns ({e.msg})") from e
+        raise RecipeError(f"{label} {expression!r}: not an expression over score columns ({e.msg})") from e
 
 
-def score_expr(expression: str, available: Iterable[str]) -> pl.Expr:
-    """A polars expression for `expression`; unknown columns raise RecipeError listing the available ones."""
+def score_expr(expression: str, available: Iterable[str], label: str = "[mix] score") -> pl.Expr:
+    """A polars expression for `expression`; unknown columns raise RecipeError listing the available ones.
+
+    `label` names where the expression came from in the errors (the recipe key or the option)."""
     available = list(available)
 
     def build(node: ast.AST) -> pl.Expr | float:
@@ -48,7 +51,7 @@ def score_expr(expression: str, available: Iterable[str]) -> pl.Expr:
             return float(node.value)
         if isinstance(node, ast.Name):
             if node.id not in available:
-                raise RecipeError(f"[mix] score {expression!r}: no score column {node.id!r} "
+                raise RecipeError(f"{label} {expression!r}: no score column {node.id!r} "
                                   f"(available: {', '.join(available) or 'none'})")
             return pl.col(node.id).cast(pl.Float64)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
@@ -56,10 +59,10 @@ def score_expr(expression: str, available: Iterable[str]) -> pl.Expr:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             inner = build(node.operand)
             return -inner if isinstance(node.op, ast.USub) else inner
-        raise RecipeError(f"[mix] score {expression!r}: only numbers, column names, + - * / and parentheses "
+        raise RecipeError(f"{label} {expression!r}: only numbers, column names, + - * / and parentheses "
                           f"are allowed (found {type(node).__name__})")
 
-    out = build(_parse(expression))
+    out = build(_parse(expression, label))
     if not isinstance(out, pl.Expr):
-        raise RecipeError(f"[mix] score {expression!r}: names no score column")
+        raise RecipeError(f"{label} {expression!r}: names no score column")
     return out

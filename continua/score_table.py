@@ -1,4 +1,8 @@
-"""The score table: one Parquet file per curate task, read back as one lazy polars frame."""
+"""The score table, the contract between curate and mix: `curate score` writes it, `mix plan` reads it.
+
+One Parquet file per curate task under curate/SOURCE/scores/, read back as one lazy polars frame;
+the columns and the files beside it are described in docs/formats.md ("Score table").
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,10 @@ import polars as pl
 from continua.io import check_parquet
 
 BASE_COLUMNS = ("doc_id", "source", "path", "row", "n_chars", "n_tokens", "text_hash")
+# their types; each scorer adds columns of its own (fasttext_NAME, ppl_ngram_NAME, heur_GROUP_pass, ...)
+BASE_SCHEMA = dict(zip(BASE_COLUMNS, (pl.String, pl.String, pl.String, pl.Int64, pl.Int64, pl.Int64, pl.String)))
+# later copies of repeated id_field values, left out of the score files (`duplicate_ids = "keep-first"`)
+DROPPED = "duplicate_ids.parquet"
 
 
 def text_hash(text: str) -> str:
@@ -28,6 +36,19 @@ def dedup_path(curate_dir: Path, source: str) -> Path:
 
 def selection_path(curate_dir: Path, source: str) -> Path:
     return Path(curate_dir) / source / "selection.parquet"
+
+
+def dropped_path(folder: Path) -> Path:
+    return Path(folder) / DROPPED
+
+
+def dropped_rows(folder: Path) -> set[tuple[str, int]]:
+    """(path, row) of the dropped copies of repeated ids, for readers that must skip them."""
+    f = dropped_path(folder)
+    if not f.exists():
+        return set()
+    frame = pl.read_parquet(f, columns=["path", "row"])
+    return set(zip(frame["path"].to_list(), frame["row"].to_list()))
 
 
 def scores_folder(curate_dir: Path, source: str) -> Path:
