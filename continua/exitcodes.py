@@ -44,8 +44,6 @@ def run_command(prog: str, func: Callable[[], int], failures: tuple[type[BaseExc
     file), also when wrapped in another error, are 1 and name the path. Anything else is a bug and
     keeps its traceback.
     """
-    from continua.fingerprint import StaleInputError
-
     def say(message: str) -> None:
         print(f"{prog}: {' '.join(message.split())}", file=sys.stderr, flush=True)
 
@@ -54,7 +52,7 @@ def run_command(prog: str, func: Callable[[], int], failures: tuple[type[BaseExc
     except KeyboardInterrupt:
         say("interrupted; run the same command again to resume")
         return INTERRUPTED
-    except (StaleInputError, RunFailure, *failures) as e:
+    except (RunFailure, *failures) as e:
         say(f"error: {e}")
         return FAILED
     except OSError as e:

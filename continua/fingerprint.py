@@ -14,6 +14,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from continua.exitcodes import RunFailure
 from continua.io import read_json, write_json
 
 try:
@@ -25,7 +26,7 @@ ALGO = "xxh3_128" if xxhash is not None else "blake2b"
 _CHUNK = 1 << 20
 
 
-class StaleInputError(RuntimeError):
+class StaleInputError(RunFailure):
     """An input that changed, or is incomplete, since the stage that recorded it: exit 1, re-run that stage."""
 
 
