@@ -192,7 +192,9 @@ def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int, sy
     """Mean token loss of this rank's batch, gradients accumulated over micro-batches.
 
     Under FSDP every micro-batch's gradients are reduce-scattered into the sharded gradients, so a rank
-    holds 1/world of them between micro-batches (OLMo-core, torchtitan). `sync_every_microbatch=False`
+    holds 1/world of them between micro-batches (OLMo-core, torchtitan), plus the input buffer of the last
+    reduce-scatter (one unit's gradient, the input embeddings'), which overlaps the next micro-batch's
+    forward instead of being waited for; the last micro-batch waits. `sync_every_microbatch=False`
     ([parallel] sync_grads_every_microbatch) reduces once, on the last: less communication, but FSDP then
     keeps an unsharded gradient accumulator (4 bytes x every parameter, on every rank) between them.
     """
@@ -204,7 +206,7 @@ def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int, sy
         last = i == n - 1
         if fsdp:
             model.set_requires_gradient_sync(sync_every_microbatch or last)
-            model.set_is_last_backward(last)  # the last one waits for its reduce-scatter; the others overlap it
+            model.set_is_last_backward(last)
         xs, ys = x[i * micro:(i + 1) * micro], y[i * micro:(i + 1) * micro]
         loss = model(input_ids=xs, targets=ys) / n  # train.loss: no full-vocabulary logits
         loss.backward()
