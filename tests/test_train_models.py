@@ -87,6 +87,15 @@ def test_chunked_loss_equals_the_plain_loss_in_values_and_gradients():
     assert net(input_ids=x).logits.shape == (2, 20, 300)  # without targets: the model's output
     assert net(input_ids=x, logits_to_keep=3).logits.shape == (2, 3, 300)
 
+    class WithoutLogitsToKeep(type(model)):  # an architecture whose forward has no logits_to_keep
+        def forward(self, input_ids=None, use_cache=None):
+            return super().forward(input_ids=input_ids, use_cache=use_cache)
+
+    other = WithoutLogitsToKeep(model.config)
+    other.load_state_dict(model.state_dict())
+    kept = CausalLMLoss(other)(input_ids=x, logits_to_keep=3).logits
+    assert torch.allclose(kept, net(input_ids=x).logits[:, -3:], atol=1e-6)
+
 
 def test_the_head_gradient_is_summed_over_chunks_in_fp32():
     """bf16 hidden states and head (FSDP's compute dtype on GPU): 64 chunks' head gradients summed in bf16

@@ -15,6 +15,8 @@ benchmark scoring ask only for the logits they read.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -104,6 +106,7 @@ class CausalLMLoss(nn.Module):
         self.lm = lm
         self.chunk_tokens = chunk_tokens
         self.fused = _fused_head_supported(lm)
+        self.keeps_logits = "logits_to_keep" in inspect.signature(lm.forward).parameters
 
     @property
     def config(self):
@@ -111,8 +114,13 @@ class CausalLMLoss(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
                 logits_to_keep: int | torch.Tensor = 0, **kwargs):
-        if targets is None:
+        if targets is None and self.keeps_logits:
             return self.lm(input_ids=input_ids, logits_to_keep=logits_to_keep, use_cache=False, **kwargs)
+        if targets is None:  # an architecture without logits_to_keep: all logits, then the ones asked for
+            out = self.lm(input_ids=input_ids, use_cache=False, **kwargs)
+            if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+                out.logits = out.logits[:, -logits_to_keep:]
+            return out
         if not self.fused:
             logits = self.lm(input_ids=input_ids, use_cache=False, **kwargs).logits
             return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
