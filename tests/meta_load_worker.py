@@ -3,7 +3,10 @@ check the gathered weights are bitwise those of from_pretrained. Rank 0 writes t
 
 `fresh OUT`: build_model's fresh Llama instead, tied and untied; rank 0 writes the gathered weights
 (OUT.TIED.safetensors) and, per rank, whether the model was all meta before loading and how many
-tensors it was handed."""
+tensors it was handed.
+
+`badbin FOLDER OUT`: load FOLDER's pickled weights (names that are not the model's); rank 0 writes each
+rank's error message."""
 
 from __future__ import annotations
 
@@ -69,8 +72,31 @@ def fresh_config(tied: bool):
                        max_position_embeddings=64, tie_embeddings=tied)
 
 
+def badbin(folder: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from train.parallel import init_distributed, prepare_model, shutdown
+    from train.weights import WeightKeysError, build_empty, load_config, load_weights, resolve_source
+
+    d = init_distributed("cpu")
+    model = build_empty(load_config(resolve_source(Path(folder))))
+    prepare_model(model, d, bf16=False)
+    try:
+        load_weights(model, Path(folder), "hf", allow_pickle=True)
+        message = None
+    except WeightKeysError as e:
+        message = str(e)
+    ranks = [None] * d.world
+    dist.all_gather_object(ranks, message)
+    if d.is_main:
+        Path(out).write_text(json.dumps(ranks))
+    shutdown()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "fresh":
         fresh(sys.argv[2])
+    elif sys.argv[1] == "badbin":
+        badbin(sys.argv[2], sys.argv[3])
     else:
         main(sys.argv[1], sys.argv[2])

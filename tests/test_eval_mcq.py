@@ -226,3 +226,22 @@ def test_one_answer_for_everything_is_visible(tmp_path, tokenizer):
     no = tokenizer.backend.encode(items[0].prompt + " no", add_special_tokens=False).ids[-1]
     res = evaluate_mcq(FirstOptionLM(tokenizer.vocab_size, no), tokenizer, items, torch.device("cpu"))
     assert res["top_answer_share"] == 1.0 and res["acc"] == pytest.approx(1 / 5)
+
+
+def test_scoring_the_training_model_computes_only_the_logits_it_reads(tmp_path, model, tokenizer):
+    """Through train.loss.CausalLMLoss (what `train run` evaluates), the output head runs on the last
+    `keep` positions of each batch only, never batch x width x vocabulary; the scores are the plain model's."""
+    from train.loss import CausalLMLoss
+
+    items = load_benchmark(write_jsonl(tmp_path / "p.jsonl", PUBMED))  # long shared contexts, 1-token options
+    net = CausalLMLoss(model)
+    seen = []  # (input width, head positions) of every forward
+    pre = net.register_forward_pre_hook(lambda m, a, kw: seen.append([kw["input_ids"].shape[1]]), with_kwargs=True)
+    head = model.lm_head.register_forward_hook(lambda m, a, out: seen[-1].append(out.shape[1]))
+    got = evaluate_mcq(net, tokenizer, items, torch.device("cpu"), batch_size=2, return_scores=True)
+    pre.remove()
+    head.remove()
+    want = evaluate_mcq(model, tokenizer, items, torch.device("cpu"), batch_size=2, return_scores=True)
+    np.testing.assert_allclose(np.concatenate(got["scores"]), np.concatenate(want["scores"]), rtol=1e-5, atol=1e-6)
+    assert seen and all(len(s) == 2 for s in seen)
+    assert all(kept <= 2 < width for width, kept in seen), seen  # 1-token continuations: 1 or 2 positions kept

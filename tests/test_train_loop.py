@@ -106,11 +106,11 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, shards, monkeypatch):
     real = loop.forward_backward
     calls = []
 
-    def forward_backward(model, batch, micro):
+    def forward_backward(model, batch, micro, *sync):
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGTERM)
-        return real(model, batch, micro)
+        return real(model, batch, micro, *sync)
 
     monkeypatch.setattr(loop, "forward_backward", forward_backward)
     summary = loop.run(load_recipe(recipe))

@@ -59,29 +59,67 @@ def valid_loss(model, shards: Path) -> float:
 
 
 def test_chunked_loss_equals_the_plain_loss_in_values_and_gradients():
-    from train.loss import chunked_cross_entropy, install_chunked_loss
+    from train.loss import CausalLMLoss, chunked_cross_entropy
 
     torch.manual_seed(0)
     h = torch.randn(3, 37, 16, requires_grad=True)
     w = torch.randn(50, 16, requires_grad=True)
+    bias = torch.randn(50, requires_grad=True)
     y = torch.randint(0, 50, (3, 37))
-    plain = F.cross_entropy((h @ w.T).reshape(-1, 50), y.reshape(-1))
-    gh, gw = torch.autograd.grad(plain, (h, w))
-    chunked = chunked_cross_entropy(h, w, y, chunk_tokens=8)  # 111 positions: 13 full chunks and a partial one
-    ch, cw = torch.autograd.grad(chunked, (h, w))
+    y[0, :5] = -100  # ignored positions: no loss, no gradient (as F.cross_entropy), still counted in the mean
+    plain = F.cross_entropy((h @ w.T + bias).reshape(-1, 50), y.reshape(-1), reduction="sum") / y.numel()
+    gh, gw, gb = torch.autograd.grad(plain, (h, w, bias))
+    chunked = chunked_cross_entropy(h, w, y, bias, chunk_tokens=8)  # 111 positions: 13 full chunks and a partial one
+    ch, cw, cb = torch.autograd.grad(chunked, (h, w, bias))
     assert abs(chunked.item() - plain.item()) < 1e-5
-    assert (ch - gh).abs().max() < 1e-5 and (cw - gw).abs().max() < 1e-5
+    assert (ch - gh).abs().max() < 1e-5 and (cw - gw).abs().max() < 1e-5 and (cb - gb).abs().max() < 1e-5
 
     model = tiny_llama(tied=False)
     x = torch.randint(0, 300, (2, 20))
     logits = model(input_ids=x[:, :-1]).logits
     want = F.cross_entropy(logits.reshape(-1, 300), x[:, 1:].reshape(-1))
     want_grad = torch.autograd.grad(want, model.lm_head.weight)[0]
-    install_chunked_loss(model)
-    got = model(input_ids=x[:, :-1], targets=x[:, 1:])
+    net = CausalLMLoss(model)
+    assert dict(net.named_parameters()).keys() == {f"lm.{k}" for k, _ in model.named_parameters()}
+    got = net(input_ids=x[:, :-1], targets=x[:, 1:])
     got_grad = torch.autograd.grad(got, model.lm_head.weight)[0]
     assert abs(got.item() - want.item()) < 1e-5 and (got_grad - want_grad).abs().max() < 1e-5
-    assert model(input_ids=x).logits.shape == (2, 20, 300)  # without targets: the ordinary forward
+    assert net(input_ids=x).logits.shape == (2, 20, 300)  # without targets: the model's output
+    assert net(input_ids=x, logits_to_keep=3).logits.shape == (2, 3, 300)
+
+    class WithoutLogitsToKeep(type(model)):  # an architecture whose forward has no logits_to_keep
+        def forward(self, input_ids=None, use_cache=None):
+            return super().forward(input_ids=input_ids, use_cache=use_cache)
+
+    other = WithoutLogitsToKeep(model.config)
+    other.load_state_dict(model.state_dict())
+    kept = CausalLMLoss(other)(input_ids=x, logits_to_keep=3).logits
+    assert torch.allclose(kept, net(input_ids=x).logits[:, -3:], atol=1e-6)
+
+
+def test_the_head_gradient_is_summed_over_chunks_in_fp32():
+    """bf16 hidden states and head (FSDP's compute dtype on GPU): 64 chunks' head gradients summed in bf16
+    lose the small ones; summed in fp32 the result is the bf16 computation's own rounding away from fp32."""
+    from train.loss import chunked_cross_entropy
+
+    torch.manual_seed(0)
+    h = torch.randn(2048, 32)
+    w = torch.randn(64, 32) * 0.1
+    y = torch.randint(0, 64, (2048,))
+    w32 = w.clone().requires_grad_(True)
+    exact = torch.autograd.grad(chunked_cross_entropy(h, w32, y, chunk_tokens=32), w32)[0]
+    wb = w.to(torch.bfloat16).requires_grad_(True)
+    got = torch.autograd.grad(chunked_cross_entropy(h.to(torch.bfloat16), wb, y, chunk_tokens=32), wb)[0]
+    naive = torch.zeros_like(wb)  # what autograd did before: each chunk's bf16 share added into a bf16 sum
+    for lo in range(0, 2048, 32):
+        wc = wb.detach().clone().requires_grad_(True)
+        part = F.cross_entropy(F.linear(h[lo:lo + 32].to(torch.bfloat16), wc).float(), y[lo:lo + 32],
+                               reduction="sum") / 2048
+        naive += torch.autograd.grad(part, wc)[0]
+    err_fp32_sum = (got.float() - exact).norm() / exact.norm()
+    err_bf16_sum = (naive.float() - exact).norm() / exact.norm()
+    assert err_fp32_sum < 0.02
+    assert err_fp32_sum < 0.5 * err_bf16_sum, (err_fp32_sum, err_bf16_sum)
 
 
 def test_gguf_file_trains_exports_reloads_and_a_lost_export_comes_back(tmp_path, shards):
@@ -246,6 +284,92 @@ def test_pickled_weights_need_the_flag_and_load_weights_only(tmp_path):
     with pytest.raises(UntrustedModelError, match="weights-only"):
         load_weights(model, folder, "hf", allow_pickle=True)
     assert not (tmp_path / "marker").exists()
+
+
+def test_every_load_path_refuses_weights_whose_names_are_not_the_models(tmp_path):
+    """No parameter is ever left with materialize's uninitialized storage: pickled .bin, safetensors, DCP
+    and rank 0's fresh weights all fail naming the missing and unexpected keys; a tied head may be absent."""
+    import torch.distributed.checkpoint as dcp
+    from safetensors.torch import save_file
+
+    from train.parallel import Dist, prepare_model
+    from train.weights import WeightKeysError, build_empty, load_config, load_weights, resolve_source
+
+    base = tiny_llama(tied=False)
+    full = base.state_dict()
+
+    def empty(folder):
+        model = build_empty(load_config(resolve_source(folder)))
+        prepare_model(model, Dist(0, 1, 0, torch.device("cpu")), bf16=False)
+        return model
+
+    folder = tmp_path / "bin"
+    base.config.save_pretrained(folder)
+    torch.save({k: v for k, v in full.items() if k != "lm_head.weight"}, folder / "pytorch_model.bin")
+    with pytest.raises(WeightKeysError, match=r"pickled pytorch_model.bin\): 1 weights of LlamaForCausalLM missing "
+                                               r"\(first: lm_head.weight\): nothing was loaded"):
+        load_weights(empty(folder), folder, "hf", allow_pickle=True)
+    torch.save({"transformer." + k.removeprefix("model."): v for k, v in full.items()}, folder / "pytorch_model.bin")
+    with pytest.raises(WeightKeysError, match=r"21 weights .* missing \(first: lm_head.weight, model.embed_tokens.weight.*; "
+                                               r"21 unexpected \(first: transformer.embed_tokens.weight"):
+        load_weights(empty(folder), folder, "hf", allow_pickle=True)
+
+    folder = tmp_path / "st"
+    base.config.save_pretrained(folder)
+    save_file({**full, "model.extra.weight": torch.zeros(2)}, str(folder / "model.safetensors"))
+    with pytest.raises(WeightKeysError, match=r"1 unexpected \(first: model.extra.weight\)"):
+        load_weights(empty(folder), folder, "hf")
+
+    ckpt = tmp_path / "ckpt"
+    dcp.save({"model": {k: v for k, v in full.items() if k != "model.norm.weight"}}, checkpoint_id=str(ckpt))
+    with pytest.raises(WeightKeysError, match=r"1 weights .* missing \(first: model.norm.weight\)"):
+        load_weights(empty(folder), ckpt, "dcp")
+
+    with pytest.raises(WeightKeysError, match=r"fresh model's initial weights: 1 weights .*lm_head.weight"):
+        load_weights(empty(folder), {k: v for k, v in full.items() if k != "lm_head.weight"}, "rank0")
+
+    tied = tiny_llama(tied=True)  # its head is its embeddings: a file without lm_head.weight is complete
+    folder = tmp_path / "tied"
+    tied.config.save_pretrained(folder)
+    torch.save({k: v for k, v in tied.state_dict().items() if k != "lm_head.weight"}, folder / "pytorch_model.bin")
+    model = empty(folder)
+    load_weights(model, folder, "hf", allow_pickle=True)
+    assert torch.equal(model.lm_head.weight, tied.model.embed_tokens.weight)
+
+
+def test_a_bad_pickle_seen_by_rank_0_only_fails_every_rank_with_its_message(tmp_path):
+    folder = tmp_path / "bin"
+    base = tiny_llama(tied=False)
+    base.config.save_pretrained(folder)
+    torch.save({k: v for k, v in base.state_dict().items() if k != "lm_head.weight"}, folder / "pytorch_model.bin")
+    out = tmp_path / "bad.json"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(ROOT / "tests" / "meta_load_worker.py"), "badbin", str(folder), str(out)],
+                          env=ENV, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    messages = json.loads(out.read_text())
+    assert len(messages) == 2 and messages[0] == messages[1] and "missing (first: lm_head.weight)" in messages[0]
+
+
+def test_the_export_keeps_the_base_models_dtype_unless_export_dtype_says_otherwise(tmp_path, shards):
+    """Training holds fp32 master weights; a bf16 base comes back as bf16 (half the bytes of an fp32 export),
+    with config.json saying so under both names, and `from_pretrained(dtype="auto")` loads it as bf16."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "bf16"
+    tiny_llama().to(torch.bfloat16).save_pretrained(folder)
+    for name, extra, want in (("auto", {}, torch.bfloat16), ("fp32", {"export_dtype": "float32"}, torch.float32)):
+        recipe = write_recipe(tmp_path / f"{name}.toml", tmp_path / name, shards, train={"steps": 2},
+                              model={"path": str(folder), **extra})
+        assert main(["run", str(recipe)]) == 0
+        export = tmp_path / name / "train" / "export"
+        assert {t.dtype for t in load_file(export / "model.safetensors").values()} == {want}
+        cfg = json.loads((export / "config.json").read_text())
+        assert cfg["dtype"] == cfg["torch_dtype"] == str(want).removeprefix("torch.")
+        assert AutoModelForCausalLM.from_pretrained(export, dtype="auto").dtype == want
+    run_config = json.loads((tmp_path / "auto" / "train" / "config.json").read_text())
+    assert run_config["dtype"] == "bfloat16"  # a checkpoint of this run as [model] path exports bf16 too
 
 
 def test_remote_code_is_refused_by_train_curate_and_the_tokenizer(tmp_path, shards, capsys):

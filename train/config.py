@@ -34,6 +34,9 @@ class ModelConfig:
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
     init_std: float = 0.02  # fresh models only
+    # dtype of the exported weights (and config.json's dtype/torch_dtype); auto = the base model's own dtype
+    # (its config.json), float32 for a fresh model; training always keeps fp32 master weights
+    export_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     def validate(self) -> None:
         if self.path is None and self.gguf_file is not None:

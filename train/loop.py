@@ -21,9 +21,8 @@ from mix.shards import ShardSet
 from train import checkpoint as ckpt
 from train.data import Sampler, open_shards, planned_steps
 from train.evaluate import eval_steps, evaluate_losses, validation_windows
-from train.loss import install_chunked_loss
 from train.metrics import MetricsLog, Progress, TensorBoard, WeightChange, peak_flops
-from train.model import build_model, export_pretrained, flops_per_token
+from train.model import build_model, export_dtype, export_pretrained, flops_per_token
 from train.parallel import Dist, all_reduce_sum, decoder_layers, init_distributed, prepare_model, shutdown
 from train.schedules import build_schedule
 from train.weights import load_weights
@@ -61,12 +60,12 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
         f"building a fresh Llama ({recipe.model.num_layers} layers, hidden size {recipe.model.hidden_size})")
     model, base_weights = build_model(recipe.model, manifest.tokenizer, recipe.run.seed, run_dir, say)
     flops_tok = flops_per_token(model, tc.seq_len)
-    prepare_model(model, d, bf16, activation_checkpointing=tc.activation_checkpointing, compile=tc.compile)
+    # `net` computes (the model and its chunked loss, FSDP's root); `model` is what is loaded, saved and exported
+    net = prepare_model(model, d, bf16, activation_checkpointing=tc.activation_checkpointing, compile=tc.compile)
     if base_weights is not None:  # meta-built and sharded: each rank reads only its slices
         say(f"reading the weights into {d.world} process{'es' if d.world > 1 else ''} on {d.device.type}")
         load_weights(model, *base_weights, allow_pickle=recipe.model.allow_pickle)
         base_weights = None  # a fresh model's full initial weights on rank 0: freed
-    install_chunked_loss(model)
     weights = WeightChange(decoder_layers(model))
     o = recipe.optim
     optimizer = torch.optim.AdamW(_decay_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
@@ -91,7 +90,8 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     if start >= steps:
         say(f"{run_dir}: already trained {start} of {steps} steps (--no-resume starts over)")
         missing = torch.tensor([float(not (run_dir / "export").is_dir())], device=d.device)
-        finish(model, run_dir, manifest, shards, d, say, export=all_reduce_sum(missing).item() > 0)  # all ranks agree
+        finish(model, run_dir, manifest, shards, d, say, export=all_reduce_sum(missing).item() > 0,  # all ranks agree
+               dtype=export_dtype(recipe.model, model))
         return {"status": "finished", "step": start, "steps": steps, "run_dir": str(run_dir),
                 "tokens_by_source": sampler.tokens_by_source()}
 
@@ -110,10 +110,10 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     def evaluate(step: int) -> dict:
         progress.eval_start(step, _eval_contents(windows, mcq))
         metrics = {f"loss/{k}": v for k, v in evaluate_losses(
-            model, windows, recipe.eval.batch_size, d.device,
+            net, windows, recipe.eval.batch_size, d.device,
             on_batch=lambda name, i, n: progress.eval_status(f"loss/{name} {i}/{n} batches")).items()}
         predictions: dict[str, list[dict]] = {}
-        metrics.update(_score_benchmarks(model, mcq, recipe.eval.batch_size, d.device, progress.eval_status,
+        metrics.update(_score_benchmarks(net, mcq, recipe.eval.batch_size, d.device, progress.eval_status,
                                          predictions))
         if d.is_main:
             _write_predictions(run_dir / "predictions", step, predictions)
@@ -136,7 +136,7 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = torch.from_numpy(sampler.next_batch()).to(d.device)
-            loss = forward_backward(model, batch, micro)
+            loss = forward_backward(net, batch, micro, recipe.parallel.sync_grads_every_microbatch)
             stats = all_reduce_sum(torch.tensor([loss, float(stop.requested)], dtype=torch.float64, device=d.device))
             loss = float(stats[0]) / d.world
             grad_norm = _full(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
@@ -175,11 +175,12 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     summary = {"status": status, "step": step, "steps": steps, "run_dir": str(run_dir),
                "tokens_by_source": sampler.tokens_by_source()}
     if status == "finished":
-        finish(model, run_dir, manifest, shards, d, say, export=True)
+        finish(model, run_dir, manifest, shards, d, say, export=True, dtype=export_dtype(recipe.model, model))
     return summary
 
 
-def finish(model: torch.nn.Module, run_dir: Path, manifest: Manifest, shards: Path, d: Dist, say, export: bool) -> None:
+def finish(model: torch.nn.Module, run_dir: Path, manifest: Manifest, shards: Path, d: Dist, say, export: bool,
+           dtype: torch.dtype = torch.float32) -> None:
     """The outputs of a finished run: export/ (when asked, or missing) and gap.json; checked before returning.
 
     Called again by a re-run of a finished run, so outputs lost to a crash or a deletion come back.
@@ -187,7 +188,8 @@ def finish(model: torch.nn.Module, run_dir: Path, manifest: Manifest, shards: Pa
     from train.gap import write_gap
 
     if export:
-        export_pretrained(model, run_dir / "export", _tokenizer_path(manifest, shards), manifest.tokenizer, d.is_main)
+        export_pretrained(model, run_dir / "export", _tokenizer_path(manifest, shards), manifest.tokenizer, d.is_main,
+                          dtype)
     if d.is_main:
         write_gap(run_dir)
         missing = [name for name in ("export/config.json", "gap.json") if not (run_dir / name).is_file()]
@@ -196,14 +198,25 @@ def finish(model: torch.nn.Module, run_dir: Path, manifest: Manifest, shards: Pa
         say(f"done: {run_dir} (export/, metrics.jsonl, gap.json)")
 
 
-def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int) -> float:
-    """Mean token loss of this rank's batch, gradients accumulated over micro-batches (synced on the last)."""
+def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int, sync_every_microbatch: bool = True) -> float:
+    """Mean token loss of this rank's batch, gradients accumulated over micro-batches.
+
+    Under FSDP every micro-batch's gradients are reduce-scattered into the sharded gradients, so a rank
+    holds 1/world of them between micro-batches (OLMo-core, torchtitan), plus the input buffer of the last
+    reduce-scatter (one unit's gradient, the input embeddings'), which overlaps the next micro-batch's
+    forward instead of being waited for; the last micro-batch waits. `sync_every_microbatch=False`
+    ([parallel] sync_grads_every_microbatch) reduces once, on the last: less communication, but FSDP then
+    keeps an unsharded gradient accumulator (4 bytes x every parameter, on every rank) between them.
+    """
     x, y = batch[:, :-1], batch[:, 1:]
     n = x.size(0) // micro
     total = torch.zeros((), device=batch.device)
+    fsdp = hasattr(model, "set_requires_gradient_sync")
     for i in range(n):
-        if hasattr(model, "set_requires_gradient_sync"):
-            model.set_requires_gradient_sync(i == n - 1)  # FSDP: reduce-scatter once per step
+        last = i == n - 1
+        if fsdp:
+            model.set_requires_gradient_sync(sync_every_microbatch or last)
+            model.set_is_last_backward(last)
         xs, ys = x[i * micro:(i + 1) * micro], y[i * micro:(i + 1) * micro]
         loss = model(input_ids=xs, targets=ys) / n  # train.loss: no full-vocabulary logits
         loss.backward()

@@ -47,14 +47,21 @@ class MetricsLog:
                 f.close()
 
 
-# dense bf16 tensor-core peaks from NVIDIA's datasheets (FLOP/s), matched against torch's device name
-DATASHEET_BF16 = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
-                  ("B200", 2250e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12), ("A10G", 70e12))
+# dense bf16 tensor-core peaks from NVIDIA's datasheets (FLOP/s): (model, variant or None, peak). A device
+# name matches by whole words ("NVIDIA L40" is an L40, not an L4; "NVIDIA A100-SXM4-80GB" an A100), and a
+# variant's row wins over its model's plain row ("NVIDIA H100 PCIe" against "NVIDIA H100 80GB HBM3").
+DATASHEET_BF16 = (("H100", "PCIE", 756e12), ("H100", "NVL", 835e12), ("H100", None, 989e12), ("H200", None, 989e12),
+                  ("GH200", None, 989e12), ("B200", None, 2250e12), ("A100", None, 312e12), ("L40S", None, 362e12),
+                  ("L40", None, 181e12), ("L4", None, 121e12), ("A10G", None, 70e12), ("A10", None, 125e12))
 
 
 def datasheet_peak(name: str) -> float | None:
-    for key, flops in DATASHEET_BF16:
-        if key in name:
+    """The datasheet's dense bf16 peak of the GPU torch names `name`, or None when it is not in the table."""
+    import re
+
+    words = set(re.split(r"[\s\-_/]+", name.upper()))
+    for model, variant, flops in DATASHEET_BF16:  # variants come before their model's plain row
+        if model in words and (variant is None or variant in words):
             return flops
     return None
 
@@ -213,26 +220,30 @@ class TensorBoard:
 class WeightChange:
     """|w_t - w_0| / |w_0| per decoder layer (Guo et al.: lower layers move more during the gap).
 
-    Works on FSDP shards: each rank sums squares of its local shard and the sums are all-reduced.
+    Works on FSDP shards: each rank sums squares of its local shard and the sums are all-reduced. The
+    reference w_0 is kept in host memory (a device copy would add 4 bytes per parameter to the GPU for the
+    whole run); at evaluation it comes back one tensor at a time, so the device holds at most one shard
+    of one parameter beyond the model.
     """
 
     def __init__(self, layers: list[torch.nn.Module]):
         self.layers = layers
-        self.w0 = [[_local(p).detach().clone() for p in layer.parameters()] for layer in layers]
+        _reshard(layers)
+        self.w0 = [[_local(p).detach().to("cpu", copy=True) for p in layer.parameters()] for layer in layers]
 
     @torch.no_grad()
     def compute(self) -> dict[str, float]:
         if not self.layers:
             return {}
-        for layer in self.layers:  # FSDP may keep a block gathered after forward: compare shards with shards
-            if hasattr(layer, "reshard"):
-                layer.reshard()
+        _reshard(self.layers)
         device = _local(next(self.layers[0].parameters())).device
         sq = torch.zeros(len(self.layers), 2, dtype=torch.float64, device=device)
         for i, (layer, init) in enumerate(zip(self.layers, self.w0)):
             for p, p0 in zip(layer.parameters(), init):
-                sq[i, 0] += (_local(p).double() - p0.double()).pow(2).sum()
-                sq[i, 1] += p0.double().pow(2).sum()
+                w0 = p0.to(device, non_blocking=True).double()
+                sq[i, 0] += (_local(p).double() - w0).pow(2).sum()
+                sq[i, 1] += w0.pow(2).sum()
+                del w0
         from train.parallel import all_reduce_sum
 
         all_reduce_sum(sq)
@@ -241,6 +252,13 @@ class WeightChange:
         if rel[-1] > 0:  # undefined before the first update
             out["weight_change/bottom_top_ratio"] = rel[0] / rel[-1]
         return out
+
+
+def _reshard(layers: list[torch.nn.Module]) -> None:
+    """FSDP may keep a block gathered after forward: compare shards with shards."""
+    for layer in layers:
+        if hasattr(layer, "reshard"):
+            layer.reshard()
 
 
 def _local(p: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ Hugging Face folder (safetensors, config, tokenizer) that opens anywhere `from_p
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -96,11 +97,20 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, total if tied else total - emb.numel()
 
 
+def attention_width(config) -> int:
+    """Width of the attention scores' matmuls, heads x head_dim: not hidden_size when a model sets its own
+    head_dim (Gemma, Qwen3: 16 x 256 = 4096 against a hidden size of 2048 or 3072)."""
+    heads = int(config.num_attention_heads)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return heads * int(head_dim)
+
+
 def flops_per_token(model: nn.Module, seq_len: int) -> float:
-    """Training FLOPs per token: 6N for the matmuls plus attention's 12 * layers * hidden * seq_len (PaLM)."""
+    """Training FLOPs per token: 6N for the matmuls plus attention's 12 * layers * heads * head_dim * seq_len
+    (PaLM, appendix B: the QK^T and AV products, forward and backward)."""
     _, n = count_params(model)
     cfg = model.config
-    return 6.0 * n + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+    return 6.0 * n + 12.0 * cfg.num_hidden_layers * attention_width(cfg) * seq_len
 
 
 def copy_tokenizer(tokenizer_path: Path, dest: Path, tokenizer: dict) -> None:
@@ -124,9 +134,21 @@ def copy_tokenizer(tokenizer_path: Path, dest: Path, tokenizer: dict) -> None:
         (dest / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
 
+def export_dtype(cfg: ModelConfig, model: nn.Module) -> torch.dtype:
+    """`[model] export_dtype`, or with "auto" the base model's dtype (recorded in model.config by
+    train.weights.build_empty; none for a fresh model: float32)."""
+    name = cfg.export_dtype if cfg.export_dtype != "auto" else getattr(model.config, "dtype", None) or "float32"
+    dtype = name if isinstance(name, torch.dtype) else getattr(torch, str(name).removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"the base model's config.json names dtype {name!r}; set [model] export_dtype")
+    return dtype
+
+
 def export_pretrained(model: nn.Module, dest: Path, tokenizer_path: Path | None, tokenizer: dict,
-                      is_main: bool) -> Path | None:
-    """Save weights (each rank its shards, consolidated into safetensors), config and tokenizer, atomically.
+                      is_main: bool, dtype: torch.dtype = torch.float32) -> Path | None:
+    """Save weights in `dtype` (each rank its shards, consolidated into safetensors), config and tokenizer,
+    atomically. config.json names the dtype under both `dtype` (transformers 5) and `torch_dtype` (older
+    readers), so `from_pretrained(dtype="auto")` and serving engines load what was written.
 
     All ranks call this; `dest` appears complete or not at all, so its presence means the export is done.
     """
@@ -139,9 +161,14 @@ def export_pretrained(model: nn.Module, dest: Path, tokenizer_path: Path | None,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
-    export_safetensors(model, tmp, is_main)
+    export_safetensors(model, tmp, is_main, dtype)
     if is_main:
-        model.config.save_pretrained(str(tmp))
+        config = copy.deepcopy(model.config)
+        config.dtype = dtype
+        config.save_pretrained(str(tmp))
+        saved = json.loads((tmp / "config.json").read_text())
+        saved["torch_dtype"] = saved.get("dtype") or str(dtype).removeprefix("torch.")
+        (tmp / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
         if getattr(model, "generation_config", None) is not None and model.can_generate():
             model.generation_config.save_pretrained(str(tmp))
         if tokenizer_path is not None and Path(tokenizer_path).exists():

@@ -20,6 +20,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+from train.loss import CausalLMLoss
+
 
 @dataclass
 class Dist:
@@ -110,10 +112,12 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     raise ValueError(f"{type(model).__name__}: cannot find its decoder layers (looked for .layers, .h, .blocks)")
 
 
-def shard_model(model: nn.Module, mp_dtype: torch.dtype | None) -> nn.Module:
+def shard_model(model: nn.Module, mp_dtype: torch.dtype | None, root: nn.Module | None = None) -> nn.Module:
     """FSDP2: each decoder block is one unit, untied input embeddings their own, the rest (norm, head) the root.
 
-    With `mp_dtype` (bf16 on GPU) parameters are gathered in that dtype and gradients reduced in fp32.
+    `root` (train.loss.CausalLMLoss, which holds `model`) becomes the root unit when given, so the output
+    head is gathered around the loss it computes. With `mp_dtype` (bf16 on GPU) parameters are gathered in
+    that dtype and gradients reduced in fp32.
     """
     mp = MixedPrecisionPolicy(param_dtype=mp_dtype, reduce_dtype=torch.float32) if mp_dtype else MixedPrecisionPolicy()
     layers = decoder_layers(model)
@@ -123,8 +127,7 @@ def shard_model(model: nn.Module, mp_dtype: torch.dtype | None) -> nn.Module:
     tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
     if not tied and model.get_input_embeddings() is not None:
         fully_shard(model.get_input_embeddings(), mp_policy=mp)
-    # the output head stays in the root unit: train.loss reads its weight inside the root's forward
-    fully_shard(model, mp_policy=mp)
+    fully_shard(root if root is not None else model, mp_policy=mp)
     return model
 
 
@@ -145,8 +148,10 @@ def materialize(model: nn.Module, device: torch.device) -> None:
 
 
 def prepare_model(model: nn.Module, d: Dist, bf16: bool, activation_checkpointing: bool = False,
-                  compile: bool = False) -> nn.Module:
-    """Activation checkpointing, torch.compile per block, device placement and FSDP2, in that order.
+                  compile: bool = False) -> CausalLMLoss:
+    """Activation checkpointing, torch.compile per block, device placement and FSDP2, in that order; returns
+    the model with its loss (train.loss.CausalLMLoss, the FSDP root): call that one, and give `model`
+    itself to load_weights, checkpoints and export (the state dict keeps the model's own names).
 
     A model built on the meta device is sharded first and then given (uninitialized) storage, so each
     rank allocates only its shards; train.weights.load_weights fills them.
@@ -165,11 +170,12 @@ def prepare_model(model: nn.Module, d: Dist, bf16: bool, activation_checkpointin
         raise ValueError("[train] dtype = 'bfloat16' needs FSDP mixed precision: use a GPU or nproc > 1")
     if not meta:
         model.to(d.device)
+    net = CausalLMLoss(model)
     if use_fsdp(d):
-        shard_model(model, torch.bfloat16 if bf16 else None)
+        shard_model(model, torch.bfloat16 if bf16 else None, root=net)
     if meta:
         materialize(model, d.device)
-    return model
+    return net
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

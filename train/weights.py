@@ -111,10 +111,12 @@ def build_empty(config) -> nn.Module:
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
+    base_dtype = getattr(config, "dtype", None)
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa",
                                                  trust_remote_code=False)
     model.config.architectures = [type(model).__name__]  # FSDP renames the class; export keeps this one
+    model.config.dtype = base_dtype  # trained in fp32; the base's dtype is what export writes back (export_dtype)
     return model
 
 
@@ -173,16 +175,52 @@ def _safetensors_keys(files: list[Path]) -> set[str]:
     return keys
 
 
+class WeightKeysError(ModelSourceError):
+    """The weights' names are not the model's: a parameter would be left uninitialized, or a weight unused."""
+
+
+def check_keys(model: nn.Module, found: set[str], where: str) -> None:
+    """Fail unless `found` names every parameter of `model` (a tied output head may be absent) and nothing
+    else (bar the names the architecture itself ignores, e.g. old checkpoints' rotary tables, and a tied
+    head's copy). The message names the missing and unexpected keys, so another prefix shows at once."""
+    import re
+
+    expected = set(_model_keys(model))
+    missing = sorted(expected - found)
+    ignore = [re.compile(r) for r in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []]
+    tied_head = _tied_head_names(model)
+    unexpected = sorted(k for k in found - expected if k not in tied_head and not any(r.search(k) for r in ignore))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} weights of {type(model).__name__} missing (first: {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})")
+        raise WeightKeysError(f"{where}: {'; '.join(parts)}: nothing was loaded. Is this the model's own checkpoint "
+                              "(the same architecture, names without an extra or missing prefix)?")
+
+
+def _tied_head_names(model: nn.Module) -> set[str]:
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return set()
+    head = model.get_output_embeddings()
+    return {n for n, p in model.named_parameters(remove_duplicate=False) if head is not None and p is head.weight}
+
+
 def load_weights(model: nn.Module, folder_or_ckpt: Path | dict, kind: WeightsKind, allow_pickle: bool = False) -> None:
     """Fill a materialized (sharded) model from a HF folder or a DCP checkpoint (each rank reads its slices),
-    or from rank 0's full state dict (kind "rank0": the other ranks pass {})."""
+    or from rank 0's full state dict (kind "rank0": the other ranks pass {}). Every route first checks that
+    the weights' names are exactly the model's (check_keys), on every rank, so no parameter is ever left
+    with the uninitialized storage `materialize` gave it."""
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
     if kind == "rank0":
-        _broadcast_from_rank0(model, folder_or_ckpt)
+        _broadcast_from_rank0(model, folder_or_ckpt, "the fresh model's initial weights")
         return
     sd = _model_keys(model)  # the parameters themselves (their local shards): DCP reads into them in place
     if kind == "dcp":
+        meta = dcp.FileSystemReader(str(folder_or_ckpt)).read_metadata().state_dict_metadata
+        check_keys(model, {k[len("model."):] for k in meta if k.startswith("model.")}, str(folder_or_ckpt))
         dcp.load({"model": sd}, checkpoint_id=str(folder_or_ckpt))
         return
     refuse_remote_code(folder_or_ckpt)
@@ -190,12 +228,8 @@ def load_weights(model: nn.Module, folder_or_ckpt: Path | dict, kind: WeightsKin
     if fmt == "pickle":
         _load_pickled(model, files)
         return
-    have = _safetensors_keys(files)
-    missing = sorted(set(sd) - have)
-    if missing:
-        raise ModelSourceError(f"{folder_or_ckpt}: {len(missing)} weights of {type(model).__name__} are not in its "
-                               f"safetensors files (first: {', '.join(missing[:3])})")
     _drop_unindexed(folder_or_ckpt, files)
+    check_keys(model, _safetensors_keys(files), f"{folder_or_ckpt} (safetensors)")
     dcp.load(sd, storage_reader=HuggingFaceStorageReader(str(folder_or_ckpt)))
 
 
@@ -221,25 +255,41 @@ def _load_pickled(model: nn.Module, files: list[Path]) -> None:
     if rank0:
         for f in files:
             full.update(load_pickled_weights(f))
-    _broadcast_from_rank0(model, full)
+    _broadcast_from_rank0(model, full, f"{files[0].parent} (pickled {', '.join(f.name for f in files)})")
 
 
-def _broadcast_from_rank0(model: nn.Module, full: dict) -> None:
-    """Rank 0's full state dict into every rank's shards, one tensor at a time (the other ranks pass {})."""
+def _broadcast_from_rank0(model: nn.Module, full: dict, where: str) -> None:
+    """Rank 0's full state dict into every rank's shards, one tensor at a time (the other ranks pass {}).
+
+    Only rank 0 sees the names: it checks them and every rank learns the verdict before any tensor moves,
+    so a bad file fails on all ranks with rank 0's message instead of hanging the others.
+    """
     import torch.distributed as dist
 
+    several = dist.is_initialized() and dist.get_world_size() > 1
+    verdict: list = [None]
+    if not several or dist.get_rank() == 0:
+        try:
+            check_keys(model, set(full), where)
+        except WeightKeysError as e:
+            verdict[0] = str(e)
+    if several:
+        dist.broadcast_object_list(verdict, src=0)
+    if verdict[0] is not None:
+        raise WeightKeysError(verdict[0])
+    # the names are the model's (checked above); strict=False: the other ranks pass {}, a tied head may be absent
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=dist.is_initialized(), strict=False)
     set_model_state_dict(model, full, options=options)
 
 
-def export_safetensors(model: nn.Module, dest: Path, is_main: bool) -> None:
-    """Write the model's weights to `dest` as one plain safetensors file: every rank writes its own shards,
-    then rank 0 consolidates them tensor slice by tensor slice (DCP HuggingFaceStorageWriter)."""
+def export_safetensors(model: nn.Module, dest: Path, is_main: bool, dtype: torch.dtype = torch.float32) -> None:
+    """Write the model's weights to `dest` in `dtype` as one plain safetensors file: every rank writes its own
+    shards, then rank 0 consolidates them tensor slice by tensor slice (DCP HuggingFaceStorageWriter)."""
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
 
     from train.parallel import barrier
 
-    sd = _model_keys(model)
+    sd = {k: v.detach().to(dtype) for k, v in _model_keys(model).items()}  # a cast copy of this rank's shards only
     dest.mkdir(parents=True, exist_ok=True)
     writer = HuggingFaceStorageWriter(str(dest), save_distributed=True, enable_consolidation=True)
     dcp.save(sd, storage_writer=writer)
