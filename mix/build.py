@@ -239,8 +239,16 @@ class Builder:
     def _wanted(self, job: PieceJob) -> dict[str, tuple[int, str]]:
         """doc_id -> (split index, text hash) of the planned documents that can be in this piece."""
         frame = pl.scan_parquet(self.selection_path).filter(pl.col("source") == job.source)
+        piece = job.piece
         if self.recipe.data.sources[job.source].id_field is None:  # ids name their file: read only this file's
-            frame = frame.filter(pl.col("doc_id").str.starts_with(f"{job.source}/{job.piece.name}"))
+            prefix = f"{job.source}/{piece.name}"
+            if piece.by_offset:  # ... and, in a file read by byte ranges, only this range's (FILE@OFFSET)
+                prefix += "@"
+                offset = pl.col("doc_id").str.slice(len(prefix)).cast(pl.Int64, strict=False)
+                frame = frame.filter(pl.col("doc_id").str.starts_with(prefix),
+                                     offset.is_between(piece.start, piece.stop, closed="left"))
+            else:
+                frame = frame.filter(pl.col("doc_id").str.starts_with(prefix))
         sel = frame.select("doc_id", (pl.col("split") == "valid").cast(pl.Int8), "text_hash").collect()
         return dict(zip(sel["doc_id"].to_list(), zip(sel["split"].to_list(), sel["text_hash"].to_list())))
 
@@ -300,34 +308,33 @@ class Builder:
     # ------------------------------------------------------------------ merge
 
     def _merge_source(self, name: str, cfg: SourceConfig, planned: dict) -> dict:
-        try:
-            return self._merge(name, cfg, planned)
-        except fp.StaleInputError:
-            shutil.rmtree(self.out / name / WORK, ignore_errors=True)  # read from the files again next time
-            raise
-
-    def _merge(self, name: str, cfg: SourceConfig, planned: dict) -> dict:
-        folder = self.out / name
-        work = folder / WORK
         pieces = plan_pieces(cfg)
         keys = [f"{i:05d}" for i in range(len(pieces))]
-        not_done = [k for k, p in zip(keys, pieces) if not self._piece_done(work / k, p)]
+        not_done = [k for k, p in zip(keys, pieces) if not self._piece_done(self.out / name / WORK / k, p)]
         if not_done:
             raise fp.StaleInputError(f"source '{name}': piece(s) {', '.join(not_done[:5])} were not tokenized for "
-                                     f"this plan (their tasks did not finish); run `mix build` again")
+                                     f"this plan and files (their tasks did not finish); run `mix build` again")
+        try:
+            return self._merge(name, cfg, keys, planned)
+        except fp.StaleInputError:
+            shutil.rmtree(self.out / name / WORK, ignore_errors=True)  # the files changed: read them again next time
+            raise
+
+    def _merge(self, name: str, cfg: SourceConfig, keys: list[str], planned: dict) -> dict:
+        folder = self.out / name
+        work = folder / WORK
         found = pl.concat([pl.read_parquet(work / k / DOCS).with_columns(piece=pl.lit(i, pl.Int32))
-                           for i, k in enumerate(keys)]) if keys else None
+                           for i, k in enumerate(keys)])
         # the first copy of an id in input order is the planned document, as in a single pass over the files
-        first = found.with_columns(keep=pl.col("doc_id").is_first_distinct()) if found is not None else None
-        if first is not None:
-            bad = first.filter(pl.col("keep") & ~pl.col("matches"))
-            if bad.height:
-                b = bad.row(0, named=True)
-                raise fp.StaleInputError(
-                    f"{b['path']} line {b['row'] + 1}: document {b['doc_id']} is not the text `curate score` "
-                    f"scored (the file changed since); re-run `curate score --restart`, `mix plan` and `mix build`")
+        found = found.with_columns(keep=pl.col("doc_id").is_first_distinct())
+        bad = found.filter(pl.col("keep") & ~pl.col("matches"))
+        if bad.height:
+            b = bad.row(0, named=True)
+            raise fp.StaleInputError(
+                f"{b['path']} line {b['row'] + 1}: document {b['doc_id']} is not the text `curate score` "
+                f"scored (the file changed since); re-run `curate score --restart`, `mix plan` and `mix build`")
         sel = pl.scan_parquet(self.selection_path).filter(pl.col("source") == name).select("doc_id").collect()
-        got = first.filter("keep") if first is not None else pl.DataFrame({"doc_id": []}, schema={"doc_id": pl.String})
+        got = found.filter("keep")
         if got.height < sel.height:
             lost = sel.join(got.select("doc_id"), on="doc_id", how="anti", maintain_order="left")
             raise fp.StaleInputError(f"source '{name}': {lost.height} planned document(s) were not found in its files "
@@ -335,11 +342,12 @@ class Builder:
                                      f"`curate score` and `mix plan` again")
         result: dict = {"plan_sha256": self.plan_sha, "tokenizer": str(self.tok.path),
                         "shard_tokens": self.recipe.mix.shard_tokens, "seed": self.seed, "warnings": []}
+        # each piece's work shard of a split holds its matching documents of that split, in order
+        stored = found.filter("matches").partition_by(["piece", "split"], as_dict=True, maintain_order=True)
+        empty = np.zeros(0, dtype=bool)
         for i, split in enumerate(SPLITS):
-            parts = []
-            for k, key in enumerate(keys):  # which documents of each piece's work shard go in, in order
-                rows = first.filter((pl.col("piece") == k) & (pl.col("split") == i) & pl.col("matches"))
-                parts.append((work / key / f"{split}.ds", rows["keep"].to_numpy()))
+            parts = [(work / key / f"{split}.ds", stored[(k, i)]["keep"].to_numpy() if (k, i) in stored else empty)
+                     for k, key in enumerate(keys)]
             result[split] = self._shuffle_into(parts, folder / split, name, i)
         shutil.rmtree(work, ignore_errors=True)
         planned_tokens = {"train": planned["selected"]["tokens"], "valid": planned["valid"]["tokens"]}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from datatrove.pipeline.base import PipelineStep
 
-from continua.recipe import Recipe
+from continua.recipe import Recipe, RecipeError
 from curate.executors import CallStep, Stage, Submission, run_stages
 from mix.build import Builder, PieceJob
 
@@ -75,6 +75,8 @@ def build_on_executor(recipe: Recipe, executor: str, workers: int | None = None,
                       log=print) -> tuple[Path | None, list[Submission]]:
     """Build the plan's shards on `executor` ("ray" or "slurm"). Returns the manifest path (Ray: built
     to the end) or None and the Slurm submissions (the manifest appears when the merge job ends)."""
+    if executor == "slurm" and not recipe.curate.slurm.partition:  # before anything on disk is touched
+        raise RecipeError("[curate.slurm] partition is required when `mix build` runs on Slurm")
     recipe = on_executor(recipe, executor)
     builder = Builder(recipe, workers, log)
     jobs = builder.prepare()

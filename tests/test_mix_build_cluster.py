@@ -147,3 +147,10 @@ def test_an_interrupted_build_keeps_finished_pieces_and_a_new_plan_drops_them(wo
     (first.parent / "done.json").write_text(json.dumps(marker | {"plan_sha256": "other"}))
     assert Builder(recipe, 1, log=lambda m: None).prepare() == jobs
     assert not first.exists()
+
+
+def test_dry_run_needs_slurm_and_slurm_needs_a_partition(world, tmp_path, capsys):
+    assert main(["build", str(world["path"]), "--executor", "ray", "--dry-run", str(tmp_path)]) == 2
+    assert "--dry-run writes Slurm scripts" in capsys.readouterr().err
+    assert main(["build", str(world["path"]), "--executor", "slurm", "--dry-run", str(tmp_path)]) == 2
+    assert "[curate.slurm] partition is required" in capsys.readouterr().err
