@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; each timing is their median")
+    ap.add_argument("--small-model", action="store_true", help="train a 1-epoch, 10k x 8 classifier (a quick check)")
     ap.add_argument("--train-data", type=Path, default=Path("/work/shared/data"),
                     help="shared data folder (medical/medical.jsonl, general/enwiki.jsonl) the classifier is trained on")
     args = ap.parse_args(argv)
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         model_path = folder / "med_vs_wiki.bin"
         pos = read_texts([args.train_data / "medical" / "medical.jsonl"], limit=5000)
         neg = read_texts([args.train_data / "general" / "enwiki.jsonl"], limit=5000)
-        train_classifier(pos, neg, model_path, TrainParams(valid_fraction=0.1))
+        small = {"epochs": 1, "dim": 8, "bucket": 10_000} if args.small_model else {}
+        train_classifier(pos, neg, model_path, TrainParams(valid_fraction=0.1, **small))
     data = _slice(args.data, args.limit or None, folder)
     texts = read_texts([data])
     model = load_fasttext(model_path)
