@@ -9,7 +9,8 @@ Both read the JSON Lines corpus, tokenize every document with the same local tok
 (budget 100%, no score; 2% held out as validation, also tokenized), with the corpus cut into
 --pieces pieces: in this process with 1 and 2 tokenizer workers, and on a local Ray cluster of 1
 and 2 CPUs (one task per piece, then the merge; the cluster's start-up is not timed). CPU seconds
-are this process's and all its descendants' (pool workers, Ray's workers and daemons). Best of
+are this process's and its children's (pool workers); Ray's workers are not this process's
+children, so the Ray rows have wall time only. Best of
 --repeats runs each, alternating, so load from other processes hurts all alike. Target: mix
 build >= 1.0x datatrove in tokens per CPU-second.
 """
@@ -87,31 +88,20 @@ budget = "100%"
     return r
 
 
-def cpu_now(others: set[int] = frozenset()) -> float:
-    """CPU seconds of this process (all threads), its finished children (pool workers), its live
-    descendants, and every process not in `others` whose name starts with "ray" or "raylet"/"gcs_server"
-    (Ray daemonizes its daemons and workers: they are not this process's descendants)."""
+def cpu_now() -> float:
+    """CPU seconds of this process (all threads), its finished children (pool workers) and its live
+    descendants. Not Ray's workers: Ray daemonizes them and ends each task's actor, so their CPU time is
+    nowhere to be read afterwards (the Ray rows show wall time only)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-    mine = {c.pid: c for c in psutil.Process().children(recursive=True)}
-    if others:
-        for proc in psutil.process_iter(["name"]):
-            if proc.pid not in others and proc.pid not in mine and (proc.info["name"] or "").startswith(
-                    ("ray", "raylet", "gcs_server")):
-                mine[proc.pid] = proc
-    for proc in mine.values():
+    for child in psutil.Process().children(recursive=True):
         try:
-            t = proc.cpu_times()
+            t = child.cpu_times()
             total += t.user + t.system
         except psutil.NoSuchProcess:
             pass
     return total
-
-
-def ray_processes() -> set[int]:
-    """Ray processes already running (another cluster on this machine): left out of the CPU count."""
-    return {p.pid for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith(("ray", "raylet", "gcs"))}
 
 
 def run_mix(recipe, workers: int, executor: str = "local") -> tuple[float, float, int, int]:
@@ -121,19 +111,18 @@ def run_mix(recipe, workers: int, executor: str = "local") -> tuple[float, float
 
     shards = recipe.out_dir / "mix" / "shards"
     shutil.rmtree(shards, ignore_errors=True)
-    others: set[int] = set()
     if executor == "ray":
         import ray
 
-        others = ray_processes()
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
-        t, c = time.perf_counter(), cpu_now(others)
+        t, c = time.perf_counter(), cpu_now()
         if executor == "ray":
             build_on_executor(recipe, "ray", workers=workers, log=lambda m: None)
         else:
             build_recipe(recipe, workers=workers, log=lambda m: None)
-        wall, cpu = time.perf_counter() - t, cpu_now(others) - c
+        wall = time.perf_counter() - t
+        cpu = cpu_now() - c if executor != "ray" else float("nan")
     finally:
         if executor == "ray":
             ray.shutdown()
