@@ -9,7 +9,8 @@ over the same documents with the same model, all on one core:
   bare read+predict the same loop plus reading and parsing the JSON Lines file
   curate score      the whole `curate score` run: read, fastText column, hash, Parquet write,
                     stats (no tokenizer, no heuristics), in-process with tasks=1 and workers=1
-Prints documents/second per core and the ratio to the bare loops (target >= 0.8x).
+Prints documents/second per core and the ratio to the bare loops (target: curate score >= 1.0x the bare
+read + predict loop). Timings are medians of --repeats interleaved rounds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -75,27 +77,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=10000, help="documents to score (0: all)")
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=2, help="best of N for each timing")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; each timing is their median")
+    ap.add_argument("--small-model", action="store_true", help="train a 1-epoch, 10k x 8 classifier (a quick check)")
+    ap.add_argument("--train-data", type=Path, default=Path("/work/shared/data"),
+                    help="shared data folder (medical/medical.jsonl, general/enwiki.jsonl) the classifier is trained on")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     folder = Path(tempfile.mkdtemp(prefix="bench-ft-"))
     model_path = args.model
     if model_path is None:
         model_path = folder / "med_vs_wiki.bin"
-        pos = read_texts([Path("/work/shared/data/medical/medical.jsonl")], limit=5000)
-        neg = read_texts([Path("/work/shared/data/general/enwiki.jsonl")], limit=5000)
-        train_classifier(pos, neg, model_path, TrainParams(valid_fraction=0.1))
+        pos = read_texts([args.train_data / "medical" / "medical.jsonl"], limit=5000)
+        neg = read_texts([args.train_data / "general" / "enwiki.jsonl"], limit=5000)
+        small = {"epochs": 1, "dim": 8, "bucket": 10_000} if args.small_model else {}
+        train_classifier(pos, neg, model_path, TrainParams(valid_fraction=0.1, **small))
     data = _slice(args.data, args.limit or None, folder)
     texts = read_texts([data])
     model = load_fasttext(model_path)
     n = len(texts)
     curate_score(data, model_path, folder, args.batch_size)  # warm-up: imports, model into the cache
     runs: dict[str, list[float]] = {"bare": [], "bare_rp": [], "curate": []}
-    for _ in range(args.repeats):  # interleaved, best of N: a busy shared machine hits all three alike
+    for _ in range(args.repeats):  # interleaved, medians: a busy shared machine hits all three alike
         runs["bare"].append(bare_predict(model, texts))
         runs["bare_rp"].append(bare_read_predict(model, data))
         runs["curate"].append(curate_score(data, model_path, folder, args.batch_size))
-    bare, bare_rp, cur = min(runs["bare"]), min(runs["bare_rp"]), min(runs["curate"])
+    bare, bare_rp, cur = (statistics.median(runs[k]) for k in ("bare", "bare_rp", "curate"))
 
     t = Table(title=f"fastText scoring, {n:,} documents of {args.data.name}, model {model_path.name} "
                     f"({model_path.stat().st_size / 2**20:.0f} MiB), 1 core")
@@ -106,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     Console().print(t)
     Console().print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
                     "model loading is excluded from all three (warm-up run first)")
-    ratio = bare / cur
-    Console().print(f"curate score / bare predict = {ratio:.2f}x (target >= 0.80x): {'met' if ratio >= 0.8 else 'NOT met'}")
+    ratio = bare_rp / cur
+    Console().print(f"curate score / bare read + predict = {ratio:.2f}x (target >= 1.00x): "
+                    f"{'met' if ratio >= 1.0 else 'NOT met'}; / bare predict = {bare / cur:.2f}x")
     shutil.rmtree(folder, ignore_errors=True)
     return 0
 

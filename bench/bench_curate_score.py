@@ -68,11 +68,14 @@ def main() -> int:
     ap.add_argument("--corpus", default="/work/shared/data/medical/medical.jsonl")
     ap.add_argument("--docs", type=int, default=8000)
     ap.add_argument("--dir", default="/tmp/bench_curate_score")
+    ap.add_argument("--local-only", action="store_true", help="skip the Ray run (no cluster start-up)")
     args = ap.parse_args()
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     recipe = prepare(Path(args.corpus), root, args.docs)
     runs = [("local, 1 worker", "local", 1), ("local, 2 workers", "local", 2), ("ray (local cluster), 2 workers", "ray", 2)]
+    if args.local_only:
+        runs = runs[:2]
     print(f"{args.docs:,} documents of {args.corpus} in 4 files, 4 tasks; heuristics gopher_quality, "
           f"gopher_repetition, c4; exact dedup; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print("| executor | wall incl. start (s) | Ray start (s) | scoring command (s) | documents/s (command) |")

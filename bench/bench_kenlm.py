@@ -26,9 +26,10 @@ def main() -> None:
     ap.add_argument("--train-docs", type=int, default=3000)
     ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--order", type=int, default=4)
+    ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder (general/, medical/)")
     args = ap.parse_args()
-    model = train_ngram(read(DATA / "medical" / "medical.jsonl", args.train_docs), order=args.order)
-    texts = read(DATA / "general" / "enwiki.jsonl", args.docs)
+    model = train_ngram(read(args.data / "medical" / "medical.jsonl", args.train_docs), order=args.order)
+    texts = read(args.data / "general" / "enwiki.jsonl", args.docs)
     n_tokens = sum(len(words(t)) + 1 for t in texts)
     with tempfile.TemporaryDirectory() as tmp:
         arpa = Path(tmp) / "ref.arpa"

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lm-only", action="store_true", help="skip the n-gram scorer")
     ap.add_argument("--model", type=Path, default=None,
                     help="score with this model folder (HF or GGUF, e.g. SmolLM2) instead of a random 12M Llama")
+    ap.add_argument("--small", action="store_true", help="a 1-layer LM and one LM setting (a quick check that it runs)")
     args = ap.parse_args(argv)
     rows = []
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
@@ -97,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
-            n_params = tiny_llama(Path(tmp), texts[:1000], vocab=8192, hidden=256, layers=6)
+            n_params = tiny_llama(Path(tmp), texts[:1000], vocab=512 if args.small else 8192,
+                                  hidden=64 if args.small else 256, layers=1 if args.small else 6)
         model_dir = str(args.model or tmp)
         settings = ((256, 4096), (512, 8192), (1024, 8192)) + (((1024, 65536),) if device == "cuda" else ())
+        settings = settings[:1] if args.small else settings
         for max_length, batch_tokens in settings:
             scorer = LMScorer(model_dir, batch_tokens=batch_tokens, max_length=max_length, device=device)
             if args.model is not None:

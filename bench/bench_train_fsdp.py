@@ -46,7 +46,8 @@ def main() -> None:
                            stderr=subprocess.DEVNULL)
             rows = [r for r in read_metrics(folder / f"run{n}" / "metrics.jsonl") if r["kind"] == "train"][args.warmup:]
             results[n] = {"step_s": statistics.median(args.batch * args.seq / r["tokens_per_s"] for r in rows),
-                          "mfu": statistics.median(r["mfu"] for r in rows), "loss": rows[-1]["loss"]}
+                          # metrics hold mfu only where a peak is known (on CPU: --peak-flops)
+                          "mfu": statistics.median(r.get("mfu", float("nan")) for r in rows), "loss": rows[-1]["loss"]}
     print(f"\nbatch {args.batch} x seq {args.seq}, hidden {args.hidden}, {args.layers} layers, {args.steps} steps\n")
     print(f"{'processes':<12}{'step s (median)':>16}{'tokens/s':>12}{'MFU':>8}{'final loss':>12}")
     for n, r in results.items():

@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=300)
+    ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder (general/, medical/)")
     args = ap.parse_args()
-    sets = {"enwiki": read(DATA / "general" / "enwiki.jsonl", args.docs),
-            "medical": read(DATA / "medical" / "medical.jsonl", args.docs),
+    sets = {"enwiki": read(args.data / "general" / "enwiki.jsonl", args.docs),
+            "medical": read(args.data / "medical" / "medical.jsonl", args.docs),
             "python source": [p.read_text() for p in sorted(ROOT.glob("*/*.py"))[:60]]}
     regex, spacy = word_tokenizer("regex"), word_tokenizer("spacy")
     spacy.word_tokenize("warm up")  # load the blank pipeline outside the timing

@@ -231,9 +231,9 @@ def _jsonl_item(raw: bytes | None, length: int, offset: int, pos: int, piece: Pi
                 cfg: SourceConfig) -> Record | Reject:
     if raw is not None:
         try:
-            obj = orjson.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, orjson.JSONDecodeError):
-            obj = None  # told apart below, off the common path
+            obj = orjson.loads(raw)  # bytes: orjson checks the UTF-8 itself, without a decoded copy of the line
+        except orjson.JSONDecodeError:
+            obj = None  # invalid UTF-8 or JSON: told apart below, off the common path
         if type(obj) is dict:
             text = obj.get(cfg.text_field)
             if type(text) is str and text.strip():

@@ -35,15 +35,20 @@ def prepare(text: str) -> str:
 def positive_probabilities(model, texts: list[str], label: str) -> list[float]:
     """P(label) for each text, from a k=-1 prediction so every label's probability is returned.
 
-    One predict call per text: fastText's list form builds padded arrays and measured ~20% slower.
+    One call of fastText's compiled predict per text, with the line ending its Python `predict`
+    would add: that wrapper re-checks for newlines (`prepare` removed them) and builds a NumPy
+    array per text, as much work again as reading the line; its list form builds padded arrays
+    and measured ~20% slower still.
     """
+    predict = model.f.predict
     out = []
     for text in texts:
-        labels, probs = model.predict(prepare(text), k=-1)
-        try:
-            out.append(float(probs[labels.index(label)]))
-        except ValueError:  # fastText omits labels whose probability underflows to zero
-            out.append(0.0)
+        p = 0.0  # fastText omits labels whose probability underflows to zero
+        for prob, name in predict(prepare(text) + "\n", -1, 0.0, "strict"):
+            if name == label:
+                p = prob
+                break
+        out.append(float(p))
     return out
 
 

@@ -9,11 +9,30 @@ summary table per run.
 
 from __future__ import annotations
 
+import functools
+import queue
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from copy import deepcopy
 from typing import Iterator
 
 from datatrove.executor import LocalPipelineExecutor
+from datatrove.utils.stats import PipelineStats
+
+
+def _cache_loguru_lib_dirs() -> None:
+    """loguru asks sysconfig for every install scheme's library folders each time a sink is added
+    (~20 ms, several times a task as datatrove swaps its sinks); they do not change within a process."""
+    try:
+        from loguru._better_exceptions import ExceptionFormatter
+    except ImportError:  # another loguru layout: only slower
+        return
+    lib_dirs = getattr(ExceptionFormatter, "_get_lib_dirs", None)
+    if lib_dirs is not None and not hasattr(lib_dirs, "cache_info"):
+        ExceptionFormatter._get_lib_dirs = staticmethod(functools.cache(lib_dirs))
+
+
+_cache_loguru_lib_dirs()
 
 
 @contextmanager
@@ -59,7 +78,29 @@ class QuietLocalExecutor(LocalPipelineExecutor):
             return super()._launch_run_for_rank(rank, ranks_q, completed, completed_lock)
 
     def run(self):
-        if self.verbose:
+        with nullcontext() if self.verbose else console_warnings_only():
+            if self.workers == 1 and not self.depends:
+                return self._run_here()
             return super().run()
-        with console_warnings_only():
-            return super().run()
+
+    def _run_here(self) -> PipelineStats | None:
+        """datatrove's one-worker path (tasks one after the other in this process) without the
+        multiprocess Manager it starts for any worker count: a forked server process and its
+        shutdown cost more than scoring a few thousand documents."""
+        self._launched = True
+        ranks = range(self.local_rank_offset, self.local_rank_offset + self.local_tasks)
+        todo = self.get_incomplete_ranks(ranks)
+        if not todo:
+            return None
+        self.save_executor_as_json()
+        local_ranks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        local_ranks.put(0)
+        pipeline = self.pipeline
+        stats = []
+        for rank in todo:
+            self.pipeline = deepcopy(pipeline)  # each task starts from the pipeline as built, as datatrove does
+            stats.append(self._launch_run_for_rank(rank, local_ranks))
+        total = sum(stats, start=PipelineStats())
+        with self.logging_dir.open("stats.json", "wt") as f:
+            total.save_to_disk(f)
+        return total

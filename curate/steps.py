@@ -114,34 +114,28 @@ class ScoreWriter(PipelineStep):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from continua.progress import progress
 
-        base: dict[str, list] = {k: [] for k in ("doc_id", "source", "path", "row", "n_chars", "n_tokens", "text_hash")}
-        extra: dict[str, list] = {}
-        n = 0
+        ids: list[str] = []
+        n_chars: list[int] = []
+        hashes: list[str] = []
+        metas: list[dict] = []
+        # the per-document work is only what needs the text; columns are built from the metadata after the loop
         for doc in progress(data, desc=f"score {self.source_dir.name} task {rank}", unit="doc",
                         disable=not self.show_progress, mininterval=2.0, position=rank if world_size > 1 else None):
-            md = doc.metadata
-            base["doc_id"].append(doc.id)
-            base["source"].append(md["source"])
-            base["path"].append(md["path"])
-            base["row"].append(md["row"])
-            base["n_chars"].append(len(doc.text))
-            base["n_tokens"].append(md.get("n_tokens"))
-            base["text_hash"].append(text_hash(doc.text))
-            for key, value in md.items():
-                if key in LOCATION_KEYS or key == "n_tokens":
-                    continue
-                col = extra.setdefault(key, [None] * n)
-                col.append(value)
-            n += 1
-            for col in extra.values():  # a scorer that skipped this doc leaves a null, never a shifted column
-                if len(col) < n:
-                    col.append(None)
+            text = doc.text
+            ids.append(doc.id)
+            n_chars.append(len(text))
+            hashes.append(text_hash(text))
+            metas.append(doc.metadata)
             yield doc
-        self.stat_update("scored", value=n)
+        self.stat_update("scored", value=len(ids))
+        base = {"doc_id": ids, **{k: [md[k] for md in metas] for k in LOCATION_KEYS}, "n_chars": n_chars,
+                "n_tokens": [md.get("n_tokens") for md in metas], "text_hash": hashes}
         frame = pl.DataFrame(base, schema={"doc_id": pl.String, "source": pl.String, "path": pl.String,
                                            "row": pl.Int64, "n_chars": pl.Int64, "n_tokens": pl.Int64,
                                            "text_hash": pl.String})
+        # every other metadata entry is a score column; a scorer that skipped a document leaves a null there
+        extra = sorted({k for md in metas for k in md} - {*LOCATION_KEYS, "n_tokens"})
         if extra:
-            frame = frame.with_columns(pl.DataFrame({k: extra[k] for k in sorted(extra)}, strict=False))
+            frame = frame.with_columns(pl.DataFrame({k: [md.get(k) for md in metas] for k in extra}, strict=False))
         with atomic_path(self.source_dir / "scores" / f"{task_name(rank)}.parquet") as tmp:
             frame.write_parquet(tmp)

@@ -23,7 +23,8 @@ def _log(message: str) -> None:
 def _recipe(args: argparse.Namespace):
     overrides = list(args.overrides or [])
     for flag, key in (("budget", "budget"), ("top", "top"), ("epochs", "epochs"), ("score", "score"),
-                      ("replay", "replay"), ("preset", "preset"), ("resample", "resample"), ("workers", "workers")):
+                      ("replay", "replay"), ("preset", "preset"), ("resample", "resample"), ("workers", "workers"),
+                      ("executor", "executor")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"mix.{key}={value}" if not isinstance(value, str) else f"mix.{key}={toml_value(value)}")
@@ -43,11 +44,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from mix.build import build_recipe
+    from continua.recipe import RecipeError
 
     recipe = _recipe(args)
-    manifest = build_recipe(recipe, workers=args.workers, log=_log)
-    _log(f"wrote {manifest}")
+    executor = recipe.mix.executor or recipe.curate.executor
+    if args.dry_run is not None and executor != "slurm":
+        raise RecipeError(f"--dry-run writes Slurm scripts: it needs [mix] executor = \"slurm\" (not {executor!r})")
+    if executor == "local":
+        from mix.build import build_recipe
+
+        manifest = build_recipe(recipe, workers=args.workers, log=_log)
+        _log(f"wrote {manifest}")
+        return 0
+    from mix.build_stages import build_on_executor
+
+    manifest, subs = build_on_executor(recipe, executor, workers=args.workers, dry_run=args.dry_run, log=_log)
+    if manifest is not None:
+        _log(f"wrote {manifest}")
+        return 0
+    for sub in subs:
+        _console.print(f"{sub.job_name} -> {args.dry_run / sub.script if args.dry_run else 'job ' + sub.job_id}")
+    if args.dry_run:
+        _console.print(f"nothing submitted (--dry-run); submit with {args.dry_run / 'submit.sh'}")
+    else:
+        _console.print(f"{len(subs)} Slurm job(s) submitted; the manifest appears when the merge job ends")
     return 0
 
 
@@ -88,7 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "mix/shards/SOURCE/{train,valid}/NNNNN.ds and write mix/shards/manifest.json. Re-running "
                        "skips sources already complete for the same plan.")
     recipe_args(p)
-    p.add_argument("--workers", type=int, help="tokenizer processes (default [mix] workers; 0 = one per core; 1 = in-process, threaded)")
+    p.add_argument("--workers", type=int, help="tokenizer processes (default [mix] workers; 0 = one per core; 1 = "
+                   "in-process, threaded); on ray/slurm: tasks at once")
+    p.add_argument("--executor", choices=["local", "ray", "slurm"],
+                   help="where to tokenize (default [mix] executor, else [curate] executor): this machine, or one "
+                   "task per piece of the plan on Ray / Slurm, then a merge task writing the shards and manifest")
+    p.add_argument("--dry-run", type=Path, default=None, metavar="FOLDER",
+                   help="executor = slurm: write the sbatch scripts and a submit.sh to FOLDER, submit nothing")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("show", help="print a plan's table and plot its mixture",
@@ -101,7 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(f"mix {args.command}", lambda: args.func(args))
+    failures: tuple[type[BaseException], ...] = ()
+    if args.command == "build":  # a cluster build's failures are runtime failures, named in one line
+        from continua.lock import LockHeld
+        from curate.executors import StageFailed
+        from curate.slurm import SharedFolderError
+
+        failures = (StageFailed, SharedFolderError, LockHeld)
+    return run_command(f"mix {args.command}", lambda: args.func(args), failures=failures)
 
 
 if __name__ == "__main__":

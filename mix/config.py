@@ -53,6 +53,10 @@ class MixConfig:
     # shards
     shard_tokens: int = 100_000_000  # at most this many tokens per .ds file
     workers: int = 0  # tokenizer processes for `mix build`: 0 = one per CPU core; 1 = in-process, threaded tokenizer
+    # (on ray/slurm: tasks at once; 0 = one per piece)
+    # where `mix build` tokenizes: this machine, or one task per piece on Ray / Slurm ([curate.ray] / [curate.slurm]
+    # settings); unset: the [curate] executor
+    executor: Literal["local", "ray", "slurm"] | None = None
     out: Path | None = path_field(None, must_exist=False)  # default: <run.out_dir>/mix
 
     def validate(self) -> None:
