@@ -39,7 +39,7 @@ def world(tmp_path_factory) -> dict:
 def _sets(w: dict) -> list[str]:
     return [f'data.tokenizer="{w["tok"]}"', f'data.sources.domain.paths=["{w["med"]}"]',
             f'data.sources.general.paths=["{w["gen"]}"]', f'curate.classifiers.quality="{w["classifier"]}"',
-            "mix.valid_fraction=0.05", "mix.workers=1", "train.seq_len=32", "train.batch_size=4", "train.nproc=1",
+            "mix.valid_fraction=0.05", "mix.workers=1", "train.seq_len=32", "train.batch_size=4", "train.nproc=1", "train.threads=1",
             "train.tensorboard=false", "eval.num_evals=4", "eval.max_batches=2", "eval.batch_size=4",
             "schedule.warmup=1"]
 
