@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                "medical": sample(args.data / "medical" / "medical.jsonl", args.medical_chars, 0)}
     for name, docs in corpora.items():
         (out / "data").mkdir(parents=True, exist_ok=True)
+        if (out / "data" / f"{name}.jsonl").exists():  # a re-run keeps the files (and the scores made of them)
+            continue
         with atomic_open(out / "data" / f"{name}.jsonl") as f:
             f.writelines(json.dumps(d) + "\n" for d in docs)
     if not (out / "tokenizer" / "tokenizer.json").exists():
