@@ -107,7 +107,7 @@ def choose(result: dict, tolerance: float, params: float | None = None, tokens: 
 def _grid_check(result: dict, n: float, d: float, limits: dict, domain: list[str], general: list[str], choice: dict) -> dict | None:
     """The observed runs at the target (N, D): the best feasible one, and the run nearest the choice."""
     at = [r for r in result["runs"] if math.isclose(r["N"], n, rel_tol=1e-6)
-          and math.isclose(r["steps"] * r["tokens_per_step"], d, rel_tol=0.02)]
+          and math.isclose(r["steps"] * r["tokens_per_step"], d, rel_tol=0.2)]  # a plan may round a share's steps
     if not at:
         return None
     dom = {r["run"]: float(np.mean([r["final"][k] for k in domain])) for r in at}
@@ -189,6 +189,7 @@ def fit_command(args) -> int:
     con = Console(stderr=True)
     runs = load_sweeps(args.sweeps)["runs"]
     result = fit_sweep(runs, args.holdout, n_boot=args.boot, curve_boot=max(2, args.boot // 3), curves=args.curves,
+                       points=args.points,
                        say=lambda m: con.print(f"[cyan]law fit[/]: {m}", highlight=False))
     path = write_fit(result, args.out)
     for line in summary_lines(result):
@@ -210,6 +211,8 @@ def add_law_command(sub) -> None:
     f.add_argument("--boot", type=int, default=30, help="bootstrap refits over runs for the intervals (default 30)")
     f.add_argument("--curves", choices=("heldout", "all", "none"), default="heldout",
                    help="fit the curve law for groups with a held-out run (default), every group, or none")
+    f.add_argument("--points", choices=("all", "final"), default="all",
+                   help="D-CPT rows per fitted run: every evaluation after step 0 (default: dense in D) or its final loss")
     f.set_defaults(func=fit_command)
     c = lsub.add_parser("choose", help="replay share and LR that meet a forgetting tolerance at the full budget",
                         description=__doc__.split("\n\n")[0])

@@ -1,8 +1,10 @@
 """`continua law fit SWEEP... --out DIR`: fit the laws of workflow.laws to a sweep's runs and judge
 them on held-out runs.
 
-* D-CPT, per validation set and per arm (peak LR x schedule): final loss of each fitted run over
-  (N, D, own share); every held-out run of the arm is predicted with a bootstrap interval.
+* D-CPT, per validation set and per arm (peak LR x schedule): the loss of each fitted run over
+  (N, D, own share), at every evaluation after step 0 (`--points all`, the default: dense early
+  evaluation gives the D axis from few runs) or at its end only (`--points final`); the final loss
+  of every held-out run of the arm is predicted with a bootstrap interval.
 * CPT curve, per validation set and per group of runs with the same base and replay share: the
   whole curve of each run from its LR trace; held-out curves (other LRs or schedules) are
   predicted step by step (MAPE) and their stability-gap depth compared.
@@ -97,7 +99,18 @@ def _arm(run: dict) -> tuple[float, str]:
     return (float(run["lr"]), str(run["schedule"]))
 
 
-def _fit_dcpt(runs: list[dict], hold: set[str], n_boot: int, say) -> list[dict]:
+def _points(r: dict, key: str, points: str) -> list[tuple[np.ndarray, float]]:
+    """D-CPT rows of one run: its final loss, or (points = "all") every evaluation after step 0 at the
+    tokens seen so far (denser in D; mid-schedule points are not annealed, so they bias the fit)."""
+    s = own_share(r, key)
+    if points == "final":
+        return [(dcpt_x(r["N"], r["steps"] * r["tokens_per_step"], s), _final(r, key))]
+    vals = r["losses"][key]
+    return [(dcpt_x(r["N"], st * r["tokens_per_step"], s), float("nan") if v is None else float(v))
+            for st, v in zip(r["eval_steps"], vals) if st > 0]
+
+
+def _fit_dcpt(runs: list[dict], hold: set[str], n_boot: int, say, points: str = "final") -> list[dict]:
     out = []
     keys = sorted({k for r in runs for k in r["roles"]})
     arms = sorted({_arm(r) for r in runs})
@@ -107,10 +120,11 @@ def _fit_dcpt(runs: list[dict], hold: set[str], n_boot: int, say) -> list[dict]:
             fit_runs = [r for r in mine if r["run"] not in hold]
             test_runs = [r for r in mine if r["run"] in hold]
             what = f"D-CPT {key} at lr {arm[0]:g} {arm[1]}"
-            X = np.array([dcpt_x(r["N"], r["steps"] * r["tokens_per_step"], own_share(r, key)) for r in fit_runs]).reshape(-1, 3)
-            y = np.array([_final(r, key) for r in fit_runs])
-            say(f"fitting {what} on {len(fit_runs)} runs ({len(test_runs)} held out)")
-            fit = fit_law(DCPT, X, y, [r["run"] for r in fit_runs], n_boot=n_boot, what=what)
+            rows_of = [(r, x, v) for r in fit_runs for x, v in _points(r, key, points)]
+            X = np.array([x for _, x, _ in rows_of]).reshape(-1, 3)
+            y = np.array([v for _, _, v in rows_of])
+            say(f"fitting {what} on {len(fit_runs)} runs ({len(y)} points, {len(test_runs)} runs held out)")
+            fit = fit_law(DCPT, X, y, [r["run"] for r, _, _ in rows_of], n_boot=n_boot, what=what)
             rows = []
             if test_runs:
                 Xh = np.array([dcpt_x(r["N"], r["steps"] * r["tokens_per_step"], own_share(r, key)) for r in test_runs])
@@ -118,8 +132,9 @@ def _fit_dcpt(runs: list[dict], hold: set[str], n_boot: int, say) -> list[dict]:
                 for r, x, p, a, b in zip(test_runs, Xh, pred, lo, hi):
                     rows.append({"run": r["run"], "N": r["N"], "D": r["steps"] * r["tokens_per_step"], "share": float(x[2]),
                                  "observed": _final(r, key), "predicted": float(p), "lo": float(a), "hi": float(b)})
-            in_rows = [{"run": r["run"], "observed": float(o), "predicted": float(p)}
-                       for r, o, p in zip(fit_runs, y, DCPT.predict(fit.theta, X))]
+            finals = np.array([dcpt_x(r["N"], r["steps"] * r["tokens_per_step"], own_share(r, key)) for r in fit_runs])
+            in_rows = [{"run": r["run"], "observed": _final(r, key), "predicted": float(p)}
+                       for r, p in zip(fit_runs, DCPT.predict(fit.theta, finals.reshape(-1, 3)))]
             out.append({"set": key, "role": mine[0]["roles"][key], "lr": arm[0], "schedule": arm[1], "fit": fit.to_json(),
                         "in_sample": in_rows, "heldout": rows,
                         "heldout_mae": mae([h["predicted"] for h in rows], [h["observed"] for h in rows]) if rows else None})
@@ -173,7 +188,7 @@ def _fit_curves(runs: list[dict], hold: set[str], n_boot: int, say, only_with_he
 
 
 def fit_sweep(runs: list[dict], holdout: list[str], *, n_boot: int = 30, curve_boot: int = 10,
-              curves: str = "heldout", say=lambda m: None) -> dict:
+              curves: str = "heldout", points: str = "all", say=lambda m: None) -> dict:
     """Fit D-CPT per set and arm, and the curve law per set and group; returns what fit.json holds."""
     if len(runs) < 2:
         raise LawError(f"the sweep has {len(runs)} run(s); fitting a law needs at least two")
@@ -184,7 +199,7 @@ def fit_sweep(runs: list[dict], holdout: list[str], *, n_boot: int = 30, curve_b
               "roles": {k: v for r in runs for k, v in r["roles"].items()},
               "runs": [{k: r[k] for k in ("run", "N", "replay", "lr", "schedule", "fraction", "steps", "tokens_per_step")}
                        | {"final": {k: _final(r, k) for k in r["roles"]}} for r in runs],
-              "dcpt": _fit_dcpt(runs, hold, n_boot, say)}
+              "points": points, "dcpt": _fit_dcpt(runs, hold, n_boot, say, points)}
     if curves != "none":
         result["curve"] = _fit_curves(runs, hold, curve_boot, say, only_with_heldout=curves == "heldout")
     return result

@@ -30,7 +30,8 @@ def plot_pred_vs_obs(result: dict, path: Path) -> Path:
         if d["heldout"]:
             o = [r["observed"] for r in d["heldout"]]
             p = [r["predicted"] for r in d["heldout"]]
-            err = [[r["predicted"] - r["lo"] for r in d["heldout"]], [r["hi"] - r["predicted"] for r in d["heldout"]]]
+            err = [[max(0.0, r["predicted"] - r["lo"]) for r in d["heldout"]],  # a bootstrap band need not hold the point fit
+                   [max(0.0, r["hi"] - r["predicted"]) for r in d["heldout"]]]
             ax.errorbar(o, p, yerr=err, fmt="x", ms=7, capsize=3, label=f"{label} (held out)")
             obs, pred = obs + o, pred + p
         if obs:

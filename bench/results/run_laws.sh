@@ -26,10 +26,11 @@ continua sweep "$OUT/cpt.toml" --out "$OUT/sweep-large" --grid $SHARES --grid $L
 continua sweep "$OUT/cpt.toml" --out "$OUT/sweep-sched" --grid schedule=cosine,constant,wsd,infinite --grid $LRS \
     --grid replay=0.1 --grid model=$M
 # fits: (a) held out the large base's full-budget runs (longer D); (b) held out every large-base run (larger N too)
-continua law fit "$OUT/sweep-small" "$OUT/sweep-large" --holdout fraction=1 --curves none --out "$OUT/fit"
+BOOT=${BOOT:-12}   # bootstrap refits per law (the machine is shared: 12 keeps every fit under a few minutes)
+continua law fit "$OUT/sweep-small" "$OUT/sweep-large" --holdout fraction=1 --curves none --boot $BOOT --out "$OUT/fit"
 continua law fit "$OUT/sweep-small" "$OUT/sweep-large" --holdout N\>=$(python -c "
-import json; print(max(r['N'] for r in json.load(open('$OUT/sweep-large/sweep.json'))['runs']))") --curves none --out "$OUT/fit-n"
-continua law fit "$OUT/sweep-sched" --holdout schedule=wsd --holdout schedule=infinite --curves heldout --out "$OUT/fit-sched"
+import json; print(max(r['N'] for r in json.load(open('$OUT/sweep-large/sweep.json'))['runs']))") --curves none --boot $BOOT --out "$OUT/fit-n"
+continua law fit "$OUT/sweep-sched" --holdout schedule=wsd --holdout schedule=infinite --curves heldout --boot $BOOT --out "$OUT/fit-sched"
 continua merge "$L" "$OUT/sweep-large/cpt-r0-lr3e-3-f100/train" --out "$OUT/merge" --lambdas 0,0.25,0.5,0.75,1
 continua law choose "$OUT/fit" --tolerance "$TOL" --out "$OUT/choice" --merge "$OUT/merge"
 continua law choose "$OUT/fit-n" --tolerance "$TOL" --out "$OUT/choice-n" --merge "$OUT/merge"
