@@ -55,7 +55,8 @@ def _base_general(result: dict, n: float, key: str, given: float | None) -> floa
 
 def choose(result: dict, tolerance: float, params: float | None = None, tokens: float | None = None,
            base_general: float | None = None) -> dict:
-    """Evaluate every arm's fitted D-CPT laws over replay shares 0..0.95 and pick the best feasible point."""
+    """Evaluate every arm's fitted D-CPT laws over the replay shares the fitted runs span (in steps of
+    0.01, within 0..0.95: a law is not trusted outside the shares it saw) and pick the best feasible point."""
     if not tolerance >= 0:
         raise LawError(f"--tolerance {tolerance}: must be >= 0 nats")
     n, d = target_of(result, params, tokens)
@@ -66,22 +67,24 @@ def choose(result: dict, tolerance: float, params: float | None = None, tokens: 
         raise LawError("the sweep needs a domain and a general validation set to choose a replay share")
     limits = {k: _base_general(result, n, k, base_general) + tolerance for k in general}
     arms = sorted({(e["lr"], e["schedule"]) for e in result["dcpt"]})
+    fitted = [r["replay"] for r in result["runs"] if r["run"] not in set(result["heldout_runs"])]
+    shares = SHARES[(SHARES >= min(fitted) - 1e-9) & (SHARES <= max(fitted) + 1e-9)]  # no extrapolation in share
     fronts, best = [], None
     for lr, sched in arms:
         fits = {e["set"]: fit_from_json(e) for e in result["dcpt"] if e["lr"] == lr and e["schedule"] == sched}
         if not set(domain + general) <= set(fits):
             continue
-        dom = [predict_interval(fits[k], DCPT.predict, np.stack([dcpt_x(n, d, 1 - r) for r in SHARES])) for k in domain]
-        gen = [predict_interval(fits[k], DCPT.predict, np.stack([dcpt_x(n, d, r) for r in SHARES])) for k in general]
+        dom = [predict_interval(fits[k], DCPT.predict, np.stack([dcpt_x(n, d, 1 - r) for r in shares])) for k in domain]
+        gen = [predict_interval(fits[k], DCPT.predict, np.stack([dcpt_x(n, d, r) for r in shares])) for k in general]
         dom_p, dom_lo, dom_hi = (np.mean([x[i] for x in dom], axis=0) for i in range(3))
         feasible = np.all([g[0] <= limits[k] for g, k in zip(gen, general)], axis=0)
-        front = {"label": f"lr {lr:g} {sched}", "lr": lr, "schedule": sched, "replay": SHARES.tolist(),
+        front = {"label": f"lr {lr:g} {sched}", "lr": lr, "schedule": sched, "replay": shares.tolist(),
                  "domain": dom_p.tolist(), "domain_lo": dom_lo.tolist(), "domain_hi": dom_hi.tolist(),
                  "general": gen[0][0].tolist(), "general_lo": gen[0][1].tolist(), "general_hi": gen[0][2].tolist(),
                  "feasible": feasible.tolist(), "chosen": None}
         if feasible.any():
             i = int(np.flatnonzero(feasible)[np.argmin(dom_p[feasible])])
-            front["chosen"] = {"replay": float(SHARES[i]), "domain": float(dom_p[i]), "domain_lo": float(dom_lo[i]),
+            front["chosen"] = {"replay": float(shares[i]), "domain": float(dom_p[i]), "domain_lo": float(dom_lo[i]),
                                "domain_hi": float(dom_hi[i]), "general": float(gen[0][0][i]),
                                "general_lo": float(gen[0][1][i]), "general_hi": float(gen[0][2][i]),
                                "general_upper_within": bool(all(g[2][i] <= limits[k] for g, k in zip(gen, general)))}
@@ -92,7 +95,7 @@ def choose(result: dict, tolerance: float, params: float | None = None, tokens: 
         raise LawError("no arm (LR x schedule) has fitted laws for every domain and general set")
     if best is None:
         lowest = min((min(f["general"]), f["label"], f["replay"][int(np.argmin(f["general"]))]) for f in fronts)
-        raise LawError(f"no replay share in [0, 0.95] keeps the predicted {general[0]} within {tolerance:g} nats of the "
+        raise LawError(f"no replay share in [{shares[0]:g}, {shares[-1]:g}] (the fitted runs' range) keeps the predicted {general[0]} within {tolerance:g} nats of the "
                        f"base ({min(limits.values()) - tolerance:.4f}): the lowest predicted is {lowest[0]:.4f} "
                        f"({lowest[1]}, replay {lowest[2]:g}); raise --tolerance or add runs with more replay")
     front, pick = best

@@ -120,6 +120,9 @@ def _fit_dcpt(runs: list[dict], hold: set[str], n_boot: int, say, points: str = 
             fit_runs = [r for r in mine if r["run"] not in hold]
             test_runs = [r for r in mine if r["run"] in hold]
             what = f"D-CPT {key} at lr {arm[0]:g} {arm[1]}"
+            if len(fit_runs) < 2:  # e.g. a schedule sweep: one run per arm, for the curve law only
+                say(f"{what}: {len(fit_runs)} fitted run(s), not fitted (needs two)")
+                continue
             rows_of = [(r, x, v) for r in fit_runs for x, v in _points(r, key, points)]
             X = np.array([x for _, x, _ in rows_of]).reshape(-1, 3)
             y = np.array([v for _, _, v in rows_of])
@@ -202,6 +205,9 @@ def fit_sweep(runs: list[dict], holdout: list[str], *, n_boot: int = 30, curve_b
               "points": points, "dcpt": _fit_dcpt(runs, hold, n_boot, say, points)}
     if curves != "none":
         result["curve"] = _fit_curves(runs, hold, curve_boot, say, only_with_heldout=curves == "heldout")
+    if not result["dcpt"] and not result.get("curve"):
+        raise LawError("no law could be fitted: every arm (LR x schedule) has fewer than two fitted runs and no "
+                       "group of runs of one base and share has two curves; add runs or hold out fewer")
     return result
 
 

@@ -40,7 +40,10 @@ def plot_pred_vs_obs(result: dict, path: Path) -> Path:
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
     ax.set_xlabel("observed final loss (nats/token)")
     ax.set_ylabel("D-CPT predicted final loss")
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
+    else:  # a curve-law-only fit (e.g. a schedule sweep: one run per arm)
+        ax.set_title("no D-CPT fit: fewer than two runs per arm")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
