@@ -14,6 +14,8 @@ Two forms (the papers are listed in ../shared/docs/laws.md):
   momentum (m_i = lam m_{i-1} + (lr_{i-1} - lr_i), S2 = sum m_i; a re-warmup makes it negative, which
   is the stability gap), S0 the forward area the base model brings (fitted), and B the signed size of
   the shift to the new data (negative: the domain set improves; positive: the general set forgets).
+  The shift term is the saturating power law in the CPT forward area that summaries of Wang et al.
+  describe; their exact equation could not be read offline, so this form is ours to be checked.
 
 Fitting practice of the papers: residuals on log loss with a robust loss (scipy least_squares,
 soft_l1), several starts, bootstrap over runs (not points) for intervals, and the error reported on
