@@ -7,6 +7,9 @@ import sys
 
 from continua.exitcodes import run_command
 from workflow.compare import add_compare_command
+from workflow.lawchoose import add_law_command
+from workflow.merge import add_merge_command
+from workflow.sweep import add_sweep_command
 from continua.version import add_version_argument
 
 
@@ -18,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="the embedded demo: corpora from this machine, pre-training, then CPT "
                                 "(`continua demo --help` for its options)")
     add_compare_command(sub)
+    add_sweep_command(sub)
+    add_law_command(sub)
+    add_merge_command(sub)
     return parser
 
 

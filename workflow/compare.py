@@ -121,8 +121,10 @@ class RunSpec:
         return train_dir(self.recipe)
 
 
-def plan_runs(recipe_paths: list[Path], out: Path, overrides: list[str]) -> list[RunSpec]:
-    """Load every recipe (with `overrides`), give it its folders under `out`, and find what is shared.
+def plan_runs(recipe_paths: list[Path], out: Path, overrides: list[str],
+              per_run: list[list[str]] | None = None) -> list[RunSpec]:
+    """Load every recipe (with `overrides`, then its own `per_run` overrides, which a sweep uses to run
+    one recipe at several settings), give it its folders under `out`, and find what is shared.
 
     Every recipe is validated before anything runs, so a typo in the fifth recipe fails at once.
     """
@@ -131,8 +133,9 @@ def plan_runs(recipe_paths: list[Path], out: Path, overrides: list[str]) -> list
     names: dict[str, Path] = {}
     mix_owner: dict[str, str] = {}
     train_owner: dict[str, str] = {}
-    for path in recipe_paths:
-        first = load_recipe(path, overrides)
+    for i, path in enumerate(recipe_paths):
+        own = list(overrides) + (list(per_run[i]) if per_run else [])
+        first = load_recipe(path, own)
         name = first.run.name
         if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
             raise RecipeError(f"{path}: [run] name {name!r} must be a folder name (letters, digits, '-', '_', '.')")
@@ -145,7 +148,7 @@ def plan_runs(recipe_paths: list[Path], out: Path, overrides: list[str]) -> list
         owner = mix_owner.setdefault(mkey, name)
         trainer = train_owner.setdefault(train_key(first), name)
         run_dir = out / name
-        placed = list(overrides) + [
+        placed = own + [
             f"run.out_dir={_toml_str(run_dir)}",
             f"curate.out={_toml_str(out / 'curate' / ckey)}",
             f"mix.out={_toml_str(out / owner / 'mix')}",
@@ -343,8 +346,10 @@ def _print_table(rows: list[dict], console) -> None:
     console.print(table)
 
 
-def compare(recipe_paths: list[Path], out: Path, overrides: list[str] | None = None, log_x: bool = False) -> Path:
-    """Run every recipe (sharing scores and plans), then write the comparison; returns DIR/comparison.md."""
+def compare(recipe_paths: list[Path], out: Path, overrides: list[str] | None = None, log_x: bool = False,
+            per_run: list[list[str]] | None = None) -> Path:
+    """Run every recipe (sharing scores and plans), then write the comparison; returns DIR/comparison.md.
+    `per_run[i]` are overrides of recipe i alone (after `overrides`)."""
     from continua.console import make_console
     from train.report import write_report
 
@@ -352,7 +357,7 @@ def compare(recipe_paths: list[Path], out: Path, overrides: list[str] | None = N
         raise RecipeError("continua compare needs at least one recipe")
     console = make_console(stderr=True)
     out = Path(out).resolve()
-    specs = plan_runs(recipe_paths, out, list(overrides or []))
+    specs = plan_runs(recipe_paths, out, list(overrides or []), per_run)
     curated: set[str] = set()
     t_all = time.perf_counter()
     for i, spec in enumerate(specs, 1):
