@@ -122,6 +122,13 @@ class Recipe:
     def sections(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._names}
 
+    def replace(self, **sections: Any) -> "Recipe":
+        """A copy with some sections swapped (`recipe.replace(curate=...)`), like `dataclasses.replace`."""
+        unknown = set(sections) - set(self._names)
+        if unknown:
+            raise TypeError(f"Recipe has no section(s) {sorted(unknown)}")
+        return Recipe({**self.sections(), **sections}, self.path)
+
     def to_dict(self) -> dict:
         return {name: to_dict(value) for name, value in self.sections().items()}
 

@@ -55,7 +55,7 @@ def _merge(builder: Builder) -> None:
 
 def on_executor(recipe: Recipe, executor: str) -> Recipe:
     """The recipe with [curate] executor set to the one `mix build` runs on (its [curate.ray]/[curate.slurm] apply)."""
-    return dataclasses.replace(recipe, curate=dataclasses.replace(recipe.curate, executor=executor))
+    return recipe.replace(curate=dataclasses.replace(recipe.curate, executor=executor))
 
 
 def build_stages(builder: Builder, jobs: list[PieceJob], workers: int, cpus_per_task: int) -> list[Stage]:
@@ -83,7 +83,9 @@ def build_on_executor(recipe: Recipe, executor: str, workers: int | None = None,
     log(f"{len(jobs)} piece(s) to tokenize on {executor}")
     cpus = recipe.curate.ray.cpus_per_task if executor == "ray" else recipe.curate.slurm.cpus_per_task
     stages = build_stages(builder, jobs, workers or recipe.mix.workers or len(jobs) or 1, cpus)
-    subs = run_stages(recipe, stages, "mix-build", dry_run)
     if executor == "slurm":
-        return None, subs or []
+        from curate.slurm import submit_chain
+
+        return None, submit_chain(recipe, stages, "mix-build", dry_run)
+    run_stages(recipe, stages, "mix-build", dry_run)
     return builder.out / "manifest.json", []

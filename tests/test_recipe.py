@@ -137,3 +137,16 @@ def test_a_recipe_without_registered_stages_says_where_sections_come_from(tmp_pa
     monkeypatch.setattr(recipe_module, "section_types", lambda: dict(recipe_module.BASE_SECTIONS))
     with pytest.raises(RecipeError, match=r"unknown section \[mix\] \(known sections: run, data\); no stage declared"):
         load_recipe(write(tmp_path, '[mix]\nbudget = "40%"\n'))
+
+
+def test_replace_swaps_a_section_and_leaves_the_original_alone(tmp_path):
+    import dataclasses
+
+    from continua.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"train": {"steps": 3}}, base_dir=tmp_path)
+    other = recipe.replace(train=dataclasses.replace(recipe.train, steps=7))
+    assert (recipe.train.steps, other.train.steps) == (3, 7)
+    assert other.mix == recipe.mix and other.path == recipe.path
+    with pytest.raises(TypeError, match="no section"):
+        recipe.replace(nosuch=1)
