@@ -19,7 +19,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -29,7 +28,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from continua import checksums
 from continua.io import write_json
 from train import dcp_safe
-from train.parallel import Dist, barrier
+from train.parallel import Dist
 
 STEP_RE = re.compile(r"^step_(\d{7,})$")
 TRAINER_STATE = "trainer.json"
@@ -72,19 +71,21 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     folder = checkpoints_dir(run_dir)
     final = folder / f"step_{step:07d}"
     tmp = folder / f".tmp_step_{step:07d}"
-    if d.is_main:
+    def start() -> None:
         for stale in folder.glob(".tmp_step_*"):  # left by a crash during an earlier save
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
-    barrier()
+
+    d.agree(start if d.is_main else lambda: None, f"creating {tmp}")
     model_sd, optim_sd = get_state_dict(model, optimizer)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
     _save_rng(tmp / f"rng_{d.rank}.safetensors")
-    barrier()
+    d.barrier()
     # every rank hashes a share of the files; the main rank writes the manifest last
     names = sorted(p.name for p in tmp.iterdir() if p.is_file())
-    parts = _gather(checksums.describe(tmp, names[d.rank::d.world]))
-    if d.is_main:
+    parts = d.gather_object(checksums.describe(tmp, names[d.rank::d.world]))
+
+    def publish() -> None:
         write_json(tmp / TRAINER_STATE, {**trainer_state, "step": step, "world_size": d.world})
         files = {k: v for part in parts for k, v in part.items()}
         files.update(checksums.describe(tmp, [TRAINER_STATE]))
@@ -94,7 +95,8 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
         tmp.rename(final)
         for _, old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    barrier()
+
+    d.agree(publish if d.is_main else lambda: None, f"writing checkpoint {final}")
     return final
 
 
@@ -111,10 +113,12 @@ def newest_valid_checkpoint(run_dir: Path, d: Dist, say: Callable[[str], None]) 
                 say(f"checkpoint {path} has no {checksums.MANIFEST} (written by an earlier version): not verified")
             return path
         damaged = path.with_name(DAMAGED_PREFIX + path.name)
-        if d.is_main:
+
+        def set_aside(path: Path = path, damaged: Path = damaged) -> None:
             shutil.rmtree(damaged, ignore_errors=True)
             path.rename(damaged)
-        barrier()
+
+        d.agree(set_aside if d.is_main else lambda: None, f"moving {path} aside")
         say(f"checkpoint {path} is damaged, skipped (moved to {damaged.name}): {problem.replace(f'{path}/', '')}")
     return None
 
@@ -175,7 +179,9 @@ def _check(path: Path, d: Dist | None) -> str | None:
             checksums.verify(path, files, names[rank::world])
     except (checksums.ChecksumError, OSError) as e:
         problem = str(e)
-    found = [p for p in _gather(problem) if p is not None]
+    except Exception as e:  # noqa: BLE001 - whatever one rank meets, every rank must hear before going on
+        problem = f"{path}: cannot be checked ({type(e).__name__}: {e})"
+    found = [p for p in _gather(problem, d) if p is not None]
     return found[0] if found else None
 
 
@@ -188,13 +194,9 @@ def _dcp_load(state_dict: dict, path: Path) -> None:
         raise CheckpointError(f"checkpoint {e}") from None
 
 
-def _gather(obj: object) -> list:
-    """Every rank's `obj` (a list of one when there is no process group)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    out: list = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)  # between this run's own ranks, never from a file
-    return out
+def _gather(obj: object, d: Dist | None) -> list:
+    """Every rank's `obj` (a list of one without a Dist: a check outside a run)."""
+    return d.gather_object(obj) if d is not None else [obj]
 
 
 # RNG: tensors in safetensors, the few scalars as JSON in its header

@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from train.checkpoint import CheckpointError
     from train.loop import NonFiniteLoss
+    from train.parallel import RankFailure
     from train.preflight import PreflightError
 
     if getattr(args, "nnodes", 1) > 1 and not args.rdzv_endpoint:
@@ -108,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         try:
             return args.func(args)
-        except PreflightError:
-            if os.environ.get("RANK", "0") != "0":  # every rank checks; rank 0 alone says it
-                return exitcodes.USAGE
+        except (PreflightError, RankFailure, NonFiniteLoss) as e:  # raised alike by every rank
+            if os.environ.get("RANK", "0") != "0":  # rank 0 alone says it
+                return exitcodes.USAGE if isinstance(e, PreflightError) else exitcodes.FAILED
             raise
 
-    return exitcodes.run_command(f"train {args.command}", body, failures=(NonFiniteLoss, CheckpointError),
+    return exitcodes.run_command(f"train {args.command}", body, failures=(NonFiniteLoss, CheckpointError, RankFailure),
                                  usage=(PreflightError,))
 
 
