@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from train_fixtures import two_source_shards, write_recipe
 
 from continua.recipe import load_recipe
@@ -101,3 +102,27 @@ def test_a_rank_that_never_arrives_fails_the_others_within_the_step_timeout(tmp_
     ranks, _ = two_ranks("timeout", tmp_path)
     assert ranks[0]["outcome"] != "ok"
     assert 2.5 < ranks[0]["seconds"] < 12  # step_timeout_s = 3, not the process group's default of minutes
+
+
+def test_a_gguf_base_is_dequantized_before_the_ranks_start(tmp_path):
+    """`train run --nproc N` converts the GGUF in the launching process; rank 0 then reuses the folder
+    instead of de-quantizing while the other ranks wait in a collective."""
+    from gguf_fixture import write_llama_gguf
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from train import cli
+    from train.model import build_model
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    gguf = write_llama_gguf(LlamaForCausalLM(cfg), tmp_path / "gguf" / "tiny.gguf")
+    recipe = load_recipe(write_recipe(tmp_path / "r.toml", tmp_path / "out", two_source_shards(tmp_path),
+                                      model={"path": str(gguf)}))
+    cli.convert_gguf_before_launch(recipe)
+    folder = tmp_path / "out" / "train" / "base_model"
+    assert (folder / "model.safetensors").is_file() and (folder / "continua_source.json").is_file()
+    written = (folder / "model.safetensors").stat().st_ino
+    _, source = build_model(recipe.model, {"vocab_size": 300}, 0, tmp_path / "out" / "train")
+    assert source == (folder, "hf")
+    assert (folder / "model.safetensors").stat().st_ino == written  # reused, not written again

@@ -154,6 +154,7 @@ class TrainConfig:
     # reading every step makes the host wait for the GPU at every step
     log_every: int = 10
     keep_checkpoints: int = 2
+    save_final: bool = True  # false: no checkpoint and no export at the end (timing runs, bench/)
     # CPT starts with a fresh optimizer; name a checkpoint folder (checkpoints/step_N) to restore one instead
     optimizer_from: Path | None = path_field(None, must_exist=False)  # checked by `train run`
     activation_checkpointing: bool = False

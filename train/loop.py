@@ -56,12 +56,13 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     say = _sayer(d)
 
     # model, optimizer, schedule, data
-    model, base_weights = build_model(recipe.model, manifest.tokenizer, recipe.run.seed, run_dir)
+    with d.timeout(pc.work_timeout_s):  # rank 0 may de-quantize a GGUF while the others wait
+        model, base_weights = build_model(recipe.model, manifest.tokenizer, recipe.run.seed, run_dir)
     flops_tok = flops_per_token(model, tc.seq_len)
     prepare_model(model, d, bf16, activation_checkpointing=tc.activation_checkpointing, compile=tc.compile,
                   parallel=pc)
     if base_weights is not None:  # meta-built and sharded: each rank reads only its slices
-        with d.timeout(pc.work_timeout_s):  # rank 0 may convert (GGUF) while the others wait
+        with d.timeout(pc.work_timeout_s):  # rank 0 reads or broadcasts whole tensors
             load_weights(model, *base_weights, allow_pickle=recipe.model.allow_pickle)
         base_weights = None  # a fresh model's full initial weights on rank 0: freed
     install_chunked_loss(model)
@@ -148,8 +149,9 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
                 training_started(d, pc)
             interrupted = d.any(stop.requested)  # a host-side vote: every rank stops at the same step
             halt = interrupted or step == stop_at
-            save = halt or step == steps or (tc.checkpoint_every and step % tc.checkpoint_every == 0)
-            if save or step in evals or len(window) >= tc.log_every:
+            periodic = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0
+            save = halt or periodic or (step == steps and tc.save_final)
+            if save or step in evals or step == steps or len(window) >= tc.log_every:
                 flush()  # before an evaluation or a checkpoint: a non-finite step stops the run here
             if step in evals:
                 evaluate(step)
@@ -170,7 +172,7 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
 
     summary = {"status": status, "step": step, "steps": steps, "run_dir": str(run_dir),
                "tokens_by_source": batches.tokens_by_source()}
-    if status == "finished":
+    if status == "finished" and tc.save_final:
         with d.timeout(pc.work_timeout_s):  # rank 0 writes the export while the others wait
             finish(model, run_dir, manifest, shards, d, say, export=True)
     return summary

@@ -89,6 +89,9 @@ class StepWindow:
                    "elapsed_s": self.elapsed0 + end - self.t_run}
             for key, peak in self.peaks.items():
                 row[key] = self.flops_per_token * self.tokens_per_step / per_step / (peak * self.d.world)
+            if self.d.device.type == "cuda":  # the allocator's counters: read without waiting for the GPU
+                row["mem_gib"] = torch.cuda.max_memory_allocated(self.d.device) / 2 ** 30
+                row["mem_reserved_gib"] = torch.cuda.max_memory_reserved(self.d.device) / 2 ** 30
             rows.append(row)
         self.steps, self.losses, self.norms, self.ends = [], [], [], []
         self.t_start = now
