@@ -89,7 +89,8 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     if start >= steps:
         say(f"{run_dir}: already trained {start} of {steps} steps (--no-resume starts over)")
         missing = torch.tensor([float(not (run_dir / "export").is_dir())], device=d.device)
-        finish(model, run_dir, manifest, shards, d, say, export=d.all_reduce_sum(missing).item() > 0)  # all agree
+        with d.timeout(pc.work_timeout_s):
+            finish(model, run_dir, manifest, shards, d, say, export=d.all_reduce_sum(missing).item() > 0)  # all agree
         return {"status": "finished", "step": start, "steps": steps, "run_dir": str(run_dir),
                 "tokens_by_source": sampler.tokens_by_source()}
 
