@@ -25,6 +25,8 @@ from train.gap import read_metrics  # noqa: E402
 PRESETS = {  # shape of the model; vocab is also the synthetic data's
     "1b": {"hidden_size": 2048, "intermediate_size": 5632, "num_layers": 22, "num_heads": 32, "num_kv_heads": 4,
            "vocab": 32000, "tie_embeddings": False},
+    "135m": {"hidden_size": 576, "intermediate_size": 1536, "num_layers": 30, "num_heads": 9, "num_kv_heads": 3,
+             "vocab": 49152, "tie_embeddings": True},  # SmolLM2-135M's shape
     "tiny": {"hidden_size": 128, "intermediate_size": 384, "num_layers": 2, "num_heads": 4, "num_kv_heads": 4,
              "vocab": 4096, "tie_embeddings": True},
 }
@@ -35,7 +37,10 @@ def recipe(folder: Path, args, shape: dict) -> dict:
     model["max_position_embeddings"] = args.seq
     train = {"steps": args.steps, "seq_len": args.seq, "batch_size": args.batch, "tensorboard": False,
              "shards": str(folder / "shards"), "out": str(folder / "run"), "compile": args.compile,
-             "activation_checkpointing": args.ac, "checkpoint_every": 0, "keep_checkpoints": 1}
+             "activation_checkpointing": args.ac, "checkpoint_every": 0, "keep_checkpoints": 1,
+             "device": args.device, "save_final": False,  # a timing run: no final checkpoint, no export
+             # the first window (the warm-up steps) is read on its own, so steady steps have their own tokens/s
+             "log_every": args.log_every or args.warmup}
     if args.micro:
         train["micro_batch_size"] = args.micro
     return {"run": {"out_dir": str(folder / "out"), "seed": 0}, "model": model,
@@ -54,13 +59,17 @@ def main() -> None:
     p.add_argument("--nproc", type=int, default=1)
     p.add_argument("--compile", action="store_true", help="torch.compile each decoder block")
     p.add_argument("--ac", action="store_true", help="activation checkpointing")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--log-every", type=int, default=0, help="[train] log_every (0 = --warmup)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="keep shards and run here (metrics.jsonl grows as the run goes); default: a temporary folder")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
     if args.steps <= args.warmup:
         p.error("--steps must be larger than --warmup")
     shape = PRESETS[args.preset]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = args.work or Path(tmp)
         make_shards(folder / "shards", shape["vocab"], args.steps * args.batch * (args.seq + 1) * 2)
         from continua.recipe import recipe_from_dict, toml_text
 
@@ -77,7 +86,8 @@ def main() -> None:
     measured = statistics.median(row["mfu_measured"] for row in steady) if "mfu_measured" in steady[0] else mfu
     result = {"preset": args.preset, "seq": args.seq, "batch": args.batch, "micro": args.micro, "nproc": args.nproc,
               "compile": args.compile, "activation_checkpointing": args.ac, "tokens_per_s": tps, "mfu": mfu,
-              "mfu_measured_peak": measured, "final_loss": rows[-1]["loss"], "steps": len(rows)}
+              "mfu_measured_peak": measured, "final_loss": rows[-1]["loss"], "steps": len(rows),
+              "peak_mem_gib": max((row.get("mem_reserved_gib", float("nan")) for row in rows), default=float("nan"))}
     print(f"\n{'preset':<8}{'seq':>6}{'batch':>7}{'procs':>7}{'compile':>9}{'AC':>5}{'tokens/s':>12}{'MFU':>8}"
           f"{'MFU(meas.)':>11}")
     yes = {True: "yes", False: "no"}

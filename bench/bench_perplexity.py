@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                          "setting": f"max_length {max_length}, batch_tokens {batch_tokens}",
                          "docs": len(lm_texts), "tokens": sum(len(x) - 1 for x in ids), "seconds": dt,
                          "cpu_seconds": cpu})
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_json(args.out / "bench_perplexity.json", {"machine": machine, "rows": rows})  # so far
 
     print(f"machine: {machine}; load average {os.getloadavg()[0]:.1f} (other work on the machine slows wall "
           "time; tokens per CPU-second is the per-core rate, summed over torch's threads for the LM)")

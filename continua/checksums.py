@@ -54,7 +54,7 @@ def read_manifest(folder: Path) -> dict[str, dict] | None:
             if Path(name).name != name or name.startswith(".."):
                 raise ValueError(f"file name {name!r} is not a plain name in the folder")
             int(entry["size"]), str(entry["hash"])
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as e:  # 1e999: int(inf)
         raise ChecksumError(f"{path}: unreadable checksum manifest ({e})") from None
     return files
 

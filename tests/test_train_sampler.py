@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from train_fixtures import make_shards, make_tokenizer
 
 from mix.manifest import Manifest
-from train.data import Sampler, planned_steps
+from train.data import DeviceBatches, Sampler, planned_steps
 
 SEQ = 32
 
@@ -97,6 +98,45 @@ def test_ranks_take_slices_of_the_same_global_batch(shards):
         assert np.array_equal(one.next_batch(), np.concatenate([r0.next_batch(), r1.next_batch()]))
     with pytest.raises(ValueError, match="divisible"):
         Sampler(shards, m, SEQ, 3, seed=5, rank=0, world=2)
+
+
+def test_a_rank_reads_only_its_own_windows_across_epochs(shards):
+    """Ranks deal the whole batch to stay in step, but read tokens only for their slice: over 40 batches
+    (several epochs of both sources) rank 1 reads about half the documents a single process reads."""
+    m = Manifest.load(shards)
+    one = Sampler(shards, m, SEQ, 4, seed=3)
+    r1 = Sampler(shards, m, SEQ, 4, seed=3, rank=1, world=2)
+    reads = {"one": 0, "r1": 0}
+    for name, sampler in (("one", one), ("r1", r1)):
+        for stream in sampler.streams:
+            real = stream.docs.doc
+
+            def counted(i, real=real, name=name):
+                reads[name] += 1
+                return real(i)
+
+            stream.docs.doc = counted
+    for _ in range(40):
+        assert np.array_equal(one.next_batch()[2:], r1.next_batch())
+    assert one.state_dict() == r1.state_dict()
+    assert reads["r1"] < 0.65 * reads["one"]
+
+
+def test_device_batches_checkpoint_the_batches_taken_not_the_one_prefetched(shards):
+    m = Manifest.load(shards)
+    reference = Sampler(shards, m, SEQ, 4, seed=7)
+    expected = [reference.next_batch() for _ in range(6)]
+    batches = DeviceBatches(Sampler(shards, m, SEQ, 4, seed=7), torch.device("cpu"))
+    for i in range(3):
+        got = batches.take()
+        batches.prefetch()  # batch i + 1 is dealt already
+        assert got.dtype == torch.int64 and np.array_equal(got.numpy(), expected[i])
+    state = json.loads(json.dumps(batches.state_dict()))
+    assert state["dealt"] == 3 * 4 and sum(batches.tokens_by_source().values()) == 3 * 4 * SEQ
+    again = Sampler(shards, m, SEQ, 4, seed=7)
+    again.load_state_dict(state)
+    assert all(np.array_equal(again.next_batch(), expected[i]) for i in range(3, 6))
+    assert np.array_equal(batches.take().numpy(), expected[3])  # the prefetched batch is the next one
 
 
 def test_state_resume_neither_repeats_nor_skips(shards):

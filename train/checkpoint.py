@@ -21,7 +21,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -33,7 +32,7 @@ from continua import checksums
 from continua.exitcodes import RunFailure
 from continua.io import write_json
 from train import dcp_safe
-from train.parallel import Dist, barrier
+from train.parallel import Dist
 
 STEP_RE = re.compile(r"^step_(\d{7,})$")
 TRAINER_STATE = "trainer.json"
@@ -77,11 +76,13 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     folder = checkpoints_dir(run_dir)
     final = folder / f"step_{step:07d}"
     tmp = folder / f".tmp_step_{step:07d}"
-    if d.is_main:
+
+    def start() -> None:
         for stale in folder.glob(".tmp_step_*"):  # left by a crash during an earlier save
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
-    barrier()
+
+    d.agree(start if d.is_main else lambda: None, f"creating {tmp}")
     model_sd, optim_sd = get_state_dict(model, optimizer)
     problem = None
     try:
@@ -89,11 +90,12 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
         _save_rng(tmp / f"rng_{d.rank}.safetensors")
     except (CheckpointException, OSError, RuntimeError, SafetensorError) as e:  # a full disk, a size limit
         problem = _save_problem(e, tmp)
-    _raise_save_problem(_gather(problem), tmp, step, run_dir, d)
+    _raise_save_problem(d.gather_object(problem), tmp, step, run_dir, d)
     # every rank hashes a share of the files; the main rank writes the manifest last
     names = sorted(p.name for p in tmp.iterdir() if p.is_file())
-    parts = _gather(checksums.describe(tmp, names[d.rank::d.world]))
-    if d.is_main:
+    parts = d.gather_object(checksums.describe(tmp, names[d.rank::d.world]))
+
+    def publish() -> str | None:
         try:
             write_json(tmp / TRAINER_STATE, {**trainer_state, "step": step, "world_size": d.world})
             files = {k: v for part in parts for k, v in part.items()}
@@ -102,13 +104,14 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
-        except OSError as e:
-            problem = _save_problem(e, tmp)
-    _raise_save_problem(_gather(problem), tmp, step, run_dir, d)
-    if d.is_main:
+        except OSError as e:  # a full disk, a size limit: one line naming the file
+            return _save_problem(e, tmp)
         for _, old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    barrier()
+        return None
+
+    problem = d.agree(publish if d.is_main else lambda: None, f"writing checkpoint {final}")
+    _raise_save_problem(d.gather_object(problem), tmp, step, run_dir, d)
     return final
 
 
@@ -158,7 +161,7 @@ def _raise_save_problem(problems: list, tmp: Path, step: int, run_dir: Path, d: 
         return
     if d.is_main:
         shutil.rmtree(tmp, ignore_errors=True)  # frees the space the half-written files took
-    barrier()
+    d.barrier()
     latest = latest_checkpoint(run_dir)
     raise CheckpointSaveError(f"checkpoint of step {step} could not be written to {tmp.parent}: {found[0]}; the "
                               f"last complete checkpoint is {latest or 'none'}: make room and run the same command "
@@ -186,10 +189,12 @@ def _move_aside(path: Path, d: Dist) -> Path:
     """Rename a damaged checkpoint `damaged_step_NNNNNNN` (all ranks call this): kept for inspection,
     out of the way of resume and of the keep-K pruning."""
     damaged = path.with_name(DAMAGED_PREFIX + path.name)
-    if d.is_main:
+
+    def set_aside() -> None:
         shutil.rmtree(damaged, ignore_errors=True)
         path.rename(damaged)
-    barrier()
+
+    d.agree(set_aside if d.is_main else lambda: None, f"moving {path} aside")
     return damaged
 
 
@@ -208,7 +213,7 @@ def resume_newest(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimi
             state = load_checkpoint(path, model, optimizer, d)
         except CheckpointError as e:
             problem = str(e)
-        problems = [p for p in _gather(problem) if p is not None]  # one rank's RNG file fails on that rank only
+        problems = [p for p in _gather(problem, d) if p is not None]  # one rank's RNG file fails on that rank only
         if not problems:
             return path, state
         failed = problems[0]
@@ -277,7 +282,9 @@ def _check(path: Path, d: Dist | None) -> str | None:
             checksums.verify(path, files, names[rank::world])
     except (checksums.ChecksumError, OSError) as e:
         problem = str(e)
-    found = [p for p in _gather(problem) if p is not None]
+    except Exception as e:  # noqa: BLE001 - whatever one rank meets, every rank must hear before going on
+        problem = f"{path}: cannot be checked ({type(e).__name__}: {e})"
+    found = [p for p in _gather(problem, d) if p is not None]
     return found[0] if found else None
 
 
@@ -290,13 +297,9 @@ def _dcp_load(state_dict: dict, path: Path) -> None:
         raise CheckpointError(f"checkpoint {e}") from None
 
 
-def _gather(obj: object) -> list:
-    """Every rank's `obj` (a list of one when there is no process group)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    out: list = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)  # between this run's own ranks, never from a file
-    return out
+def _gather(obj: object, d: Dist | None) -> list:
+    """Every rank's `obj` (a list of one without a Dist: a check outside a run)."""
+    return d.gather_object(obj) if d is not None else [obj]
 
 
 # RNG: tensors in safetensors, the few scalars as JSON in its header

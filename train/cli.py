@@ -30,6 +30,8 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         preflight(recipe, nproc, args.nnodes, say=_warn)
     if (nproc > 1 or args.nnodes > 1 or args.rdzv_endpoint) and not under_torchrun():
+        if args.nnodes == 1:
+            convert_gguf_before_launch(recipe)
         argv = ["run", str(args.recipe), *overrides_argv(args.overrides)]
         if args.no_resume:
             argv.append("--no-resume")
@@ -41,6 +43,20 @@ def run_command(args: argparse.Namespace) -> int:
 
     summary = run(recipe, resume=not args.no_resume, stop_at=args.stop_at)
     return report_status(summary["status"])
+
+
+def convert_gguf_before_launch(recipe) -> None:
+    """De-quantize a GGUF base model here, before the ranks start: inside the run, rank 0 would do it while
+    the other ranks wait in a collective (minutes for a large model). Rank 0 then finds it done."""
+    from continua.layout import train_dir
+    from train.weights import gguf_to_folder, resolve_source
+
+    if recipe.model.path is None:
+        return
+    source = resolve_source(recipe.model.path, recipe.model.gguf_file)
+    if source.kind == "gguf":
+        _warn(f"de-quantizing {source.path} into {train_dir(recipe) / 'base_model'} before starting the processes")
+        gguf_to_folder(source.path, train_dir(recipe) / "base_model")
 
 
 def report_status(status: str) -> int:
@@ -99,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from train.checkpoint import CheckpointError
     from train.loop import NonFiniteLoss
+    from train.parallel import RankFailure
     from train.preflight import PreflightError
 
     if getattr(args, "nnodes", 1) > 1 and not args.rdzv_endpoint:
@@ -108,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         try:
             return args.func(args)
-        except PreflightError:
-            if os.environ.get("RANK", "0") != "0":  # every rank checks; rank 0 alone says it
-                return exitcodes.USAGE
+        except (PreflightError, RankFailure, NonFiniteLoss) as e:  # raised alike by every rank
+            if os.environ.get("RANK", "0") != "0":  # rank 0 alone says it
+                return exitcodes.USAGE if isinstance(e, PreflightError) else exitcodes.FAILED
             raise
 
-    return exitcodes.run_command(f"train {args.command}", body, failures=(NonFiniteLoss, CheckpointError),
+    return exitcodes.run_command(f"train {args.command}", body, failures=(NonFiniteLoss, CheckpointError, RankFailure),
                                  usage=(PreflightError,))
 
 

@@ -174,7 +174,11 @@ class TrainConfig:
     threads: int = 0
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 mixed precision on GPU, fp32 on CPU
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end (and on SIGTERM)
+    # steps between reads of the loss and gradient norm on the host (one row per step is still logged);
+    # reading every step makes the host wait for the GPU at every step
+    log_every: int = 10
     keep_checkpoints: int = 2
+    save_final: bool = True  # false: no checkpoint and no export at the end (timing runs, bench/)
     # CPT starts with a fresh optimizer; name a checkpoint folder (checkpoints/step_N) to restore one instead
     optimizer_from: Path | None = path_field(None, must_exist=False)  # checked by `train run`
     activation_checkpointing: bool = False
@@ -195,6 +199,7 @@ class TrainConfig:
             raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
         at_least("keep_checkpoints", self.keep_checkpoints, 1)
         at_least("checkpoint_every", self.checkpoint_every, 0, " (0 = only at the end)")
+        at_least("log_every", self.log_every, 1)
         at_least("peak_flops", self.peak_flops, 0, " (0 = measure)")
 
 
@@ -210,7 +215,9 @@ class ParallelConfig:
     compile_fullgraph: bool = False  # torch.compile each block with fullgraph=True ([train] compile)
     init_timeout_s: float = 300.0  # process-group rendezvous and the first step's collectives
     step_timeout_s: float = 600.0  # any collective after the first step
+    work_timeout_s: float = 1800.0  # collectives around one rank's long work: loading base weights, the export
 
     def validate(self) -> None:
         at_least("init_timeout_s", self.init_timeout_s, 1)
         at_least("step_timeout_s", self.step_timeout_s, 1)
+        at_least("work_timeout_s", self.work_timeout_s, 1)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from continua import fingerprint as fp
 from continua.io import file_sha256
@@ -75,6 +76,21 @@ class SourceStream:
                 pos, off = pos + 1, 0
         return pieces, (epoch, pos, off)
 
+    def skip(self, n: int) -> None:
+        """Move on by `n` tokens without reading them (another rank's window): document lengths only."""
+        epoch, pos, off, got = self.epoch, self.pos, self.off, 0
+        while got < n:
+            order = self.order(epoch)
+            if pos >= order.size:
+                epoch, pos, off = epoch + 1, 0, 0
+                continue
+            length = int(self._lengths[order[pos]])
+            take = min(length - off, n - got)
+            got, off = got + take, off + take
+            if off >= length:
+                pos, off = pos + 1, 0
+        self.epoch, self.pos, self.off = epoch, pos, off
+
     def window(self, seq_len: int) -> np.ndarray:
         """The next seq_len+1 tokens; the stream moves on by seq_len (the last token is shared)."""
         pieces, after = self._walk((self.epoch, self.pos, self.off), seq_len)
@@ -124,13 +140,14 @@ class Sampler:
         per_rank = self.batch_size // self.world
         lo = self.rank * per_rank
         rows = []
-        for j in range(self.batch_size):  # every rank deals the whole batch so all states stay equal
-            s = self._next_source()
-            win = self.streams[s].window(self.seq_len)
+        for j in range(self.batch_size):  # every rank deals the whole batch so all states stay equal,
+            s = self._next_source()  # but reads only its own windows' tokens
+            if lo <= j < lo + per_rank:
+                rows.append(self.streams[s].window(self.seq_len))
+            else:
+                self.streams[s].skip(self.seq_len)
             self.counts[s] += 1
             self.dealt += 1
-            if lo <= j < lo + per_rank:
-                rows.append(win)
         return np.stack(rows)
 
     def tokens_by_source(self) -> dict[str, int]:
@@ -151,6 +168,41 @@ class Sampler:
         for i, s in enumerate(self.streams):
             s.epoch, s.pos, s.off, count = (int(v) for v in state["sources"][s.name])
             self.counts[i] = count
+
+
+class DeviceBatches:
+    """A sampler's batches on the device, the next one cut and copied while the current step computes.
+
+    `prefetch` (called once the step's work is queued) deals the next batch into pinned memory and starts
+    its copy with non_blocking, so the GPU never waits for the host's token reading. The sampler has then
+    dealt one batch ahead: `state_dict` and `tokens_by_source` describe the batches taken so far, which is
+    what a checkpoint must record.
+    """
+
+    def __init__(self, sampler: Sampler, device: torch.device):
+        self.sampler, self.device = sampler, device
+        self._pin = device.type == "cuda"
+        self._next: torch.Tensor | None = None
+        self._state: dict = {}
+        self._tokens: dict[str, int] = {}
+
+    def prefetch(self) -> None:
+        if self._next is None:
+            self._state, self._tokens = self.sampler.state_dict(), self.sampler.tokens_by_source()
+            batch = torch.from_numpy(self.sampler.next_batch())
+            self._next = batch.pin_memory().to(self.device, non_blocking=True) if self._pin else batch.to(self.device)
+
+    def take(self) -> torch.Tensor:
+        """The next batch (dealt now if it was not prefetched)."""
+        self.prefetch()
+        batch, self._next = self._next, None
+        return batch
+
+    def state_dict(self) -> dict:
+        return self._state if self._next is not None else self.sampler.state_dict()
+
+    def tokens_by_source(self) -> dict[str, int]:
+        return self._tokens if self._next is not None else self.sampler.tokens_by_source()
 
 
 def planned_steps(manifest: Manifest, batch_size: int, seq_len: int) -> int:

@@ -10,10 +10,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from mix.shards import ShardSet
 from train.config import EvalConfig
+from train.parallel import Dist, current_dist
 
 
 def eval_steps(cfg: EvalConfig, total_steps: int) -> list[int]:
@@ -69,11 +69,12 @@ def validation_windows(valid: ShardSet, seq_len: int, max_windows: int) -> np.nd
 @torch.no_grad()
 def evaluate_losses(model: torch.nn.Module, windows: dict[str, np.ndarray], batch_size: int,
                     device: torch.device, autocast_dtype: torch.dtype | None = None,
+                    d: Dist | None = None,
                     on_batch: Callable[[str, int, int], None] | None = None) -> dict[str, float]:
-    """Mean token loss per set; under torch.distributed each rank takes a slice and sums are reduced.
+    """Mean token loss per set; with several ranks (`d`) each takes a slice and the sums are reduced.
     `on_batch(set name, batches done, batches)` follows the progress (a long evaluation is not silent)."""
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    d = d or current_dist(device)
+    rank, world = d.rank, d.world
     was_training = model.training
     model.eval()
     out = {}
@@ -102,8 +103,7 @@ def evaluate_losses(model: torch.nn.Module, windows: dict[str, np.ndarray], batc
                                                                         device=device)])
             if on_batch is not None:
                 on_batch(name, b + 1, n_batches)
-        if world > 1:
-            dist.all_reduce(total)
+        d.all_reduce_sum(total)
         out[name] = float(total[0] / total[1])
     if was_training:
         model.train()

@@ -4,11 +4,11 @@ maybe evaluate, maybe checkpoint. The mechanics live in train.{model,parallel,da
 
 from __future__ import annotations
 
-import math
 import shutil
 import signal
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,24 +19,22 @@ from continua.recipe import Recipe
 from mix.manifest import Manifest
 from mix.shards import ShardSet
 from train import checkpoint as ckpt
-from train.data import Sampler, open_shards, planned_steps
+from train.data import DeviceBatches, Sampler, open_shards, planned_steps
 from train.evaluate import eval_steps, evaluate_losses, validation_windows
 from train.metrics import MetricsLog, Progress, TensorBoard, WeightChange, peak_flops
 from train.model import build_model, export_dtype, export_pretrained, flops_per_token
-from train.parallel import Dist, all_reduce_sum, decoder_layers, init_distributed, prepare_model, shutdown
+from train.parallel import (Dist, check_shared_folder, decoder_layers, init_distributed, prepare_model, shutdown,
+                            training_started)
 from train.schedules import build_schedule
+from train.stepstats import NonFiniteLoss, StepWindow, skip_non_finite  # noqa: F401 - NonFiniteLoss: train.cli
 from train.weights import load_weights
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss or gradient norm became NaN/inf; the optimizer was not stepped and nothing was saved."""
 
 
 def run(recipe: Recipe, resume: bool = True, stop_at: int | None = None) -> dict:
     """Train as the recipe says (in this process, as one rank of torchrun or alone); returns a summary."""
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    d = init_distributed(recipe.train.device)
+    d = init_distributed(recipe.train.device, recipe.parallel)
     try:
         return train(recipe, d, resume=resume, stop_at=stop_at)
     finally:
@@ -44,7 +42,8 @@ def run(recipe: Recipe, resume: bool = True, stop_at: int | None = None) -> dict
 
 
 def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = None) -> dict:
-    tc, run_dir, shards = recipe.train, train_dir(recipe), shards_dir(recipe)
+    tc, pc, run_dir, shards = recipe.train, recipe.parallel, train_dir(recipe), shards_dir(recipe)
+    check_shared_folder(run_dir, d)  # before anything is written there
     manifest = open_shards(shards, run_dir, resume and ckpt.latest_checkpoint(run_dir) is not None, d.is_main)
     steps = tc.steps or planned_steps(manifest, tc.batch_size, tc.seq_len)
     recipe.train.steps = steps  # the resolved recipe records what ran
@@ -58,13 +57,16 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     # model, optimizer, schedule, data
     say(f"loading the base model {recipe.model.path}" if recipe.model.path is not None else
         f"building a fresh Llama ({recipe.model.num_layers} layers, hidden size {recipe.model.hidden_size})")
-    model, base_weights = build_model(recipe.model, manifest.tokenizer, recipe.run.seed, run_dir, say)
+    with d.timeout(pc.work_timeout_s):  # rank 0 may de-quantize a GGUF while the others wait
+        model, base_weights = build_model(recipe.model, manifest.tokenizer, recipe.run.seed, run_dir, say)
     flops_tok = flops_per_token(model, tc.seq_len)
     # `net` computes (the model and its chunked loss, FSDP's root); `model` is what is loaded, saved and exported
-    net = prepare_model(model, d, bf16, activation_checkpointing=tc.activation_checkpointing, compile=tc.compile)
+    net = prepare_model(model, d, bf16, activation_checkpointing=tc.activation_checkpointing, compile=tc.compile,
+                        parallel=pc)
     if base_weights is not None:  # meta-built and sharded: each rank reads only its slices
         say(f"reading the weights into {d.world} process{'es' if d.world > 1 else ''} on {d.device.type}")
-        load_weights(model, *base_weights, allow_pickle=recipe.model.allow_pickle)
+        with d.timeout(pc.work_timeout_s):  # rank 0 reads or broadcasts whole tensors
+            load_weights(model, *base_weights, allow_pickle=recipe.model.allow_pickle)
         base_weights = None  # a fresh model's full initial weights on rank 0: freed
     weights = WeightChange(decoder_layers(model))
     o = recipe.optim
@@ -90,8 +92,9 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     if start >= steps:
         say(f"{run_dir}: already trained {start} of {steps} steps (--no-resume starts over)")
         missing = torch.tensor([float(not (run_dir / "export").is_dir())], device=d.device)
-        finish(model, run_dir, manifest, shards, d, say, export=all_reduce_sum(missing).item() > 0,  # all ranks agree
-               dtype=export_dtype(recipe.model, model))
+        with d.timeout(pc.work_timeout_s):
+            finish(model, run_dir, manifest, shards, d, say, export=d.all_reduce_sum(missing).item() > 0,  # all agree
+                   dtype=export_dtype(recipe.model, model))
         return {"status": "finished", "step": start, "steps": steps, "run_dir": str(run_dir),
                 "tokens_by_source": sampler.tokens_by_source()}
 
@@ -109,12 +112,12 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
 
     def evaluate(step: int) -> dict:
         progress.eval_start(step, _eval_contents(windows, mcq))
-        metrics = {f"loss/{k}": v for k, v in evaluate_losses(
-            net, windows, recipe.eval.batch_size, d.device,
-            on_batch=lambda name, i, n: progress.eval_status(f"loss/{name} {i}/{n} batches")).items()}
         predictions: dict[str, list[dict]] = {}
-        metrics.update(_score_benchmarks(net, mcq, recipe.eval.batch_size, d.device, progress.eval_status,
-                                         predictions))
+        with eager(tc.compile):
+            metrics = {f"loss/{k}": v for k, v in evaluate_losses(
+                net, windows, recipe.eval.batch_size, d.device, d=d,
+                on_batch=lambda name, i, n: progress.eval_status(f"loss/{name} {i}/{n} batches")).items()}
+            metrics.update(_score_benchmarks(net, mcq, recipe.eval.batch_size, d, progress.eval_status, predictions))
         if d.is_main:
             _write_predictions(run_dir / "predictions", step, predictions)
         metrics.update(weights.compute())
@@ -124,46 +127,50 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
         board.write(row)
         return metrics
 
+    def flush() -> None:  # the window's rows: one all-reduce, one host read
+        for row in window.flush(str(ckpt.latest_checkpoint(run_dir) or "none")):
+            log.write(row)
+            board.write(row)
+            progress.update(row)
+
     stop = _StopFlag()
     progress = Progress(steps, start, d.is_main, n_evals=sum(e > start or e == start == 0 for e in evals))
     if start == 0 and 0 in evals:
         evaluate(0)
-    status, t_run, step = "finished", time.perf_counter(), start
+    batches = DeviceBatches(sampler, d.device)
+    window = StepWindow(d, tokens_per_step, flops_tok, peaks, elapsed0)
+    status, step = "finished", start
     try:
         for step in range(start + 1, steps + 1):
-            t0 = time.perf_counter()
             lr = lr_at(step - 1)  # optimizer step s (0-based) uses lr(s)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = torch.from_numpy(sampler.next_batch()).to(d.device)
-            loss = forward_backward(net, batch, micro, recipe.parallel.sync_grads_every_microbatch)
-            stats = all_reduce_sum(torch.tensor([loss, float(stop.requested)], dtype=torch.float64, device=d.device))
-            loss = float(stats[0]) / d.world
+            loss = forward_backward(net, batches.take(), micro, recipe.parallel.sync_grads_every_microbatch)
+            batches.prefetch()  # the next batch is read and copied while this step computes
             grad_norm = _full(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                raise NonFiniteLoss(
-                    f"step {step}: loss {loss}, gradient norm {grad_norm}: stopped before the optimizer update; "
-                    f"nothing was saved (last good checkpoint: {ckpt.latest_checkpoint(run_dir) or 'none'}). "
-                    "Lower [optim] lr, raise [schedule] warmup, or check the data.")
+            on_device = skip_non_finite(optimizer, grad_norm)
+            window.add(step, lr, loss, grad_norm)
+            if not on_device:  # this optimizer cannot skip an update by itself: check before it steps
+                flush()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            dt = time.perf_counter() - t0
-            row = {"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                   "tokens": step * tokens_per_step, "tokens_per_s": tokens_per_step / dt,
-                   "elapsed_s": elapsed0 + time.perf_counter() - t_run}
-            for key, peak in peaks.items():
-                row[key] = flops_tok * tokens_per_step / dt / (peak * d.world)
-            log.write(row)
-            board.write(row)
-            progress.update(row)
+            if step == start + 1:
+                training_started(d, pc)
+            interrupted = d.any(stop.requested)  # a host-side vote: every rank stops at the same step
+            halt = interrupted or step == stop_at
+            periodic = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0
+            save = halt or periodic or (step == steps and tc.save_final)
+            if save or step in evals or step == steps or len(window) >= tc.log_every:
+                flush()  # before an evaluation or a checkpoint: a non-finite step stops the run here
             if step in evals:
                 evaluate(step)
-            halt = stats[1].item() > 0 or step == stop_at
-            if halt or step == steps or (tc.checkpoint_every and step % tc.checkpoint_every == 0):
-                trainer_state = {"sampler": sampler.state_dict(), "elapsed_s": row["elapsed_s"]}
+            if save:
+                trainer_state = {"sampler": batches.state_dict(), "elapsed_s": window.elapsed_s()}
                 ckpt.save_checkpoint(run_dir, step, model, optimizer, trainer_state, tc.keep_checkpoints, d)
+            if step in evals or save:
+                window.restart_clock()
             if halt and step < steps:
-                status = "interrupted" if stats[1].item() > 0 else "stopped"
+                status = "interrupted" if interrupted else "stopped"
                 say(f"{status} at step {step}; checkpoint saved, `train run` resumes from it")
                 break
     finally:
@@ -173,9 +180,10 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
         stop.restore()
 
     summary = {"status": status, "step": step, "steps": steps, "run_dir": str(run_dir),
-               "tokens_by_source": sampler.tokens_by_source()}
-    if status == "finished":
-        finish(model, run_dir, manifest, shards, d, say, export=True, dtype=export_dtype(recipe.model, model))
+               "tokens_by_source": batches.tokens_by_source()}
+    if status == "finished" and tc.save_final:
+        with d.timeout(pc.work_timeout_s):  # rank 0 writes the export while the others wait
+            finish(model, run_dir, manifest, shards, d, say, export=True, dtype=export_dtype(recipe.model, model))
     return summary
 
 
@@ -198,7 +206,7 @@ def finish(model: torch.nn.Module, run_dir: Path, manifest: Manifest, shards: Pa
         say(f"done: {run_dir} (export/, metrics.jsonl, gap.json)")
 
 
-def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int, sync_every_microbatch: bool = True) -> float:
+def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int, sync_every_microbatch: bool = True) -> torch.Tensor:
     """Mean token loss of this rank's batch, gradients accumulated over micro-batches.
 
     Under FSDP every micro-batch's gradients are reduce-scattered into the sharded gradients, so a rank
@@ -221,7 +229,7 @@ def forward_backward(model: torch.nn.Module, batch: torch.Tensor, micro: int, sy
         loss = model(input_ids=xs, targets=ys) / n  # train.loss: no full-vocabulary logits
         loss.backward()
         total += loss.detach()
-    return float(total)
+    return total  # on the device: read at the next log step
 
 
 def _decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -238,8 +246,20 @@ def _fast_adamw(device: torch.device) -> dict:
     return {"fused": True} if device.type in _get_fused_kernels_supported_devices() else {"foreach": True}
 
 
-def _full(t: torch.Tensor) -> float:
-    return float(t.full_tensor() if hasattr(t, "full_tensor") else t)
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The global value of a (possibly sharded) tensor, still on the device."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+@contextmanager
+def eager(compiled: bool) -> Iterator[None]:
+    """Run compiled blocks eagerly: evaluation and MCQ batches have other widths than training, and each new
+    width would otherwise recompile every block (and count against dynamo's recompile limit)."""
+    if not compiled:
+        yield
+        return
+    with torch.compiler.set_stance("force_eager"):
+        yield
 
 
 def _tokenizer_path(manifest: Manifest, shards: Path) -> Path | None:
@@ -285,7 +305,7 @@ def _write_predictions(folder: Path, step: int, predictions: dict[str, list[dict
         write_text(folder / name / f"step_{step:06d}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _score_benchmarks(model: torch.nn.Module, mcq: tuple, batch_size: int, device: torch.device,
+def _score_benchmarks(model: torch.nn.Module, mcq: tuple, batch_size: int, d: Dist,
                       status=lambda text: None, predictions: dict | None = None) -> dict:
     """acc, acc_norm, items, top_answer and `answers/NAME/LABEL` (share of items given each answer) per
     benchmark; per-item rows (train.mcq.item_predictions) into `predictions` when given."""
@@ -294,7 +314,7 @@ def _score_benchmarks(model: torch.nn.Module, mcq: tuple, batch_size: int, devic
     tok, sets = mcq
     out = {}
     for name, items in sets.items():
-        r = evaluate_mcq(model, tok, items, device, batch_size=batch_size, return_scores=True,
+        r = evaluate_mcq(model, tok, items, d.device, batch_size=batch_size, return_scores=True, d=d,
                          on_batch=lambda i, n, _name=name, _k=len(items): status(
                              f"{_name} ({_k} items) {i}/{n} batches"))
         rows = item_predictions(items, r["scores"])

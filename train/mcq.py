@@ -24,7 +24,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from train.parallel import Dist, current_dist
 
 PUBMEDQA_OPTIONS = ["yes", "no", "maybe"]
 
@@ -181,7 +182,7 @@ def _forward_kwargs(model: torch.nn.Module) -> set[str]:
 
 @torch.no_grad()
 def loglikelihoods(model: torch.nn.Module, requests: list[Request], device: torch.device, batch_size: int = 8,
-                   autocast_dtype: torch.dtype | None = None,
+                   autocast_dtype: torch.dtype | None = None, d: Dist | None = None,
                    on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Sum of continuation log-probs per request.
 
@@ -192,8 +193,8 @@ def loglikelihoods(model: torch.nn.Module, requests: list[Request], device: torc
     with weight 0), takes every world-th batch of the length-sorted inputs, and the score vector is summed
     over ranks so all ranks return all scores.
     """
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    d = d or current_dist(device)
+    rank, world = d.rank, d.world
     shared: dict[tuple[int, ...], list[int]] = {}  # input tokens -> the requests scored from its logits
     for i, r in enumerate(requests):
         shared.setdefault(r.tokens[:-1], []).append(i)
@@ -230,8 +231,7 @@ def loglikelihoods(model: torch.nn.Module, requests: list[Request], device: torc
                 logp = logits[j, end - r.n_cont: end].float().log_softmax(-1)
                 target = torch.tensor(r.tokens[-r.n_cont:], device=logp.device)
                 scores[i] = logp.gather(-1, target[:, None]).sum().double()
-    if world > 1:
-        dist.all_reduce(scores)
+    d.all_reduce_sum(scores)
     if was_training:
         model.train()
     return scores.cpu().numpy()
@@ -239,7 +239,8 @@ def loglikelihoods(model: torch.nn.Module, requests: list[Request], device: torc
 
 def evaluate_mcq(model: torch.nn.Module, tokenizer, items: list[MCQItem], device: torch.device, batch_size: int = 8,
                  autocast_dtype: torch.dtype | None = None, max_len: int | None = None,
-                 return_scores: bool = False, on_batch: Callable[[int, int], None] | None = None) -> dict:
+                 return_scores: bool = False, d: Dist | None = None,
+                 on_batch: Callable[[int, int], None] | None = None) -> dict:
     """{"acc", "acc_norm", "count", "top_answer_share"} over `items` (identical on every rank); `scores` per item
     if asked. `on_batch(forward passes done, passes)` follows the progress."""
     if not items:
@@ -247,7 +248,7 @@ def evaluate_mcq(model: torch.nn.Module, tokenizer, items: list[MCQItem], device
     if max_len is None:
         max_len = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     requests = build_requests(tokenizer, items, max_len)
-    flat = loglikelihoods(model, requests, device, batch_size, autocast_dtype, on_batch=on_batch)
+    flat = loglikelihoods(model, requests, device, batch_size, autocast_dtype, d=d, on_batch=on_batch)
     correct = correct_norm = 0
     per_item, picked, k = [], [], 0
     for it in items:

@@ -9,32 +9,127 @@ torch.distributed.checkpoint reshards between the two forms, so a run can resume
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+from train.config import ParallelConfig
 from train.loss import CausalLMLoss
+from train.preflight import PreflightError
+
+T = TypeVar("T")
 
 
 @dataclass
 class Dist:
-    """Where this process stands: rank, world size, and the device it computes on."""
+    """Where this process stands (rank, world size, device) and the collectives between its ranks.
+
+    Modules take a Dist instead of asking torch.distributed again; without a process group (or with
+    one rank) every collective is the identity.
+    """
 
     rank: int
     world: int
     local_rank: int
     device: torch.device
+    collective_timeout: float | None = None  # seconds a collective waits (None: the process group's own)
+    control: object = None  # a gloo group for host-side votes when the default group is NCCL (None: the default)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def _grouped(self) -> bool:
+        return self.world > 1 and dist.is_initialized()
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum `t` over the ranks, in place (returns it)."""
+        if self._grouped:
+            dist.all_reduce(t)
+        return t
+
+    def barrier(self) -> None:
+        if self._grouped:
+            dist.barrier()
+
+    def any(self, flag: bool) -> bool:
+        """True when `flag` is true on any rank: a host-side vote (gloo, CPU) that never waits for the GPU."""
+        if not self._grouped:
+            return flag
+        t = torch.tensor([int(flag)], dtype=torch.int32)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
+        return bool(t.item())
+
+    def gather_object(self, obj: object) -> list:
+        """Every rank's `obj`, in rank order (pickled between this run's own ranks, never read from a file)."""
+        if not self._grouped:
+            return [obj]
+        out: list = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def agree(self, fn: Callable[[], T], what: str) -> T | None:
+        """Run `fn` (on every rank, or work one rank does alone) and let a failure on any rank reach every rank.
+
+        A rank that raises while the others wait in the next collective would leave them waiting until
+        the timeout; here each rank reports success or its error, and all raise the first one.
+        """
+        try:
+            result, problem = fn(), None
+        except Exception as e:  # noqa: BLE001 - any failure must reach the other ranks before being raised
+            result, problem = None, f"{what} failed on rank {self.rank}: {type(e).__name__}: {e}"
+            if not self._grouped:
+                raise
+        failed = [p for p in self.gather_object(problem) if p is not None]
+        if failed:
+            raise RankFailure(failed[0])
+        return result
+
+    @contextmanager
+    def timeout(self, seconds: float) -> Iterator[None]:
+        """Collectives started inside wait at most `seconds` (long work of one rank: export, conversion)."""
+        before = self.collective_timeout
+        set_collective_timeout(self, seconds)
+        try:
+            yield
+        finally:
+            set_collective_timeout(self, before)
+
+
+class RankFailure(RuntimeError):
+    """Work on one rank failed; every rank raises this with that rank's message."""
+
+
+def set_collective_timeout(d: Dist, seconds: float | None) -> None:
+    """How long any later collective of the default group waits for the other ranks before failing."""
+    d.collective_timeout = seconds
+    if seconds is not None and dist.is_initialized():
+        from torch.distributed.distributed_c10d import _set_pg_timeout
+
+        _set_pg_timeout(timedelta(seconds=seconds))
+        if d.control is not None:
+            _set_pg_timeout(timedelta(seconds=seconds), d.control)
+
+
+def current_dist(device: torch.device) -> Dist:
+    """The Dist of an already joined process group (world 1 without one): for callers handed no Dist."""
+    if dist.is_initialized():
+        return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), device)
+    return Dist(0, 1, 0, device)
 
 
 def under_torchrun() -> bool:
@@ -50,8 +145,13 @@ def pick_device(pref: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(device_pref: str = "auto") -> Dist:
-    """Join torchrun's process group, or make a world-size-1 group (in-process store) when run directly."""
+def init_distributed(device_pref: str = "auto", parallel: ParallelConfig | None = None) -> Dist:
+    """Join torchrun's process group, or make a world-size-1 group (in-process store) when run directly.
+
+    Rendezvous and every collective until `training_started` wait at most [parallel] init_timeout_s: a
+    rank that never arrives (a crashed node, a wrong address) fails the run in minutes, not half an hour.
+    """
+    pc = parallel or ParallelConfig()
     alone = not under_torchrun()
     rank = 0 if alone else int(os.environ["RANK"])
     world = 1 if alone else int(os.environ["WORLD_SIZE"])
@@ -60,9 +160,55 @@ def init_distributed(device_pref: str = "auto") -> Dist:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"store": dist.HashStore()} if alone else {}
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(minutes=30),
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=pc.init_timeout_s),
                                 device_id=device if device.type == "cuda" else None, **kwargs)
-    return Dist(rank, world, local_rank, device)
+    control = None
+    if world > 1 and dist.get_backend() != "gloo":  # votes on host flags must not queue behind GPU work
+        control = dist.new_group(backend="gloo", timeout=timedelta(seconds=pc.init_timeout_s))
+    return Dist(rank, world, local_rank, device, collective_timeout=pc.init_timeout_s, control=control)
+
+
+class SharedFolderError(PreflightError):
+    """The ranks do not see one run folder (a node-local disk on a multi-node run)."""
+
+
+def check_shared_folder(folder: Path, d: Dist) -> None:
+    """Rank 0 writes a random nonce under `folder`; every rank must read it back, else every rank raises.
+
+    Checkpoints and the export are written by all ranks into one folder and read back by all at
+    resume: on a node-local disk each node would see only its own part, and the failure would come
+    at the first resume, as a damaged or missing checkpoint. Found here, before training, it is one
+    clear message.
+    """
+    if d.world == 1:
+        return
+    nonce = secrets.token_hex(16)
+    probe = Path(folder) / f".shared_probe_{d.gather_object(nonce)[0]}"
+
+    def write() -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe.write_text(probe.name)
+
+    d.agree(write if d.is_main else lambda: None, f"writing {probe}")
+    try:
+        seen = probe.read_text() == probe.name
+    except OSError:
+        seen = False
+    views = d.gather_object((seen, socket.gethostname()))
+    blind = [(r, host) for r, (ok, host) in enumerate(views) if not ok]
+    if d.is_main:
+        probe.unlink(missing_ok=True)
+    if blind:
+        who = ", ".join(f"rank {r} on {host}" for r, host in blind[:4]) + (" ..." if len(blind) > 4 else "")
+        raise SharedFolderError(
+            f"{folder}: {who} cannot read the file rank 0 (on {views[0][1]}) just wrote there: the run folder "
+            "must be one folder shared by every node (a network file system), not a node-local disk; set "
+            "[run] out_dir (or [train] out) to a shared path")
+
+
+def training_started(d: Dist, parallel: ParallelConfig) -> None:
+    """After the first step: collectives wait [parallel] step_timeout_s (a step's work is known by now)."""
+    set_collective_timeout(d, parallel.step_timeout_s)
 
 
 def shutdown() -> None:
@@ -112,22 +258,28 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     raise ValueError(f"{type(model).__name__}: cannot find its decoder layers (looked for .layers, .h, .blocks)")
 
 
-def shard_model(model: nn.Module, mp_dtype: torch.dtype | None, root: nn.Module | None = None) -> nn.Module:
+def shard_model(model: nn.Module, mp_dtype: torch.dtype | None, parallel: ParallelConfig | None = None,
+                root: nn.Module | None = None) -> nn.Module:
     """FSDP2: each decoder block is one unit, untied input embeddings their own, the rest (norm, head) the root.
 
     `root` (train.loss.CausalLMLoss, which holds `model`) becomes the root unit when given, so the output
     head is gathered around the loss it computes. With `mp_dtype` (bf16 on GPU) parameters are gathered in
-    that dtype and gradients reduced in fp32.
+    that dtype and gradients reduced in [parallel] reduce_dtype (fp32 by default). [parallel]
+    reshard_after_forward = false keeps every block gathered from its forward to its backward (ZeRO-2: less
+    communication, more memory).
     """
-    mp = MixedPrecisionPolicy(param_dtype=mp_dtype, reduce_dtype=torch.float32) if mp_dtype else MixedPrecisionPolicy()
+    pc = parallel or ParallelConfig()
+    reduce = getattr(torch, pc.reduce_dtype)
+    mp = MixedPrecisionPolicy(param_dtype=mp_dtype, reduce_dtype=reduce) if mp_dtype else MixedPrecisionPolicy()
     layers = decoder_layers(model)
     for i, block in enumerate(layers):
         # the last block is needed again at once by backward: keep it gathered
-        fully_shard(block, mp_policy=mp, reshard_after_forward=i < len(layers) - 1)
+        fully_shard(block, mp_policy=mp, reshard_after_forward=pc.reshard_after_forward and i < len(layers) - 1)
     tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
     if not tied and model.get_input_embeddings() is not None:
-        fully_shard(model.get_input_embeddings(), mp_policy=mp)
-    fully_shard(root if root is not None else model, mp_policy=mp)
+        fully_shard(model.get_input_embeddings(), mp_policy=mp, reshard_after_forward=pc.reshard_after_forward)
+    # the output head stays in the root unit: train.loss reads its weight inside the root's forward
+    fully_shard(root if root is not None else model, mp_policy=mp, reshard_after_forward=pc.reshard_after_forward)
     return model
 
 
@@ -148,7 +300,7 @@ def materialize(model: nn.Module, device: torch.device) -> None:
 
 
 def prepare_model(model: nn.Module, d: Dist, bf16: bool, activation_checkpointing: bool = False,
-                  compile: bool = False) -> CausalLMLoss:
+                  compile: bool = False, parallel: ParallelConfig | None = None) -> CausalLMLoss:
     """Activation checkpointing, torch.compile per block, device placement and FSDP2, in that order; returns
     the model with its loss (train.loss.CausalLMLoss, the FSDP root): call that one, and give `model`
     itself to load_weights, checkpoints and export (the state dict keeps the model's own names).
@@ -157,6 +309,7 @@ def prepare_model(model: nn.Module, d: Dist, bf16: bool, activation_checkpointin
     rank allocates only its shards; train.weights.load_weights fills them.
     """
 
+    pc = parallel or ParallelConfig()
     meta = is_meta(model)
     if activation_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
@@ -165,25 +318,27 @@ def prepare_model(model: nn.Module, d: Dist, bf16: bool, activation_checkpointin
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if compile:
         for block in decoder_layers(model):
-            block.compile()
+            block.compile(fullgraph=pc.compile_fullgraph)
     if not use_fsdp(d) and bf16:
         raise ValueError("[train] dtype = 'bfloat16' needs FSDP mixed precision: use a GPU or nproc > 1")
     if not meta:
         model.to(d.device)
     net = CausalLMLoss(model)
     if use_fsdp(d):
-        shard_model(model, torch.bfloat16 if bf16 else None, root=net)
+        shard_model(model, torch.bfloat16 if bf16 else None, pc, root=net)
     if meta:
         materialize(model, d.device)
     return net
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over the default group's ranks (for callers without a Dist; prefer Dist.all_reduce_sum)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
     return t
 
 
 def barrier() -> None:
+    """A barrier of the default group (for callers without a Dist; prefer Dist.barrier)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
