@@ -153,7 +153,6 @@ def export_pretrained(model: nn.Module, dest: Path, tokenizer_path: Path | None,
     All ranks call this; `dest` appears complete or not at all, so its presence means the export is done.
     """
     from train.parallel import barrier
-    from train.weights import export_safetensors
 
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.name}.tmp")
@@ -177,3 +176,26 @@ def export_pretrained(model: nn.Module, dest: Path, tokenizer_path: Path | None,
         tmp.rename(dest)
     barrier()
     return dest if is_main else None
+
+
+def export_safetensors(model: nn.Module, dest: Path, is_main: bool, dtype: torch.dtype = torch.float32) -> None:
+    """Write the model's weights to `dest` in `dtype` as one plain safetensors file: every rank writes its own
+    shards, then rank 0 consolidates them tensor slice by tensor slice (DCP HuggingFaceStorageWriter)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+    from train.parallel import barrier
+    from train.weights import model_keys
+
+    sd = {k: v.detach().to(dtype) for k, v in model_keys(model).items()}  # a cast copy of this rank's shards only
+    dest.mkdir(parents=True, exist_ok=True)
+    writer = HuggingFaceStorageWriter(str(dest), save_distributed=True, enable_consolidation=True)
+    dcp.save(sd, storage_writer=writer)
+    barrier()
+    if is_main:
+        shutil.rmtree(dest / "sharded", ignore_errors=True)
+        parts = sorted(dest.glob("model-*-of-*.safetensors"))
+        if len(parts) == 1:  # the name from_pretrained looks for first; the one-file index is then redundant
+            parts[0].rename(dest / "model.safetensors")
+            (dest / "model.safetensors.index.json").unlink(missing_ok=True)
+    barrier()

@@ -123,7 +123,7 @@ def build_empty(config) -> nn.Module:
 def gguf_to_folder(gguf: Path, dest: Path) -> Path:
     """Dequantize a GGUF file into a plain safetensors folder (config, weights, tokenizer); reused when current."""
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     stamp = {"gguf": str(Path(gguf).resolve()), "size": gguf.stat().st_size, "mtime_ns": gguf.stat().st_mtime_ns}
@@ -149,7 +149,7 @@ def gguf_to_folder(gguf: Path, dest: Path) -> Path:
     return dest
 
 
-def _model_keys(model: nn.Module) -> dict:
+def model_keys(model: nn.Module) -> dict:
     """The model's sharded state dict, without the output head when it is tied to the embeddings."""
     sd = get_model_state_dict(model)
     if getattr(model.config, "tie_word_embeddings", False):
@@ -185,7 +185,7 @@ def check_keys(model: nn.Module, found: set[str], where: str) -> None:
     head's copy). The message names the missing and unexpected keys, so another prefix shows at once."""
     import re
 
-    expected = set(_model_keys(model))
+    expected = set(model_keys(model))
     missing = sorted(expected - found)
     ignore = [re.compile(r) for r in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []]
     tied_head = _tied_head_names(model)
@@ -217,7 +217,7 @@ def load_weights(model: nn.Module, folder_or_ckpt: Path | dict, kind: WeightsKin
     if kind == "rank0":
         _broadcast_from_rank0(model, folder_or_ckpt, "the fresh model's initial weights")
         return
-    sd = _model_keys(model)  # the parameters themselves (their local shards): DCP reads into them in place
+    sd = model_keys(model)  # the parameters themselves (their local shards): DCP reads into them in place
     if kind == "dcp":
         meta = dcp.FileSystemReader(str(folder_or_ckpt)).read_metadata().state_dict_metadata
         check_keys(model, {k[len("model."):] for k in meta if k.startswith("model.")}, str(folder_or_ckpt))
@@ -280,25 +280,3 @@ def _broadcast_from_rank0(model: nn.Module, full: dict, where: str) -> None:
     # the names are the model's (checked above); strict=False: the other ranks pass {}, a tied head may be absent
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=dist.is_initialized(), strict=False)
     set_model_state_dict(model, full, options=options)
-
-
-def export_safetensors(model: nn.Module, dest: Path, is_main: bool, dtype: torch.dtype = torch.float32) -> None:
-    """Write the model's weights to `dest` in `dtype` as one plain safetensors file: every rank writes its own
-    shards, then rank 0 consolidates them tensor slice by tensor slice (DCP HuggingFaceStorageWriter)."""
-    from torch.distributed.checkpoint import HuggingFaceStorageWriter
-
-    from train.parallel import barrier
-
-    sd = {k: v.detach().to(dtype) for k, v in _model_keys(model).items()}  # a cast copy of this rank's shards only
-    dest.mkdir(parents=True, exist_ok=True)
-    writer = HuggingFaceStorageWriter(str(dest), save_distributed=True, enable_consolidation=True)
-    dcp.save(sd, storage_writer=writer)
-    barrier()
-    if is_main:
-        shutil.rmtree(dest / "sharded", ignore_errors=True)
-        parts = sorted(dest.glob("model-*-of-*.safetensors"))
-        if len(parts) == 1:  # the name from_pretrained looks for first; the one-file index is then redundant
-            parts[0].rename(dest / "model.safetensors")
-            (dest / "model.safetensors.index.json").unlink(missing_ok=True)
-    barrier()
-
