@@ -24,7 +24,7 @@ import polars as pl
 from continua.io import atomic_open, atomic_path
 from continua.recipe import Recipe
 from curate.dedup import _order_key
-from curate.steps import task_name
+from curate.pieces import table_path
 
 DROPPED = "duplicate_ids.parquet"
 EXAMPLES = 3
@@ -44,6 +44,11 @@ def dropped_count(folder: Path) -> int:
     return pl.scan_parquet(f).select(pl.len()).collect().item() if f.exists() else 0
 
 
+def dropped_files(folder: Path) -> set[str]:
+    """Files holding a dropped copy: their pieces' tables were rewritten without it."""
+    return {path for path, _ in dropped_rows(folder)}
+
+
 def dropped_rows(folder: Path) -> set[tuple[str, int]]:
     """(path, row) of the dropped copies, for readers that must skip them."""
     f = dropped_path(folder)
@@ -61,11 +66,12 @@ def _repeats(recipe: Recipe, source: str, tables: list[Path]) -> pl.DataFrame:
             .sort("doc_id", "_order").collect())
 
 
-def resolve_duplicate_ids(recipe: Recipe, source: str, folder: Path, tasks: int) -> int:
-    """Check (or, with keep-first, resolve) repeated ids; returns the number of copies dropped."""
+def resolve_duplicate_ids(recipe: Recipe, source: str, folder: Path, keys: list[str]) -> int:
+    """Check (or, with keep-first, resolve) repeated ids over the tables of the pieces `keys`; returns the
+    number of copies dropped."""
     cfg = recipe.data.sources[source]
     folder = Path(folder)
-    tables = [folder / "scores" / f"{task_name(r)}.parquet" for r in range(tasks)]
+    tables = [table_path(folder, k) for k in keys]
     if cfg.id_field is None or not all(t.exists() for t in tables):
         return 0  # unique by construction / unfinished tasks: collect_stats names those
     if not dropped_path(folder).exists():
@@ -82,7 +88,7 @@ def resolve_duplicate_ids(recipe: Recipe, source: str, folder: Path, tasks: int)
             raise DuplicateIdError(
                 f"source '{source}': {ids.len():,} {cfg.id_field} value(s) repeat ({copies.height:,} documents), "
                 f"e.g. {'; '.join(shown)}. Make them unique, or set duplicate_ids = \"keep-first\" in "
-                f"[data.sources.{source}] and re-run `curate score --restart`")
+                f"[data.sources.{source}] and re-run `curate score`")
         later = copies.filter(pl.col("_order") != pl.col("_order").min().over("doc_id")).select("doc_id", "path", "row")
         with atomic_path(dropped_path(folder)) as tmp:
             later.write_parquet(tmp)

@@ -7,7 +7,7 @@ shard, then copied in a seeded random order into shards of at most `shard_tokens
 unique document is stored once; epochs and shares go to the manifest for the sampler.
 
 Resumable: every shard appears under its final name only when complete (ShardWriter), and a
-source is finished when its `complete.json` exists and names the plan's sha256; a re-run skips
+source is finished when its `complete.json` exists and names the plan's hash; a re-run skips
 such sources and rebuilds any other.
 """
 
@@ -27,7 +27,7 @@ import polars as pl
 
 from continua import fingerprint as fp
 from continua.documents import expand_inputs, iter_documents
-from continua.io import file_sha256, read_json, write_json
+from continua.io import read_json, write_json
 from continua.layout import mix_dir, shards_dir
 from continua.recipe import Recipe, SourceConfig
 from continua.tokenizer import TextTokenizer, load_tokenizer
@@ -95,9 +95,9 @@ class Builder:
             raise PlanError(f"{self.plan_path}: no plan; run `mix plan` first")
         self.plan_fp = fp.fingerprint(self.plan_path)
         self.plan = read_json(self.plan_path)
-        self.plan_sha = file_sha256(self.plan_path)
+        self.plan_hash = self.plan_fp["hash"]
         sel_path = self.mix_dir / self.plan["selection"]
-        if not sel_path.exists() or file_sha256(sel_path) != self.plan.get("selection_sha256"):
+        if not sel_path.exists() or fp.hash_file(sel_path) != self.plan.get("selection_hash"):
             raise fp.StaleInputError(f"{sel_path} is missing or changed since {self.plan_path} was written: "
                                      f"run `mix plan` again")
         self.selection = pl.read_parquet(sel_path)
@@ -136,9 +136,14 @@ class Builder:
                 self._pool.close()
                 self._pool.join()
         manifest = Manifest(tokenizer=self.tok.describe(), seed=self.seed, sources=entries,
-                            plan=self.plan_fp | {"sha256": self.plan_sha}, inputs=inputs,
+                            plan=self._plan_record(), inputs=inputs,
                             total_target_tokens=sum(e.target_tokens for e in entries.values()), warnings=warnings)
         return manifest.save(self.out)
+
+    def _plan_record(self) -> dict:
+        """The plan's fingerprint, its path relative to the shards folder: a copied or moved experiment
+        folder checks its own plan, never the original's."""
+        return self.plan_fp | {"path": os.path.relpath(self.plan_path.absolute(), self.out.absolute())}
 
     # ------------------------------------------------------------------ per source
 
@@ -147,8 +152,8 @@ class Builder:
         if not marker.exists():
             return None
         done = read_json(marker)
-        if (done.get("plan_sha256"), done.get("tokenizer"), done.get("shard_tokens"), done.get("seed")) != (
-                self.plan_sha, str(self.tok.path), self.recipe.mix.shard_tokens, self.seed):
+        if (done.get("plan_hash"), done.get("tokenizer"), done.get("shard_tokens"), done.get("seed")) != (
+                self.plan_hash, str(self.tok.path), self.recipe.mix.shard_tokens, self.seed):
             return None
         shards = done.get("shard_files")  # a changed or missing shard rebuilds the source
         if shards is None or any(fp.changed(r | {"path": str(self.out / r["path"])}) for r in shards):
@@ -159,8 +164,10 @@ class Builder:
         from tqdm import tqdm
 
         folder = self.out / name
-        fp.check(self.plan["source_files"].get(name, []), "`curate score` read it",
-                 "`curate score --restart`, `mix plan` and `mix build`")
+        recorded = self.plan["source_files"].get(name, [])
+        rerun = f"{fp.RESCORE}, `mix plan` and `mix build`"
+        fp.check_listing([r["path"] for r in recorded], [p for p, _, _ in expand_inputs(cfg)], "`curate score`", rerun)
+        fp.check(recorded, "`curate score` read it", rerun)
         if folder.exists():
             shutil.rmtree(folder)  # stale or partial outputs of another plan
         sel = self.selection.filter(pl.col("source") == name)
@@ -179,7 +186,7 @@ class Builder:
                     if text_hash(rec.text) != want:  # the text `curate score` scored, or nothing
                         raise fp.StaleInputError(
                             f"{rec.path} line {rec.row + 1}: document {rec.doc_id} is not the text `curate score` "
-                            f"scored (the file changed since); re-run `curate score --restart`, `mix plan` and "
+                            f"scored (the file changed since); re-run {fp.RESCORE}, `mix plan` and "
                             f"`mix build`")
                     yield s, rec.text
                     if not split_of:
@@ -205,7 +212,7 @@ class Builder:
             raise fp.StaleInputError(f"source '{name}': {len(split_of)} planned document(s) were not found in its files (first: "
                             f"{next(iter(split_of))}); the files changed since `curate score`: run `curate score` and "
                             f"`mix plan` again")
-        result: dict = {"plan_sha256": self.plan_sha, "tokenizer": str(self.tok.path),
+        result: dict = {"plan_hash": self.plan_hash, "tokenizer": str(self.tok.path),
                         "shard_tokens": self.recipe.mix.shard_tokens, "seed": self.seed, "warnings": []}
         for i, split in enumerate(SPLITS):
             result[split] = self._shuffle_into(work / f"{split}.ds", folder / split, name, i)
@@ -217,7 +224,8 @@ class Builder:
                 result["warnings"].append(
                     f"{name}/{split}: {got:,} tokens in the shards vs {want:,} in the plan's score table: the score "
                     f"table was counted with another tokenizer than {self.tok.path}")
-        result["inputs"] = [{"source": name, "path": str(p), "sha256": file_sha256(p)} for p, _, _ in expand_inputs(cfg)]
+        # checked against their content above (fp.check) and every text against its hash while reading
+        result["inputs"] = [{"source": name, "kind": "source"} | r for r in recorded]
         result["shard_files"] = [fp.fingerprint(self.out / f) | {"path": f} for s in SPLITS for p in result[s]["shards"]
                                  for f in (p, f"{p}.index", f"{p}.metadata")]
         write_json(folder / COMPLETE, result)
