@@ -120,6 +120,7 @@ class Builder:
         warnings: list[str] = []
         try:
             for name, planned in self.plan["sources"].items():
+                self._check_source(name, self.recipe.data.sources[name])  # complete shards too: never a stale plan
                 done = self._completed(name)
                 if done is None:
                     done = self._build_source(name, self.recipe.data.sources[name], planned)
@@ -147,6 +148,15 @@ class Builder:
 
     # ------------------------------------------------------------------ per source
 
+    def _check_source(self, name: str, cfg: SourceConfig) -> list[dict]:
+        """The source holds the files `curate score` scored, as they were (a file added, removed or
+        edited since is named); returns their fingerprints."""
+        recorded = self.plan["source_files"].get(name, [])
+        rerun = f"{fp.RESCORE}, `mix plan` and `mix build`"
+        fp.check_listing([r["path"] for r in recorded], [p for p, _, _ in expand_inputs(cfg)], "`curate score`", rerun)
+        fp.check(recorded, "`curate score` read it", rerun)
+        return recorded
+
     def _completed(self, name: str) -> dict | None:
         marker = self.out / name / COMPLETE
         if not marker.exists():
@@ -164,10 +174,7 @@ class Builder:
         from tqdm import tqdm
 
         folder = self.out / name
-        recorded = self.plan["source_files"].get(name, [])
-        rerun = f"{fp.RESCORE}, `mix plan` and `mix build`"
-        fp.check_listing([r["path"] for r in recorded], [p for p, _, _ in expand_inputs(cfg)], "`curate score`", rerun)
-        fp.check(recorded, "`curate score` read it", rerun)
+        recorded = self._check_source(name, cfg)
         if folder.exists():
             shutil.rmtree(folder)  # stale or partial outputs of another plan
         sel = self.selection.filter(pl.col("source") == name)
