@@ -137,6 +137,9 @@ def prepare_folder(folder: Path, fp_settings: dict, restart: bool) -> None:
         for sub in (SCORES, REJECTS, COUNTS, "tasks", "logs", FINISH_LOGS, IDS_LOGS, "dedup", "dedup.parquet",
                     "stats.json", "run.json", "selection.parquet", SCORED, DROPPED, INDEX):
             clear(folder / sub)
+    if run_file.exists() and (folder / "tasks").is_dir() and not (folder / COUNTS).is_dir():
+        raise ScoreRunError(f"{folder}: scores made by an older `curate score` (one table per task, not per piece); "
+                            f"re-run with --restart to score afresh")
     if run_file.exists():
         old = read_json(run_file)
         if old.get("digest") != _digest(fp_settings):
@@ -190,7 +193,7 @@ def score_stages(recipe: Recipe, source: str, curate_dir: Path, tasks: int, work
                             verbose=verbose))
     if recipe.data.sources[source].id_field is not None:  # before MinHash: it re-reads what the tables keep
         stages.append(Stage("ids", [CallStep(resolve_duplicate_ids, recipe, source, folder, work.keys)], 1, 1,
-                            folder / IDS_LOGS))
+                            folder / IDS_LOGS, inline=True))
     if "minhash" in recipe.curate.dedup:
         from curate.dedup import minhash_stages, prepare_minhash
 

@@ -38,11 +38,10 @@ def _source(folder: Path, corpus, names: list[str]) -> Path:
     return folder
 
 
-def _outputs(cdir: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    scores = scan_scores(cdir, "med").collect().sort("doc_id")
-    marks = pl.read_parquet(cdir / "med" / "dedup.parquet").sort("doc_id")
-    stats = json.loads((cdir / "med" / "stats.json").read_text())
-    return scores, marks, stats
+def _outputs(cdir: Path, source: str = "med") -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    scores = scan_scores(cdir, source).collect().sort("doc_id")
+    marks = pl.read_parquet(cdir / source / "dedup.parquet").sort("doc_id")
+    return scores, marks, json.loads((cdir / source / "stats.json").read_text())
 
 
 def _opened(monkeypatch) -> list[str]:
@@ -120,3 +119,37 @@ def test_a_setting_that_changes_every_score_is_named(corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "curate.heuristics" in err and "--restart" in err
     assert curate_main(["score", str(recipe), "--tasks", "5", "--workers", "2"]) == 0  # tasks never force one
+
+
+def test_repeated_ids_are_resolved_again_over_the_new_files(tmp_path, corpus):
+    """keep-first: when the file holding the first copy goes, the next copy is kept (its piece is re-read);
+    a new file's copy of an old id is dropped; the result equals a fresh run."""
+    texts = styled_texts("med", 12, 6)
+
+    def write(folder: Path, name: str, rows: list[tuple[str, str]]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("".join(json.dumps({"text": t, "uid": u}) + "\n" for u, t in rows))
+
+    def recipe(root: Path) -> Path:
+        r = write_recipe(root / "r.toml", {"m": [root / "d"]}, corpus["tok"], extra=DEDUP)
+        r.write_text(r.read_text().replace("paths = [", 'id_field = "uid"\nduplicate_ids = "keep-first"\npaths = [', 1))
+        return r
+
+    write(tmp_path / "d", "a.jsonl", [(f"u{i}", t) for i, t in enumerate(texts[:5])])
+    write(tmp_path / "d", "b.jsonl", [("u1", texts[5]), ("x", texts[6]), ("u4", texts[7])])
+    inc = recipe(tmp_path)
+    assert curate_main(["score", str(inc), "--workers", "1"]) == 0
+    assert json.loads((tmp_path / "out" / "curate" / "m" / "stats.json").read_text())["rejected"] == 2
+    (tmp_path / "d" / "a.jsonl").unlink()  # the first copies of u1 and u4 go
+    write(tmp_path / "d", "c.jsonl", [("u1", texts[8]), ("y", texts[9])])  # a later copy of u1 comes
+    assert curate_main(["score", str(inc), "--workers", "1"]) == 0
+
+    fresh = tmp_path / "fresh"
+    shutil.copytree(tmp_path / "d", fresh / "d")
+    assert curate_main(["score", str(recipe(fresh)), "--workers", "1"]) == 0
+    got, want = _outputs(tmp_path / "out" / "curate", "m"), _outputs(fresh / "out" / "curate", "m")
+    assert got[0].drop("path").equals(want[0].drop("path")) and got[1].equals(want[1]) and got[2] == want[2]
+    kept = dict(zip(got[0]["doc_id"].to_list(), got[0]["path"].to_list()))
+    assert Path(kept["m/u1"]).name == "b.jsonl" and set(kept) == {"m/u1", "m/x", "m/u4", "m/y"}
+    assert got[2]["rejected_by_reason"] == {"duplicate_id": 1}
+
