@@ -101,9 +101,11 @@ _NOT_CONTENT = {"tasks", "workers", "executor", "slurm", "ray", "out", "dedup", 
 
 def settings(recipe: Recipe, source: str) -> dict[str, Any]:
     """Everything that changes every score of a source: a re-run may only add to a table made with equal
-    settings. The source's files are not here (they are kept track of per piece), nor the task count."""
+    settings. The source's files are not here (they are kept track of per piece), nor the task count,
+    executor or piece size."""
     cur = recipe.curate
-    cfg = {k: v for k, v in to_dict(recipe.data.sources[source]).items() if k != "paths"}
+    # paths and piece_bytes only decide which pieces there are: pieces are kept, added and dropped by key
+    cfg = {k: v for k, v in to_dict(recipe.data.sources[source]).items() if k not in ("paths", "piece_bytes")}
     return {
         "source": cfg,
         "tokenizer": str(recipe.data.tokenizer) if recipe.data.tokenizer else None,

@@ -119,6 +119,11 @@ def test_a_setting_that_changes_every_score_is_named(corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "curate.heuristics" in err and "--restart" in err
     assert curate_main(["score", str(recipe), "--tasks", "5", "--workers", "2"]) == 0  # tasks never force one
+    # a smaller piece size cuts the file into byte ranges: its pieces are new, scored without --restart
+    assert curate_main(["score", str(recipe), "--set", "data.sources.med.piece_bytes=1000"]) == 0
+    scores = scan_scores(tmp_path / "out" / "curate", "med").collect()
+    assert scores.height == 14 and scores["doc_id"].str.contains("@").all()
+    assert len(list((tmp_path / "out" / "curate" / "med" / "scores").glob("*.parquet"))) > 1
 
 
 def test_repeated_ids_are_resolved_again_over_the_new_files(tmp_path, corpus):
@@ -153,3 +158,15 @@ def test_repeated_ids_are_resolved_again_over_the_new_files(tmp_path, corpus):
     assert Path(kept["m/u1"]).name == "b.jsonl" and set(kept) == {"m/u1", "m/x", "m/u4", "m/y"}
     assert got[2]["rejected_by_reason"] == {"duplicate_id": 1}
 
+
+
+def test_bench_small_mode_adds_one_file_and_equals_a_fresh_run():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(root / "bench" / "bench_curate_incremental.py"), "--small"], cwd=root,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["equal_to_fresh"] and (result["new_pieces"], result["kept_pieces"]) == (1, 3)
