@@ -6,9 +6,8 @@ documents are made of: the content hash of its file (continua.fingerprint) and w
 in it. A re-run after files were added, removed or edited therefore re-scores only the pieces of
 added and edited files (an edited file is re-scored whole: its byte ranges, and so its document
 ids, move), drops the outputs of removed ones and keeps the rest unread; the tasks only share out
-the pieces to do, so the task and worker counts never change a result. KEYs are 16-digit numbers
-because datatrove names a MinHash signature file by a task number: a piece's signatures then sort
-like its score table.
+the pieces to do, so the task and worker counts never change a result. KEYs are 16-digit numbers,
+so the score files sort in one order everywhere (curate.dedup numbers the pieces by it).
 """
 
 from __future__ import annotations
