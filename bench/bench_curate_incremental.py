@@ -1,7 +1,7 @@
 """What adding a file to a scored source costs: `curate score` fresh on N files, then again after one more
 file is added (no --restart), against a fresh run on all N+1 files.
 
-    python bench/bench_curate_incremental.py [--corpus /work/shared/data/medical.jsonl] [--docs 20000] [--files 8]
+    python bench/bench_curate_incremental.py [--corpus /work/shared/data/medical/medical.jsonl] [--docs 20000] [--files 8]
     python bench/bench_curate_incremental.py --small     # synthetic texts, seconds: the test suite runs this
 
 The first --docs documents are split into --files JSON Lines files plus one more file of the same
@@ -99,7 +99,7 @@ def run(texts: list[str], files: int, work: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", type=Path, default=Path("/work/shared/data/medical.jsonl"))
+    ap.add_argument("--corpus", type=Path, default=Path("/work/shared/data/medical/medical.jsonl"))
     ap.add_argument("--docs", type=int, default=20000)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--small", action="store_true", help="300 synthetic documents in 3 + 1 files")

@@ -181,9 +181,13 @@ def minhash_marks(scores: pl.LazyFrame, clusters: Path, n_pieces: int) -> pl.Laz
     table = pl.concat(parts) if parts else pl.DataFrame(schema={"_task": pl.Int64, "_idx": pl.Int64,
                                                                 "dup_minhash_cluster": pl.Int64})
     marked = scores.join(table.lazy(), on=["_task", "_idx"], how="left")
-    first = pl.col("_order") == pl.col("_order").min().over("dup_minhash_cluster")
+    # a cluster is named by its first document's input order, not datatrove's union-find root, whose
+    # number depends on how the work was split: the marks of a re-run equal a fresh run's
+    cluster = pl.col("dup_minhash_cluster")
+    marked = marked.with_columns(pl.when(cluster.is_null()).then(None).otherwise(pl.col("_order").min().over(cluster))
+                                 .alias("dup_minhash_cluster"))
     return marked.with_columns(
-        pl.when(pl.col("dup_minhash_cluster").is_null()).then(True).otherwise(first).alias("dup_minhash_keep"))
+        pl.when(cluster.is_null()).then(True).otherwise(pl.col("_order") == cluster).alias("dup_minhash_keep"))
 
 
 def _scores_with_position(curate_dir: Path, source: str, keys: list[str]) -> pl.LazyFrame:

@@ -97,6 +97,8 @@ def test_a_file_added_is_refused_by_every_stage_until_scored_then_the_chain_runs
     assert str(new) in last and "new file" in last and "`curate score`" in last
     with pytest.raises(StaleInputError, match="b.jsonl: new file"):
         check_manifest(load_recipe(recipe))  # what `train run` checks before it starts
+    assert train_main(["run", str(recipe)]) == FAILED
+    assert str(new) in _last_error(capsys)
     assert mix_main(["plan", str(recipe)]) == FAILED
     assert str(new) in _last_error(capsys)
     assert not (tmp_path / "out" / "mix" / "plan.json").read_text().count("b.jsonl")
