@@ -1,21 +1,20 @@
-"""Checksums of a folder's files (size + xxh3-128), written beside them and verified before they are read.
+"""Checksums of a folder's files (size + content hash), written beside them and verified before they are read.
 
 A manifest catches damage (a disk or copy that flipped bytes, a file cut short, a missing file); it
-is not a signature: whoever can write the files can write a matching manifest. xxh3 hashes at memory
-speed (several GB/s per core), so verifying costs about one read of the files.
+is not a signature: whoever can write the files can write a matching manifest. The hash is the
+project's one content hash (continua.fingerprint.digest, xxh3-128 at memory speed), so verifying
+costs about one read of the files.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import xxhash
-
+from continua.fingerprint import ALGO, digest
 from continua.io import read_json, write_json
 
 MANIFEST = "checksums.json"
-ALGORITHM = "xxh3_128"
-_CHUNK = 8 << 20
+ALGORITHM = ALGO
 
 
 class ChecksumError(ValueError):
@@ -23,11 +22,7 @@ class ChecksumError(ValueError):
 
 
 def hash_file(path: str | Path) -> str:
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
+    return digest(path)
 
 
 def describe(folder: Path, names: list[str]) -> dict[str, dict]:

@@ -1,6 +1,6 @@
 """The score table, the contract between curate and mix: `curate score` writes it, `mix plan` reads it.
 
-One Parquet file per curate task under curate/SOURCE/scores/, read back as one lazy polars frame;
+One Parquet file per piece of the input (curate.pieces) under curate/SOURCE/scores/, read back as one lazy polars frame;
 the columns and the files beside it are described in docs/formats.md ("Score table").
 """
 

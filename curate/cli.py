@@ -16,7 +16,8 @@ Score documents for quality, then select by score. Subcommands:
 
   score             run the datatrove scoring pipeline over every [data.sources] entry and write
                     curate/SOURCE/scores/*.parquet (one row per document, nothing dropped), rejects
-                    and stats.json; a re-run resumes, skipping finished tasks; runs on the local
+                    and stats.json; a re-run scores only pieces not scored yet (interrupted, or of
+                    files added or edited since) and redoes dedup and stats; runs on the local
                     executor, a Ray cluster, or as dependent Slurm jobs ([curate] executor)
   train-classifier  train a DCLM-style bigram fastText classifier (positive vs negative examples)
                     and report held-out precision/recall/F1/ROC AUC (MODEL.metrics.json)
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run reader -> token count -> fastText -> perplexity -> heuristics -> "
                        "score table for each source with datatrove. Scoring never drops a document: "
                        "unreadable items are written to curate/SOURCE/rejects/ and counted in stats.json. "
-                       "Finished tasks are skipped on a re-run (completion markers in curate/SOURCE/logs).")
+                       "A re-run scores only the pieces not scored yet: those of an interrupted run and of files added or "
+                       "edited since; removed files are dropped; dedup and stats are made again over all.")
     _add_recipe(p)
     p.add_argument("--source", action="append", default=None, help="score only this source (repeatable)")
     p.add_argument("--tasks", type=int, default=None,
@@ -166,12 +168,14 @@ def cmd_score(args: argparse.Namespace) -> int:
                 if results[source].stats is not None:
                     r = results[source].stats
                     console.print(f"  {source}: {r['scored']:,} scored, {r['rejected']:,} rejected in "
-                                  f"{time.perf_counter() - t0:.1f} s (logs: {cdir / source / 'logs'})")
+                                  f"{time.perf_counter() - t0:.1f} s (logs: {cdir / source / 'logs'}); "
+                                  f"{len(results[source].scored_pieces)} of {r['pieces']} piece(s) read this run, "
+                                  f"the others kept")
     except (LockHeld, StageFailed, SharedFolderError) as e:
         print(f"curate score: error: {e}", file=sys.stderr)
         return FAILED
     except Interrupted as e:
-        print(f"curate score: interrupted ({e}); finished tasks are kept: run the same command again to resume",
+        print(f"curate score: interrupted ({e}); finished pieces are kept: run the same command again to resume",
               file=sys.stderr)
         return INTERRUPTED
     done = {k: r.stats for k, r in results.items() if r.stats is not None}

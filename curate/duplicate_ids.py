@@ -26,9 +26,9 @@ from continua.exitcodes import RunFailure
 from continua.io import atomic_open, atomic_path
 from continua.partition import plan_pieces
 from continua.recipe import Recipe
-from continua.score_table import dropped_path
+from continua.score_table import dropped_path, dropped_rows
 from curate.dedup import _order_key
-from curate.steps import task_name
+from curate.pieces import table_path
 
 EXAMPLES = 3
 
@@ -43,6 +43,11 @@ def dropped_count(folder: Path) -> int:
     return pl.scan_parquet(f).select(pl.len()).collect().item() if f.exists() else 0
 
 
+def dropped_files(folder: Path) -> set[str]:
+    """Files holding a dropped copy: their pieces' tables were rewritten without it."""
+    return {path for path, _ in dropped_rows(folder)}
+
+
 def _repeats(recipe: Recipe, source: str, tables: list[Path]) -> pl.DataFrame:
     """Every copy of each repeated id, with `_order` (input order), first copies first."""
     scores = pl.concat([pl.scan_parquet(t).select("doc_id", "path", "row") for t in tables])
@@ -51,11 +56,12 @@ def _repeats(recipe: Recipe, source: str, tables: list[Path]) -> pl.DataFrame:
             .sort("doc_id", "_order").collect())
 
 
-def resolve_duplicate_ids(recipe: Recipe, source: str, folder: Path, tasks: int) -> int:
-    """Check (or, with keep-first, resolve) repeated ids; returns the number of copies dropped."""
+def resolve_duplicate_ids(recipe: Recipe, source: str, folder: Path, keys: list[str]) -> int:
+    """Check (or, with keep-first, resolve) repeated ids over the tables of the pieces `keys`; returns the
+    number of copies dropped."""
     cfg = recipe.data.sources[source]
     folder = Path(folder)
-    tables = [folder / "scores" / f"{task_name(r)}.parquet" for r in range(tasks)]
+    tables = [table_path(folder, k) for k in keys]
     if cfg.id_field is None or not all(t.exists() for t in tables):
         return 0  # unique by construction / unfinished tasks: collect_stats names those
     if not dropped_path(folder).exists():
@@ -73,7 +79,7 @@ def resolve_duplicate_ids(recipe: Recipe, source: str, folder: Path, tasks: int)
             raise DuplicateIdError(
                 f"source '{source}': {ids.len():,} {cfg.id_field} value(s) repeat ({copies.height:,} documents), "
                 f"e.g. {'; '.join(shown)}. Make them unique, or set duplicate_ids = \"keep-first\" in "
-                f"[data.sources.{source}] and re-run `curate score --restart`")
+                f"[data.sources.{source}] and re-run `curate score`")
         later = copies.filter(pl.col("_order") != pl.col("_order").min().over("doc_id")).select("doc_id", "path", "row")
         with atomic_path(dropped_path(folder)) as tmp:
             later.write_parquet(tmp)

@@ -46,6 +46,7 @@ class Stage:
     logging_dir: Path
     gpus_per_task: int = 0
     verbose: bool = False  # local executor: datatrove's full console output (else in the logs folder only)
+    inline: bool = False  # CallSteps run in this process (local, ray); on Slurm still a job of the chain
 
 
 @dataclass
@@ -156,6 +157,10 @@ def run_stages(recipe: Recipe, stages: list[Stage], job_prefix: str, dry_run: Pa
         raise ValueError("run_stages runs stages in this process; submit Slurm stages with curate.slurm.submit_chain")
     with ray_cluster(recipe.curate.ray.address) if executor == "ray" else _nothing():
         for stage in stages:
+            if stage.inline:  # a cheap step: here, so its errors reach the user as they are
+                for step in stage.steps:
+                    step.fn(*step.args)
+                continue
             ex = make_executor(recipe, stage, f"{job_prefix}-{stage.name}")
             ex.run()
             _check_done(ex, stage)

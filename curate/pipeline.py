@@ -3,16 +3,17 @@
 reader -> token count -> fastText scores -> perplexity scores -> heuristic signals -> score writer,
 then the MinHash stages when enabled, then stats.json and dedup.parquet; every stage runs on the
 recipe's executor (curate.executors). The logging dirs (curate/SOURCE/logs, ...) hold datatrove's
-per-task completion markers, so a re-run skips finished tasks; every task output is renamed into
-place only when complete, so a killed run leaves nothing half-written behind. One run at a time
-writes a source folder (continua.lock).
+outputs are kept per piece of the source (curate.pieces), so a re-run scores only the pieces not
+scored yet: those of an interrupted run, and those of files added or edited since (removed files'
+outputs are dropped); MinHash, duplicate ids, stats and the marks are then made again over all
+pieces, equal to a fresh run's. Every output is renamed into place only when complete, so a killed
+run leaves nothing half-written behind. One run at a time writes a source folder (continua.lock).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,24 +23,28 @@ import polars as pl
 from datatrove.executor.base import PipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
+from continua import fingerprint as fp
 from continua.documents import InputError, expand_inputs
 from continua.exitcodes import RunFailure
-from continua.fingerprint import SCORED, finish_scoring, start_scoring
+from continua.fingerprint import SCORED, finish_scoring
 from continua.io import read_json, write_json
 from continua.lock import locked
 from continua.recipe import Recipe, RecipeError
 from continua.schema import to_dict
-from continua.score_table import DROPPED, dedup_path, source_dir as _source_dir
+from continua.score_table import DROPPED, dedup_path, dropped_path, source_dir as _source_dir
 from continua.tokenizer import load_tokenizer
-from curate.duplicate_ids import dropped_count, resolve_duplicate_ids
+from curate.duplicate_ids import dropped_count, dropped_files, resolve_duplicate_ids
 from curate.executors import CallStep, Stage, Submission, lm_gpus, make_executor, run_stages
 from curate.fasttext_scorer import FastTextScorer
 from curate.heuristics import HeuristicSignals
+from curate.pieces import (COUNTS, INDEX, REJECTS, SCORES, Work, clear, counts_path, fresh_work, last_inputs,
+                           plan_work, table_path)
 from curate.rejects import fill_reject_lines
-from curate.steps import ScoreWriter, SourceReader, TokenCounter, task_name
+from curate.steps import ScoreWriter, SourceReader, TokenCounter
 
 
 FINISH_LOGS = "logs-finish"  # completion marker of the Slurm finish job (stats + dup marks)
+IDS_LOGS = "logs-ids"  # completion marker of the repeated-ids stage
 
 
 class ScoreRunError(ValueError):
@@ -68,10 +73,13 @@ def perplexity_steps(recipe: Recipe) -> list[PipelineStep]:
     return build(cur)
 
 
-def build_steps(recipe: Recipe, source: str, folder: Path, show_progress: bool = True) -> list[PipelineStep]:
-    """The score pipeline of one source; models are checked here and loaded lazily in the workers."""
+def build_steps(recipe: Recipe, source: str, folder: Path, work: Work | None = None, show_progress: bool = True
+                ) -> list[PipelineStep]:
+    """The score pipeline of the pieces `work.todo` of one source (default: all of them); models are
+    checked here and loaded lazily in the workers."""
     cur = recipe.curate
-    steps: list[PipelineStep] = [SourceReader(source, recipe.data.sources[source], folder)]
+    work = work or fresh_work(recipe.data.sources[source])
+    steps: list[PipelineStep] = [SourceReader(source, recipe.data.sources[source], folder, work.todo)]
     if recipe.data.tokenizer is not None:
         steps.append(TokenCounter(load_tokenizer(recipe.data.tokenizer), cur.batch_size))
     for name, model in sorted(cur.classifiers.items()):
@@ -81,7 +89,7 @@ def build_steps(recipe: Recipe, source: str, folder: Path, show_progress: bool =
     steps.extend(perplexity_steps(recipe))
     for group in cur.heuristics:
         steps.append(HeuristicSignals(group, cur.word_tokenizer))
-    steps.append(ScoreWriter(folder, show_progress=show_progress))
+    steps.append(ScoreWriter(folder, work.todo, show_progress=show_progress))
     return steps
 
 
@@ -97,22 +105,19 @@ _NOT_CONTENT = {"tasks", "workers", "executor", "slurm", "ray", "out", "dedup", 
                 "lm_device"}
 
 
-def _file_stamp(path: Path) -> str:
-    st = Path(path).stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def fingerprint(recipe: Recipe, source: str, tasks: int) -> dict[str, Any]:
-    """Everything that changes a score table's content: a re-run may only resume on an equal one."""
+def settings(recipe: Recipe, source: str) -> dict[str, Any]:
+    """Everything that changes every score of a source: a re-run may only add to a table made with equal
+    settings. The source's files are not here (they are kept track of per piece), nor the task count,
+    executor or piece size."""
     cur = recipe.curate
-    cfg = recipe.data.sources[source]
-    inputs = {str(p): _file_stamp(p) if p.is_file() else "dir" for p, _, _ in expand_inputs(cfg)}
+    # paths and piece_bytes only decide which pieces there are: pieces are kept, added and dropped by key
+    cfg = {k: v for k, v in to_dict(recipe.data.sources[source]).items() if k not in ("paths", "piece_bytes")}
     return {
-        "source": to_dict(cfg),
-        "inputs": inputs,
-        "tasks": tasks,
+        "source": cfg,
         "tokenizer": str(recipe.data.tokenizer) if recipe.data.tokenizer else None,
-        "classifier_files": {k: _file_stamp(v) for k, v in sorted(cur.classifiers.items())},
+        # by content: a model file copied or restored unchanged is the same model (missing: named by its check)
+        "classifier_files": {k: fp.hash_file(v) if Path(v).exists() else "missing"
+                             for k, v in sorted(cur.classifiers.items())},
         "curate": {k: v for k, v in to_dict(cur).items() if k not in _NOT_CONTENT},
     }
 
@@ -121,85 +126,124 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def prepare_folder(folder: Path, fp: dict, restart: bool) -> None:
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): obj}
+
+
+def changed_settings(old: dict, new: dict) -> list[str]:
+    """Dotted names of the settings that differ (`curate.heuristics`, `source.text_field`, ...)."""
+    a, b = _flat(json.loads(json.dumps(old, default=str))), _flat(json.loads(json.dumps(new, default=str)))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def prepare_folder(folder: Path, fp_settings: dict, restart: bool) -> None:
     """Start afresh on --restart; refuse to mix outputs of different settings into one table."""
     run_file = folder / "run.json"
     if restart and folder.exists():
-        for sub in ("scores", "rejects", "tasks", "logs", FINISH_LOGS, "dedup", "dedup.parquet", "stats.json", "run.json",
-                    "selection.parquet", SCORED, DROPPED):
-            p = folder / sub
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        for sub in (SCORES, REJECTS, COUNTS, "tasks", "logs", FINISH_LOGS, IDS_LOGS, "dedup", "dedup.parquet",
+                    "stats.json", "run.json", "selection.parquet", SCORED, DROPPED, INDEX):
+            clear(folder / sub)
+    if run_file.exists() and (folder / "tasks").is_dir() and not (folder / COUNTS).is_dir():
+        raise ScoreRunError(f"{folder}: scores made by an older `curate score` (one table per task, not per piece); "
+                            f"re-run with --restart to score afresh")
     if run_file.exists():
         old = read_json(run_file)
-        if old.get("digest") != _digest(fp):
-            changed = sorted(k for k in fp if old.get("settings", {}).get(k) != json.loads(json.dumps(fp[k], default=str)))
+        if old.get("digest") != _digest(fp_settings):
+            changed = changed_settings(old.get("settings", {}), fp_settings)
             raise ScoreRunError(f"{folder}: existing scores were made with other settings (changed: "
-                                f"{', '.join(changed) or 'unknown'}); re-run with --restart to score afresh")
+                                f"{', '.join(changed) or 'unknown'}); every score depends on them: re-run with "
+                                f"--restart to score afresh")
     else:
-        write_json(run_file, {"digest": _digest(fp), "settings": fp})
+        write_json(run_file, {"digest": _digest(fp_settings), "settings": fp_settings})
 
 
-def collect_stats(folder: Path, source: str, tasks: int) -> dict[str, Any]:
-    """Sum per-task counts into stats.json and check documents_in == scored + rejected."""
+def collect_stats(folder: Path, source: str, keys: list[str]) -> dict[str, Any]:
+    """Sum per-piece counts into stats.json and check documents_in == scored + rejected."""
     documents_in = 0
     rejected: Counter[str] = Counter()
     scored = 0
     missing = []
-    for rank in range(tasks):
-        counts = folder / "tasks" / f"{task_name(rank)}.json"
-        table = folder / "scores" / f"{task_name(rank)}.parquet"
+    for key in keys:
+        counts = counts_path(folder, key)
+        table = table_path(folder, key)
         if not counts.exists() or not table.exists():
-            missing.append(rank)
+            missing.append(key)
             continue
         c = read_json(counts)
         documents_in += c["documents_in"]
         rejected.update(c["rejected"])
         scored += pl.scan_parquet(table).select(pl.len()).collect().item()
     if missing:
-        raise ScoreCountsError(f"{folder}: tasks {missing} have not finished; re-run `curate score` to complete them")
+        raise ScoreCountsError(f"{folder}: {len(missing)} piece(s) were not scored (first: {missing[0]}); re-run "
+                            f"`curate score` to complete them")
     rejected["duplicate_id"] += dropped_count(folder)  # later copies of repeated ids (keep-first)
     rejected += Counter()  # drops zero counts
     n_rejected = sum(rejected.values())
     if documents_in != scored + n_rejected:
         raise ScoreCountsError(f"{folder}: documents_in {documents_in} != scored {scored} + rejected {n_rejected}")
-    stats = {"source": source, "tasks": tasks, "documents_in": documents_in, "scored": scored,
+    stats = {"source": source, "pieces": len(keys), "documents_in": documents_in, "scored": scored,
              "rejected": n_rejected, "rejected_by_reason": dict(sorted(rejected.items()))}
     write_json(folder / "stats.json", stats)
     return stats
 
 
-def score_stages(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int,
+def score_stages(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int, work: Work,
                  show_progress: bool = True, verbose: bool = False) -> list[Stage]:
-    """score (N tasks) -> MinHash signatures -> buckets -> clusters: the datatrove stages of one source."""
+    """score (N tasks, over the pieces to score) -> repeated ids -> MinHash signatures -> buckets ->
+    clusters: the datatrove stages of one source."""
     folder = _source_dir(curate_dir, source)
-    steps = build_steps(recipe, source, folder, show_progress=show_progress)
-    stages = [Stage("score", steps, tasks, workers, folder / "logs", gpus_per_task=lm_gpus(recipe), verbose=verbose)]
+    stages = []
+    if work.todo:
+        steps = build_steps(recipe, source, folder, work, show_progress=show_progress)
+        stages.append(Stage("score", steps, tasks, workers, folder / "logs", gpus_per_task=lm_gpus(recipe),
+                            verbose=verbose))
+    if recipe.data.sources[source].id_field is not None:  # before MinHash: it re-reads what the tables keep
+        stages.append(Stage("ids", [CallStep(resolve_duplicate_ids, recipe, source, folder, work.keys)], 1, 1,
+                            folder / IDS_LOGS, inline=True))
     if "minhash" in recipe.curate.dedup:
-        from curate.dedup import minhash_stages
+        from curate.dedup import minhash_stages, prepare_minhash
 
-        stages += minhash_stages(recipe, source, curate_dir, tasks, workers, verbose=verbose)
+        prepare_minhash(recipe, curate_dir, source, work)
+        stages += minhash_stages(recipe, source, curate_dir, tasks, workers, work, verbose=verbose)
     return stages
 
 
-def finish_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, inputs: list[dict]) -> dict[str, Any]:
+def finish_source(recipe: Recipe, source: str, curate_dir: Path, work: Work) -> dict[str, Any]:
     """The last stage: repeated ids resolved, stats.json (checked counts), the duplicate marks
     (dedup.parquet), then fingerprint.json, written last so it exists only after a complete run.
-    `inputs` are the source files' fingerprints taken when scoring started."""
+    `work.inputs` are the source files' fingerprints taken when the run started."""
     folder = _source_dir(curate_dir, source)
-    resolve_duplicate_ids(recipe, source, folder, tasks)
-    stats = collect_stats(folder, source, tasks)
+    resolve_duplicate_ids(recipe, source, folder, work.keys)
+    stats = collect_stats(folder, source, work.keys)
     fill_reject_lines(folder)
     if recipe.curate.dedup:
         from curate.dedup import write_marks
 
-        write_marks(recipe, source, curate_dir, tasks)
-    outputs = [folder / "scores" / f"{task_name(r)}.parquet" for r in range(tasks)]
-    finish_scoring(folder, inputs, outputs + [dedup_path(curate_dir, source)] * bool(recipe.curate.dedup),
-                   {"dedup": list(recipe.curate.dedup)})
+        write_marks(recipe, source, curate_dir, work.keys)
+    outputs = [table_path(folder, k) for k in work.keys]
+    finish_scoring(folder, work.inputs, outputs + [dedup_path(curate_dir, source)] * bool(recipe.curate.dedup),
+                   {"dedup": list(recipe.curate.dedup)}, work.records())
     return stats
+
+
+def start_work(recipe: Recipe, source: str, folder: Path) -> Work:
+    """Fingerprint the source's files (hashes reused while a file's stat is unchanged) and find the pieces
+    to score. Pieces whose table lost a repeated id's copy are scored again when the source changed:
+    which copy comes first may have changed with it."""
+    (folder / SCORED).unlink(missing_ok=True)  # the old record goes until this run completes
+    cfg = recipe.data.sources[source]
+    inputs = fp.fingerprints([p for p, _, _ in expand_inputs(cfg)], last_inputs(folder))
+    work = plan_work(folder, cfg, inputs)
+    if work.changed and dropped_path(folder).exists():
+        files = dropped_files(folder)
+        dropped_path(folder).unlink()
+        (folder / REJECTS / "duplicate_ids.jsonl").unlink(missing_ok=True)
+        work = plan_work(folder, cfg, inputs, rescore_files=files)
+    for sub in ("logs", IDS_LOGS, FINISH_LOGS):  # tasks find their own pieces to do: none is "complete" by rank
+        clear(folder / sub / "completions")
+    return work
 
 
 @dataclass
@@ -208,6 +252,7 @@ class SourceRun:
 
     stats: dict[str, Any] | None
     submissions: list[Submission] = field(default_factory=list)
+    scored_pieces: list[str] = field(default_factory=list)  # keys of the pieces this run read and scored
 
 
 def run_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int, restart: bool = False,
@@ -225,20 +270,19 @@ def run_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, worker
 
         check_shared([folder], lambda m: None)
     with locked(folder, f"curate score {source}"):
-        stages = score_stages(recipe, source, curate_dir, tasks, workers, show_progress, verbose)
-        prepare_folder(folder, fingerprint(recipe, source, tasks), restart)
-        inputs = start_scoring(folder, [p for p, _, _ in expand_inputs(recipe.data.sources[source])])
+        prepare_folder(folder, settings(recipe, source), restart)
+        work = start_work(recipe, source, folder)
+        stages = score_stages(recipe, source, curate_dir, tasks, workers, work, show_progress, verbose)
         if recipe.curate.executor == "slurm":
             # the finish job always runs again (one cheap task): dedup settings may have changed since
-            shutil.rmtree(folder / FINISH_LOGS / "completions", ignore_errors=True)
-            stages.append(Stage("finish", [CallStep(finish_source, recipe, source, curate_dir, tasks, inputs)], 1, 1,
+            stages.append(Stage("finish", [CallStep(finish_source, recipe, source, curate_dir, work)], 1, 1,
                                 folder / FINISH_LOGS))
             target = None if dry_run is None else Path(dry_run) / source
             from curate.slurm import submit_chain
 
             return SourceRun(None, submit_chain(recipe, stages, f"curate-{source}", target))
         run_stages(recipe, stages, f"curate-{source}", dry_run)
-        return SourceRun(finish_source(recipe, source, curate_dir, tasks, inputs))
+        return SourceRun(finish_source(recipe, source, curate_dir, work), scored_pieces=[k for k, _ in work.todo])
 
 
 def score_source(recipe: Recipe, source: str, curate_dir: Path, tasks: int, workers: int,

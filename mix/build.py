@@ -14,7 +14,7 @@ the recipe's executor (mix.build_stages); the shards are the same bytes either w
 merge sees the same documents in the same order.
 
 Resumable: every shard appears under its final name only when complete (ShardWriter); a piece is
-done when its `done.json` names the plan's sha256, and a source when its `complete.json` does; a
+done when its `done.json` names the plan's hash, and a source when its `complete.json` does; a
 re-run skips both and rebuilds anything else.
 """
 
@@ -36,7 +36,7 @@ import polars as pl
 from continua import fingerprint as fp
 from continua.documents import Record, expand_inputs, iter_source
 from continua.partition import Piece, plan_pieces
-from continua.io import file_sha256, read_json, write_json
+from continua.io import read_json, write_json
 from continua.layout import mix_dir, shards_dir
 from continua.recipe import Recipe, SourceConfig
 from continua.score_table import text_hash
@@ -118,7 +118,7 @@ class Builder:
             raise PlanError(f"{self.plan_path}: no plan; run `mix plan` first")
         self.plan_fp = fp.fingerprint(self.plan_path)
         self.plan = read_json(self.plan_path)
-        self.plan_sha = file_sha256(self.plan_path)
+        self.plan_hash = self.plan_fp["hash"]
         self.selection_path = self.mix_dir / self.plan["selection"]
         self._check_selection()
         if "source_files" not in self.plan or "text_hash" not in pl.read_parquet_schema(self.selection_path):
@@ -155,10 +155,9 @@ class Builder:
                             f"run `mix plan` again")
         jobs: list[PieceJob] = []
         for name in self.plan["sources"]:
+            self._check_source(name, self.recipe.data.sources[name])  # complete shards too: never a stale plan
             if self._completed(name) is not None:
                 continue
-            fp.check(self.plan["source_files"].get(name, []), "`curate score` read it",
-                     "`curate score --restart`, `mix plan` and `mix build`")
             folder = self.out / name
             pieces = {f"{i:05d}": p for i, p in enumerate(plan_pieces(self.recipe.data.sources[name]))}
             if folder.exists():  # stale or partial outputs: keep only pieces done for this plan and these files
@@ -178,9 +177,10 @@ class Builder:
         warnings: list[str] = []
         self._check_selection()
         for name, planned in self.plan["sources"].items():
+            recorded = self._check_source(name, self.recipe.data.sources[name])  # complete shards too
             done = self._completed(name)
             if done is None:
-                done = self._merge_source(name, self.recipe.data.sources[name], planned)
+                done = self._merge_source(name, self.recipe.data.sources[name], planned, recorded)
             else:
                 self.log(f"{name}: shards complete for this plan, skipped")
             entries[name] = SourceEntry(
@@ -190,7 +190,7 @@ class Builder:
             inputs.extend(done["inputs"])
             warnings.extend(done["warnings"])
         manifest = Manifest(tokenizer=self.tok.describe(), seed=self.seed, sources=entries,
-                            plan=self.plan_fp | {"sha256": self.plan_sha}, inputs=inputs,
+                            plan=self._plan_record(), inputs=inputs,
                             total_target_tokens=sum(e.target_tokens for e in entries.values()), warnings=warnings)
         return manifest.save(self.out)
 
@@ -204,30 +204,46 @@ class Builder:
 
     def _check_selection(self) -> None:
         """The plan file and its selection are the ones this build started from (a task may run much later)."""
-        if file_sha256(self.plan_path) != self.plan_sha:
+        if fp.hash_file(self.plan_path) != self.plan_hash:
             raise fp.StaleInputError(f"{self.plan_path}: changed since this `mix build` started; run `mix build` "
                                      f"again")
         sel = self.selection_path
-        if not sel.exists() or file_sha256(sel) != self.plan.get("selection_sha256"):
+        if not sel.exists() or fp.hash_file(sel) != self.plan.get("selection_hash"):
             raise fp.StaleInputError(f"{sel} is missing or changed since {self.plan_path} was written: "
                                      f"run `mix plan` again")
 
     def _stamp(self, piece: Piece) -> dict:
         """What a piece's work depends on: the plan, the tokenizer and its file as it was read."""
         st = Path(piece.path).stat()
-        return {"plan_sha256": self.plan_sha, "tokenizer": str(self.tok.path), "file": [st.st_size, st.st_mtime_ns]}
+        return {"plan_hash": self.plan_hash, "tokenizer": str(self.tok.path), "file": [st.st_size, st.st_mtime_ns]}
 
     def _piece_done(self, folder: Path, piece: Piece) -> bool:
         marker = folder / PIECE_DONE
         return marker.exists() and read_json(marker) == self._stamp(piece)
+
+    def _plan_record(self) -> dict:
+        """The plan's fingerprint, its path relative to the shards folder: a copied or moved experiment
+        folder checks its own plan, never the original's."""
+        return self.plan_fp | {"path": os.path.relpath(self.plan_path.absolute(), self.out.absolute())}
+
+    # ------------------------------------------------------------------ per source
+
+    def _check_source(self, name: str, cfg: SourceConfig) -> list[dict]:
+        """The source holds the files `curate score` scored, as they were (a file added, removed or
+        edited since is named); returns their fingerprints."""
+        recorded = self.plan["source_files"].get(name, [])
+        rerun = f"{fp.RESCORE}, `mix plan` and `mix build`"
+        fp.check_listing([r["path"] for r in recorded], [p for p, _, _ in expand_inputs(cfg)], "`curate score`", rerun)
+        fp.check(recorded, "`curate score` read it", rerun)
+        return recorded
 
     def _completed(self, name: str) -> dict | None:
         marker = self.out / name / COMPLETE
         if not marker.exists():
             return None
         done = read_json(marker)
-        if (done.get("plan_sha256"), done.get("tokenizer"), done.get("shard_tokens"), done.get("seed")) != (
-                self.plan_sha, str(self.tok.path), self.recipe.mix.shard_tokens, self.seed):
+        if (done.get("plan_hash"), done.get("tokenizer"), done.get("shard_tokens"), done.get("seed")) != (
+                self.plan_hash, str(self.tok.path), self.recipe.mix.shard_tokens, self.seed):
             return None
         shards = done.get("shard_files")  # a changed or missing shard rebuilds the source
         if shards is None or any(fp.changed(r | {"path": str(self.out / r["path"])}) for r in shards):
@@ -307,7 +323,7 @@ class Builder:
 
     # ------------------------------------------------------------------ merge
 
-    def _merge_source(self, name: str, cfg: SourceConfig, planned: dict) -> dict:
+    def _merge_source(self, name: str, cfg: SourceConfig, planned: dict, recorded: list[dict]) -> dict:
         pieces = plan_pieces(cfg)
         keys = [f"{i:05d}" for i in range(len(pieces))]
         not_done = [k for k, p in zip(keys, pieces) if not self._piece_done(self.out / name / WORK / k, p)]
@@ -315,12 +331,12 @@ class Builder:
             raise fp.StaleInputError(f"source '{name}': piece(s) {', '.join(not_done[:5])} were not tokenized for "
                                      f"this plan and files (their tasks did not finish); run `mix build` again")
         try:
-            return self._merge(name, cfg, keys, planned)
+            return self._merge(name, cfg, keys, planned, recorded)
         except fp.StaleInputError:
             shutil.rmtree(self.out / name / WORK, ignore_errors=True)  # the files changed: read them again next time
             raise
 
-    def _merge(self, name: str, cfg: SourceConfig, keys: list[str], planned: dict) -> dict:
+    def _merge(self, name: str, cfg: SourceConfig, keys: list[str], planned: dict, recorded: list[dict]) -> dict:
         folder = self.out / name
         work = folder / WORK
         found = pl.concat([pl.read_parquet(work / k / DOCS).with_columns(piece=pl.lit(i, pl.Int32))
@@ -332,7 +348,7 @@ class Builder:
             b = bad.row(0, named=True)
             raise fp.StaleInputError(
                 f"{b['path']} line {b['row'] + 1}: document {b['doc_id']} is not the text `curate score` "
-                f"scored (the file changed since); re-run `curate score --restart`, `mix plan` and `mix build`")
+                f"scored (the file changed since); re-run {fp.RESCORE}, `mix plan` and `mix build`")
         sel = pl.scan_parquet(self.selection_path).filter(pl.col("source") == name).select("doc_id").collect()
         got = found.filter("keep")
         if got.height < sel.height:
@@ -340,7 +356,7 @@ class Builder:
             raise fp.StaleInputError(f"source '{name}': {lost.height} planned document(s) were not found in its files "
                                      f"(first: {lost['doc_id'][0]}); the files changed since `curate score`: run "
                                      f"`curate score` and `mix plan` again")
-        result: dict = {"plan_sha256": self.plan_sha, "tokenizer": str(self.tok.path),
+        result: dict = {"plan_hash": self.plan_hash, "tokenizer": str(self.tok.path),
                         "shard_tokens": self.recipe.mix.shard_tokens, "seed": self.seed, "warnings": []}
         # each piece's work shard of a split holds its matching documents of that split, in order
         stored = found.filter("matches").partition_by(["piece", "split"], as_dict=True, maintain_order=True)
@@ -357,7 +373,8 @@ class Builder:
                 result["warnings"].append(
                     f"{name}/{split}: {got_tokens:,} tokens in the shards vs {want:,} in the plan's score table: the "
                     f"score table was counted with another tokenizer than {self.tok.path}")
-        result["inputs"] = [{"source": name, "path": str(p), "sha256": file_sha256(p)} for p, _, _ in expand_inputs(cfg)]
+        # checked against their content (fp.check) and every text against its hash while reading
+        result["inputs"] = [{"source": name, "kind": "source"} | r for r in recorded]
         result["shard_files"] = [fp.fingerprint(self.out / f) | {"path": f} for s in SPLITS for p in result[s]["shards"]
                                  for f in (p, f"{p}.index", f"{p}.metadata")]
         write_json(folder / COMPLETE, result)

@@ -27,7 +27,7 @@ import polars as pl
 
 from continua import fingerprint as fp
 from continua.documents import expand_inputs, iter_documents
-from continua.io import DamagedFileError, atomic_path, file_sha256, read_json, write_json
+from continua.io import DamagedFileError, atomic_path, read_json, write_json
 from continua.layout import curate_dir, mix_dir
 from continua.recipe import Recipe, SourceConfig
 from continua.schema import RecipeError, to_dict
@@ -43,7 +43,7 @@ from mix.tables import KEY, SRC, PlanError, Ranked, SourceTable, describe_inputs
 PLAN_VERSION = 1
 SELECTION_NAME = "selection.parquet"
 PLAN_NAME = "plan.json"
-HASH_CACHE = ".input_hashes.json"  # sha256 of score tables by path, size and mtime
+HASH_CACHE = ".input_hashes.json"  # fingerprints of the score tables last planned from (hashes reused)
 
 
 @dataclass
@@ -318,7 +318,7 @@ def _make_plan(recipe: Recipe, tmp: Path, log=print) -> PlanResult:
             except RecipeError as e:
                 raise PlanError(f"domain source '{n}': {e}") from e
 
-    # input hashes are computed beside the planning (hashlib releases the GIL), cached by size+mtime
+    # input hashes are computed beside the planning (xxhash releases the GIL), reused while a file's stat is unchanged
     cache_path = mix_dir(recipe) / HASH_CACHE
     try:
         cache = read_json(cache_path) if cache_path.exists() else {}
@@ -536,13 +536,13 @@ def _source_entry(cfg: SourceConfig, p: Picked, valid, size: tuple[int, int], ca
 
 
 def write_plan(result: PlanResult, folder: Path) -> Path:
-    """selection.parquet first, then plan.json naming its sha256: a plan never points at a missing selection."""
+    """selection.parquet first, then plan.json naming its hash: a plan never points at a missing selection."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sel_path = folder / SELECTION_NAME
     with atomic_path(sel_path) as tmp:
         result.selection.write_parquet(tmp, compression="lz4", statistics=False)
-    result.plan["selection_sha256"] = file_sha256(sel_path)
+    result.plan["selection_hash"] = fp.hash_file(sel_path)
     plan_path = folder / PLAN_NAME
     write_json(plan_path, result.plan)
     return plan_path

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from continua.io import file_sha256
+from continua import fingerprint as fp
 from continua.recipe import SourceConfig
 from continua.schema import RecipeError
 from continua.score_table import dedup_path, scan_scores, score_files
@@ -72,17 +72,14 @@ def open_table(curate_dir: Path, name: str, cfg: SourceConfig) -> SourceTable:
 
 
 def describe_inputs(table: SourceTable, cache: dict | None = None) -> list[dict]:
-    """Provenance of a table: each file with its size and sha256 (reused from `cache` when the
-    file's size and mtime are unchanged, since hashing gigabytes is slower than planning)."""
+    """Provenance of a table: each file's fingerprint (continua.fingerprint; the hash is reused from
+    `cache`, records by path, while size, mtime and inode are unchanged)."""
     out = []
     for f in table.files:
-        st = f.stat()
-        stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        hit = (cache or {}).get(str(f))
-        sha = hit["sha256"] if hit and hit.get("stamp") == stamp else file_sha256(f)
+        record = fp.fingerprint(f, (cache or {}).get(str(f)))
         if cache is not None:
-            cache[str(f)] = {"stamp": stamp, "sha256": sha}
-        out.append({"source": table.name, "path": str(f), "bytes": st.st_size, "sha256": sha})
+            cache[str(f)] = record
+        out.append({"source": table.name, "kind": "scores"} | record)
     return out
 
 

@@ -60,7 +60,7 @@ def test_ray_cluster_runs_score_dedup_and_stats_like_local(corpus):
     local, ray_out = _outputs(tmp / "local"), _outputs(tmp / "ray")
     assert local[0].equals(ray_out[0]) and local[1].equals(ray_out[1]) and local[2] == ray_out[2]
     scores, marks, stats = ray_out
-    assert stats["documents_in"] == stats["scored"] == 31 and stats["tasks"] == 3
+    assert stats["documents_in"] == stats["scored"] == 31 and stats["pieces"] >= 1
     assert marks["dup_exact"].sum() == 3  # three texts written twice
     assert marks.filter(~pl.col("dup_minhash_keep")).height >= 6  # the 3 exact + 3-4 near copies
     assert scores["n_tokens"].null_count() == 0

@@ -120,18 +120,21 @@ def test_resume_after_crash_equals_clean_run(tmp_path, assets):
                          {"style": assets["model"]}, ["gopher_quality"])
     crashy = write_recipe(tmp_path / "crashy" / "r.toml", {"d": [data]}, assets["tokenizer"],
                           {"style": assets["model"]}, ["gopher_quality"])
-    assert main(["score", str(clean), "--tasks", "4", "--workers", "2"]) == 0  # parallel (forked) workers
-    assert main(["score", str(crashy), "--tasks", "4"]) == 0
+    pieces = ["--set", "data.sources.d.piece_bytes=2000"]  # the file is read in several pieces
+    assert main(["score", str(clean), "--tasks", "4", "--workers", "2", *pieces]) == 0  # parallel workers
+    assert main(["score", str(crashy), "--tasks", "4", *pieces]) == 0
     folder = tmp_path / "crashy" / "out" / "curate" / "d"
-    # a crash in task 2: its output and completion marker never got written
-    (folder / "scores" / "00002.parquet").unlink()
-    (folder / "tasks" / "00002.json").unlink()
-    (folder / "logs" / "completions" / "00002").unlink()
+    tables = sorted((folder / "scores").glob("*.parquet"))
+    assert len(tables) >= 4
+    # a crash while scoring one piece: its table and counts never got written
+    lost = tables[2]
+    lost.unlink()
+    (folder / "counts" / f"{lost.stem}.json").unlink()
     before = {p.name: p.stat().st_mtime_ns for p in (folder / "scores").glob("*.parquet")}
-    assert main(["score", str(crashy), "--tasks", "4"]) == 0
+    assert main(["score", str(crashy), "--tasks", "3", *pieces]) == 0  # another task count: same pieces
     after = {p.name: p.stat().st_mtime_ns for p in (folder / "scores").glob("*.parquet")}
-    assert {k: after[k] for k in before} == before  # finished tasks were skipped, not redone
-    assert "00002.parquet" in after
+    assert {k: after[k] for k in before} == before  # finished pieces were skipped, not redone
+    assert lost.name in after
     a, b = _sorted_table(tmp_path / "clean" / "out", "d"), _sorted_table(tmp_path / "crashy" / "out", "d")
     assert a.height == 60 and a.drop("path").equals(b.drop("path"))
     assert json.loads((folder / "stats.json").read_text())["scored"] == 60

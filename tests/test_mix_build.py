@@ -58,10 +58,10 @@ def test_manifest_matches_the_plan_and_token_totals_are_within_one_percent(built
     total = sum(e.target_tokens for e in m.sources.values())
     assert total == pytest.approx(plan["budget"]["tokens"], rel=0.01)
     assert m.sources["domain"].target_tokens / total == pytest.approx(0.82, abs=0.005)
-    assert m.plan["sha256"] and m.tokenizer["eos_token"] == "</s>" and m.tokenizer["add_bos"] is True
+    assert m.plan["hash"].startswith("xxh3_128:") and m.tokenizer["eos_token"] == "</s>" and m.tokenizer["add_bos"] is True
     assert m.seed == 0 and not m.warnings
     assert {i["source"] for i in m.inputs} >= {"domain", "wiki"}
-    assert all(len(i["sha256"]) == 64 for i in m.inputs)
+    assert all(i["hash"].startswith("xxh3_128:") and i["kind"] in ("scores", "source") for i in m.inputs)
 
 
 def test_shards_round_trip_to_the_documents_with_bos_and_eos(built):

@@ -144,7 +144,7 @@ def test_an_interrupted_build_keeps_finished_pieces_and_a_new_plan_drops_them(wo
     assert again == jobs[1:] and first.stat().st_mtime_ns == before
     # a piece marked for another plan is tokenized again
     marker = json.loads((first.parent / "done.json").read_text())
-    (first.parent / "done.json").write_text(json.dumps(marker | {"plan_sha256": "other"}))
+    (first.parent / "done.json").write_text(json.dumps(marker | {"plan_hash": "other"}))
     assert Builder(recipe, 1, log=lambda m: None).prepare() == jobs
     assert not first.exists()
 

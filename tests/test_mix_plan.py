@@ -239,8 +239,8 @@ def test_cli_plan_writes_plan_selection_and_plot(world, capsys):
     out = world["root"] / "cli_mix"
     plan = json.loads((out / "plan.json").read_text())
     assert plan["budget"]["given"] == "40%"
-    assert {"decisions", "warnings", "inputs", "sources", "seed", "selection_sha256"} <= set(plan)
-    assert all(len(i["sha256"]) == 64 for i in plan["inputs"])
+    assert {"decisions", "warnings", "inputs", "sources", "seed", "selection_hash"} <= set(plan)
+    assert all(i["hash"].startswith("xxh3_128:") for i in plan["inputs"])
     for s in plan["sources"].values():
         assert {"role", "available", "selected", "valid", "epochs", "target_tokens", "share", "expected_steps"} <= set(s)
     sel = pl.read_parquet(out / "selection.parquet")

@@ -94,7 +94,7 @@ def test_source_edited_after_scoring_is_refused_and_nothing_wrong_is_written(sco
     try:
         med.write_bytes(b'{"text": "a line inserted at the top"}\n' + original)  # every FILE#ROW id shifts
         assert mix_main(["build", str(scored["recipe"]), *sets]) == FAILED
-        _one_line_error(capsys, str(med), "changed since `curate score`", "re-run `curate score --restart`")
+        _one_line_error(capsys, str(med), "changed since `curate score`", "re-run `curate score` (it scores only")
         assert not (mix_out / "shards" / "manifest.json").exists()
         assert not (mix_out / "shards" / "med" / "complete.json").exists()
 

@@ -11,6 +11,7 @@ windows have been dealt; the orders are recomputed from the seed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,6 @@ import numpy as np
 import torch
 
 from continua import fingerprint as fp
-from continua.io import file_sha256
 from mix.manifest import MANIFEST_NAME, Manifest, SourceEntry
 from mix.shards import ShardSet
 
@@ -221,15 +221,16 @@ def open_shards(shards: Path, run_dir: Path | None = None, resuming: bool = Fals
     manifest's fingerprint in `run_dir` (when `record`) so the next resume can tell."""
     shards = Path(shards)
     manifest = Manifest.load(shards)
-    why = _plan_changed(manifest.plan)
+    why = _plan_changed(manifest.plan, shards)
     if why:
-        raise fp.StaleInputError(f"{manifest.plan['path']}: changed since `mix build` made {shards} ({why}): the "
-                                 f"shards are of the earlier plan; re-run `mix build`")
+        raise fp.StaleInputError(f"{os.path.normpath(shards / manifest.plan['path'])}: changed since `mix build` made {shards} ({why}): "
+                                 f"the shards are of the earlier plan; re-run `mix build`")
     if run_dir is None:
         return manifest
     inputs = Path(run_dir) / RUN_INPUTS
     if resuming and inputs.exists():
-        why = fp.changed(fp.read_record(inputs, "")["manifest"])
+        # by content, at the manifest the run reads now: a moved run folder still resumes on equal shards
+        why = fp.changed(fp.read_record(inputs, "")["manifest"] | {"path": str(shards / MANIFEST_NAME)})
         if why:
             raise fp.StaleInputError(f"{shards / MANIFEST_NAME}: changed since this run started in {run_dir} ({why}): "
                                      f"resuming would train on other data; start over with `train run --no-resume` "
@@ -239,11 +240,11 @@ def open_shards(shards: Path, run_dir: Path | None = None, resuming: bool = Fals
     return manifest
 
 
-def _plan_changed(plan: dict) -> str | None:
-    """How the plan file differs from the one the shards were built from (shards made without a plan: None)."""
+def _plan_changed(plan: dict, shards: Path) -> str | None:
+    """How the plan file differs from the one the shards were built from (shards made without a plan: None);
+    its path is relative to the shards folder (absolute in manifests of older versions)."""
     if "hash" in plan:
-        return fp.changed(plan)
-    if "sha256" in plan:  # a manifest of an older `mix build`
-        path = Path(plan["path"])
-        return "missing" if not path.exists() else None if file_sha256(path) == plan["sha256"] else "content changed"
+        return fp.changed(plan, base=shards)
+    if "sha256" in plan:  # a manifest of an older `mix build`, hashed another way
+        return "recorded by an older `mix build`"
     return None

@@ -52,9 +52,23 @@ def check_manifest(recipe: Recipe):
         raise
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PreflightError(f"{path}: cannot be read: {e}") from e
+    check_source_listing(recipe, manifest)
     for check in MANIFEST_CHECKS:
         check(recipe, manifest)
     return manifest
+
+
+def check_source_listing(recipe: Recipe, manifest) -> None:
+    """Every source the shards were built from still holds the files they were built from: a file added
+    to (or removed from) a source folder since is named, never silently left out of training."""
+    from continua import fingerprint as fp
+    from continua.documents import expand_inputs
+
+    for name in manifest.sources:
+        built = [i["path"] for i in manifest.inputs if i.get("source") == name and i.get("kind") == "source"]
+        if built and name in recipe.data.sources:
+            fp.check_listing(built, [p for p, _, _ in expand_inputs(recipe.data.sources[name])], "`mix build`",
+                             f"{fp.RESCORE}, `mix plan` and `mix build`")
 
 
 def check_model(recipe: Recipe, vocab: int) -> None:

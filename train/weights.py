@@ -126,9 +126,12 @@ def gguf_to_folder(gguf: Path, dest: Path) -> Path:
     from transformers import AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    stamp = {"gguf": str(Path(gguf).resolve()), "size": gguf.stat().st_size, "mtime_ns": gguf.stat().st_mtime_ns}
+    from continua.fingerprint import fingerprint
+
     marker = dest / "continua_source.json"
-    if marker.is_file() and json.loads(marker.read_text()) == stamp:
+    old = json.loads(marker.read_text()) if marker.is_file() else None
+    stamp = fingerprint(Path(gguf).resolve(), old)  # by content: a re-downloaded identical file is current
+    if old is not None and old.get("hash") == stamp["hash"] and (dest / "model.safetensors").is_file():
         return dest
     config = load_config(ModelSource("gguf", gguf, gguf.parent))
     model = build_empty(config)  # transformers needs the architecture to name and reorder the tensors
