@@ -51,7 +51,8 @@ SMOKE: dict[str, tuple[list[str], str]] = {
                                "--order", "3", "--out", "{tmp}/ref"], "AUC vs enwiki"),
 }
 # scripts whose small mode is tested elsewhere
-ELSEWHERE = {"device_check.py": "its --dry mode runs with the device checks' own tests"}
+ELSEWHERE = {"device_check.py": "its --dry mode runs with the device checks' own tests",
+             "bench_curate_incremental.py": "its --small mode runs in tests/test_curate_incremental.py"}
 # optional integrations a script needs ([project.optional-dependencies] not in [test])
 NEEDS = {"bench_kenlm.py": "kenlm"}
 # scripts without a small size yet (a fixed 134M-parameter model on 2 processes: minutes on 2 cores), run only

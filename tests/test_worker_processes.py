@@ -77,7 +77,7 @@ def test_sigterm_ends_curate_score_with_one_resume_line_and_no_tracebacks(recipe
         assert main.wait(timeout=120) == 75
         log = (tmp_path / "term.log").read_text()
         assert "Traceback" not in log and "KeyError" not in log and "leaked" not in log, log[-3000:]
-        assert log.rstrip().endswith("finished tasks are kept: run the same command again to resume"), log[-3000:]
+        assert log.rstrip().endswith("finished pieces are kept: run the same command again to resume"), log[-3000:]
         assert not _alive_after(procs, 20)
     finally:
         _end(procs)
