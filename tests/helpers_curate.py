@@ -70,3 +70,45 @@ def train_tiny_classifier(tmp: Path) -> Path:
     train_classifier(styled_texts("med", 150, 1), styled_texts("gen", 150, 2), model,
                      TrainParams(epochs=20, lr=0.5, dim=16, threads=1, valid_fraction=0.2, seed=0))
     return model
+
+
+def write_chain_recipe(path: Path, out: Path, data: Path, tok: Path, extra: str = "") -> Path:
+    """A recipe for the whole chain (curate -> mix -> train) on a tiny model; `extra` is appended after [train]
+    (more [train] keys, then other tables)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"""
+[run]
+out_dir = "{out}"
+seed = 1
+
+[data]
+tokenizer = "{tok}"
+
+[data.sources.med]
+paths = ["{data}"]
+role = "domain"
+
+[mix]
+budget = "40%"
+valid_fraction = 0.1
+min_valid_docs = 4
+
+[model]
+hidden_size = 32
+intermediate_size = 64
+num_layers = 2
+num_heads = 2
+max_position_embeddings = 64
+
+[eval]
+num_evals = 2
+max_batches = 1
+batch_size = 2
+
+[train]
+seq_len = 16
+batch_size = 2
+peak_flops = 1e11
+tensorboard = false
+{extra}""")
+    return path

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers_curate import make_tokenizer, styled_texts, write_jsonl
+from helpers_curate import make_tokenizer, styled_texts, write_chain_recipe, write_jsonl
 
 from continua.exitcodes import FAILED, INTERRUPTED
 from continua.fingerprint import StaleInputError
@@ -21,47 +21,7 @@ from train.preflight import check_manifest
 
 
 def _recipe(path: Path, out: Path, data: Path, tok: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"""
-[run]
-out_dir = "{out}"
-seed = 1
-
-[data]
-tokenizer = "{tok}"
-
-[data.sources.med]
-paths = ["{data}"]
-role = "domain"
-
-[curate]
-dedup = ["exact"]
-
-[mix]
-budget = "40%"
-valid_fraction = 0.1
-min_valid_docs = 4
-
-[model]
-hidden_size = 32
-intermediate_size = 64
-num_layers = 2
-num_heads = 2
-max_position_embeddings = 64
-
-[eval]
-num_evals = 2
-max_batches = 1
-batch_size = 2
-
-[train]
-seq_len = 16
-batch_size = 2
-steps = 2
-peak_flops = 1e11
-tensorboard = false
-""")
-    return path
+    return write_chain_recipe(path, out, data, tok, extra='steps = 2\n\n[curate]\ndedup = ["exact"]\n')
 
 
 def _last_error(capsys) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers_curate import make_tokenizer, styled_texts, write_jsonl
+from helpers_curate import make_tokenizer, styled_texts, write_chain_recipe, write_jsonl
 
 from continua.exitcodes import FAILED, INTERRUPTED, USAGE
 from continua.recipe import RecipeError, load_recipe
@@ -24,43 +24,7 @@ from train.cli import report_status
 
 
 def _recipe(root: Path, med: Path, tok: Path, extra: str = "") -> Path:
-    path = root / "r.toml"
-    path.write_text(f"""
-[run]
-out_dir = "{root / 'out'}"
-seed = 1
-
-[data]
-tokenizer = "{tok}"
-
-[data.sources.med]
-paths = ["{med}"]
-role = "domain"
-
-[mix]
-budget = "40%"
-valid_fraction = 0.1
-min_valid_docs = 4
-
-[model]
-hidden_size = 32
-intermediate_size = 64
-num_layers = 2
-num_heads = 2
-max_position_embeddings = 64
-
-[eval]
-num_evals = 2
-max_batches = 1
-batch_size = 2
-
-[train]
-seq_len = 16
-batch_size = 2
-peak_flops = 1e11
-tensorboard = false
-{extra}""")
-    return path
+    return write_chain_recipe(root / "r.toml", root / "out", med, tok, extra)
 
 
 def _one_line_error(capsys, *needles: str) -> str:

@@ -99,7 +99,7 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
                 "tokens_by_source": sampler.tokens_by_source()}
 
     # evaluation sets, logs
-    windows = _validation_sets(shards, manifest, tc.seq_len, recipe.eval.max_batches * recipe.eval.batch_size)
+    windows = validation_sets(shards, manifest, tc.seq_len, recipe.eval.max_batches * recipe.eval.batch_size)
     evals = set(eval_steps(recipe.eval, steps))
     mcq = _benchmarks(recipe, manifest)
     if d.is_main:
@@ -271,7 +271,7 @@ def _tokenizer_path(manifest: Manifest, shards: Path) -> Path | None:
     return p if p.is_absolute() or not (shards / p).exists() else shards / p
 
 
-def _validation_sets(shards: Path, manifest: Manifest, seq_len: int, max_windows: int) -> dict:
+def validation_sets(shards: Path, manifest: Manifest, seq_len: int, max_windows: int) -> dict:
     out = {}
     for name, entry in sorted(manifest.sources.items()):
         if entry.valid.docs > 0:

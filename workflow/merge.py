@@ -49,12 +49,12 @@ def _windows(run_dir: Path):
     from continua.layout import shards_dir
     from continua.recipe import load_recipe
     from train.data import open_shards
-    from train.loop import _validation_sets
+    from train.loop import validation_sets
 
     recipe = load_recipe(run_dir / "recipe.toml")
     shards = Path(shards_dir(recipe))
     manifest = open_shards(shards)
-    windows = _validation_sets(shards, manifest, recipe.train.seq_len, recipe.eval.max_batches * recipe.eval.batch_size)
+    windows = validation_sets(shards, manifest, recipe.train.seq_len, recipe.eval.max_batches * recipe.eval.batch_size)
     roles = {n: s.role for n, s in recipe.data.sources.items()}
     return recipe, windows, roles
 
