@@ -184,6 +184,8 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     if status == "finished" and tc.save_final:
         with d.timeout(pc.work_timeout_s):  # rank 0 writes the export while the others wait
             finish(model, run_dir, manifest, shards, d, say, export=True, dtype=export_dtype(recipe.model, model))
+    elif status == "finished":
+        say(f"{run_dir}: [train] save_final = false: no final checkpoint, export/ or gap.json written")
     return summary
 
 

@@ -15,10 +15,18 @@ def _plt():
     return plt
 
 
-def plot_pred_vs_obs(result: dict, path: Path) -> Path:
-    """Final losses: in-sample fits (dots) and held-out runs (crosses with their 90% bands)."""
+def _save(plt, fig, path: Path) -> Path:
+    """The figure as a PNG written atomically (a plot is never half-written), then closed."""
     from continua.io import atomic_path
 
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_pred_vs_obs(result: dict, path: Path) -> Path:
+    """Final losses: in-sample fits (dots) and held-out runs (crosses with their 90% bands)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 6))
     lo, hi = float("inf"), float("-inf")
@@ -45,16 +53,11 @@ def plot_pred_vs_obs(result: dict, path: Path) -> Path:
     else:  # a curve-law-only fit (e.g. a schedule sweep: one run per arm)
         ax.set_title("no D-CPT fit: fewer than two runs per arm")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_curves(result: dict, path: Path) -> Path:
     """Held-out curves: observed points and the curve law's prediction with its band, one panel per set."""
-    from continua.io import atomic_path
-
     plt = _plt()
     sets = sorted({c["set"] for c in result["curve"] if c["heldout"]}) or ["(none held out)"]
     fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4), squeeze=False)
@@ -72,17 +75,12 @@ def plot_curves(result: dict, path: Path) -> Path:
         ax.set_ylabel("validation loss")
         ax.legend(fontsize=6)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_front(fronts: list[dict], proxies: list[dict], merge: list[dict] | None, base: tuple[float, float] | None,
                tolerance: float | None, path: Path) -> Path:
     """General loss (x) vs domain loss (y): each arm's predicted replay front, observed runs, the merge front."""
-    from continua.io import atomic_path
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
     for f in fronts:
@@ -106,7 +104,4 @@ def plot_front(fronts: list[dict], proxies: list[dict], merge: list[dict] | None
     ax.set_ylabel("domain validation loss (nats/token)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
