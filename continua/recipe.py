@@ -3,7 +3,8 @@
 Sections: [run] and [data] are defined here; every other section by the stage that owns it, which
 declares its section dataclasses as an entry point of the `continua.recipe_sections` group
 (pyproject.toml): [curate] in `curate.config`, [mix] in `mix.config`, [model] [optim] [schedule]
-[eval] [train] [parallel] in `train.config`. So the base knows every section without importing a
+[eval] [train] [parallel] in `train.config`; `[[stages]]` (a sequence of CPT stages) in
+`continua.stages`. So the base knows every section without importing a
 stage, and every command validates the whole recipe. Command lines override any key with
 `--set section.key=value` (value parsed as TOML, else taken as a string).
 """
@@ -17,7 +18,8 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Literal
 
-from continua.schema import RecipeError, build, path_field, to_dict
+from continua.schema import RecipeError, build, convert, path_field, to_dict
+from continua.stages import StageConfig, check_stages
 
 __all__ = ["Recipe", "RecipeError", "RunConfig", "DataConfig", "SourceConfig", "load_recipe", "parse_overrides",
            "add_recipe_arguments", "overrides_argv", "toml_text", "toml_value", "section_types", "SECTIONS_GROUP"]
@@ -80,7 +82,7 @@ class DataConfig:
         return {n: s for n, s in self.sources.items() if s.role == role}
 
 
-BASE_SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig}
+BASE_SECTIONS: dict[str, Any] = {"run": RunConfig, "data": DataConfig}
 
 
 def declared_sections() -> list[EntryPoint]:
@@ -130,7 +132,8 @@ class Recipe:
         return Recipe({**self.sections(), **sections}, self.path)
 
     def to_dict(self) -> dict:
-        return {name: to_dict(value) for name, value in self.sections().items()}
+        """Every section as plain tables; `stages` only when there are some (an array of tables, [[stages]])."""
+        return {name: to_dict(value) for name, value in self.sections().items() if name != "stages" or value}
 
     def to_toml(self) -> str:
         return toml_text(self.to_dict())
@@ -215,6 +218,11 @@ def _merge(base: dict, over: dict) -> dict:
 def recipe_from_dict(table: dict, where: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
     types_ = section_types()
     for section in table:
+        if section == "stages":
+            if not isinstance(table[section], list):
+                raise RecipeError(f"{where}: stages must be an array of tables ([[stages]]), got "
+                                  f"{type(table[section]).__name__}")
+            continue
         if section not in types_:
             known = ", ".join(types_)
             hint = "" if len(types_) > len(BASE_SECTIONS) else (
@@ -227,9 +235,11 @@ def recipe_from_dict(table: dict, where: str = "<recipe>", base_dir: Path | None
         if not isinstance(raw, dict):
             raise RecipeError(f"{where}: [{name}] must be a table")
         sections[name] = build(cls, raw, where, base_dir, prefix=name)
+    sections["stages"] = convert(table.get("stages", []), list[StageConfig], "stages", where, base_dir)
     recipe = Recipe(sections)
     if recipe.data.tokenizer is None:  # the tokenizer comes with the model unless the recipe names one
         recipe.data.tokenizer = _carried_tokenizer(sections)
+    check_stages(recipe, where)
     return recipe
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.markup import escape
@@ -31,22 +32,42 @@ def _recipe(args: argparse.Namespace):
     return load_recipe(args.recipe, overrides)
 
 
+def _blends(recipe) -> Iterator:
+    """The recipe's blends in order (one for a recipe without [[stages]]), each announced when there are several."""
+    from continua.stages import is_staged, stage_blends
+
+    blends = [b for stage in stage_blends(recipe) for b in stage]
+    for b in blends:
+        if is_staged(recipe):
+            doms = [n for n, s in b.recipe.data.sources.items() if s.role == "domain"]
+            _console.print(f"[bold]stage {b.stage + 1} of {len(recipe.stages)}: {escape(b.label)}[/bold] "
+                           f"(domains {', '.join(doms)})")
+        yield b
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from mix.planner import plan_recipe
     from mix.show import plot_plan, print_plan
 
-    recipe = _recipe(args)
-    path, result = plan_recipe(recipe, log=_log)
-    print_plan(result.plan)
-    png = plot_plan(result.plan, path.with_suffix(".png"))
-    _log(f"wrote {path}, {path.parent / result.plan['selection']} and {png}")
+    for blend in _blends(_recipe(args)):
+        path, result = plan_recipe(blend.recipe, log=_log)
+        print_plan(result.plan)
+        png = plot_plan(result.plan, path.with_suffix(".png"))
+        _log(f"wrote {path}, {path.parent / result.plan['selection']} and {png}")
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    for blend in _blends(_recipe(args)):
+        code = _build_one(args, blend.recipe)
+        if code:
+            return code
+    return 0
+
+
+def _build_one(args: argparse.Namespace, recipe) -> int:
     from continua.recipe import RecipeError
 
-    recipe = _recipe(args)
     executor = recipe.mix.executor or recipe.curate.executor
     if args.dry_run is not None and executor != "slurm":
         raise RecipeError(f"--dry-run writes Slurm scripts: it needs [mix] executor = \"slurm\" (not {executor!r})")

@@ -39,6 +39,8 @@ class MixConfig:
     resample: Literal["fixed", "dynamic"] = "dynamic"  # domain share of an epoch: fresh draw from the subset each epoch (Guo et al.), or one sample
     # replay of general data
     replay: float = 0.0  # compute-equivalent replay (Ibrahim et al.): this fraction of the budget from general sources
+    # how `replay` is split among the general sources: source -> weight (normalized); default: by pool size
+    replay_weights: dict[str, float] = field(default_factory=dict)
     preset: str | None = None  # pre-training mixture to imitate: "llama1", "redpajama", or "custom"
     preset_weights: dict[str, float] = field(default_factory=dict)  # custom preset: group -> proportion (sum 1)
     preset_web: list[str] = field(default_factory=list)  # custom preset: the web groups domain data replaces
@@ -80,5 +82,12 @@ class MixConfig:
         at_least("dsir_buckets", self.dsir_buckets, 2)
         if self.replay > 0 and (self.preset or self.preset_weights):
             raise ValueError("replay and preset are two ways to set the replay share: choose one")
+        for name, w in self.replay_weights.items():
+            if w < 0:
+                raise ValueError(f"replay_weights.{name} must be >= 0, got {w}")
+        if self.replay_weights and sum(self.replay_weights.values()) <= 0:
+            raise ValueError("replay_weights must give some source a weight > 0")
+        if self.replay_weights and (self.preset or self.preset_weights):
+            raise ValueError("replay_weights split `replay`; a preset splits replay by its groups: choose one")
         if self.replay_select == "dsir" and not self.dsir_target:
             raise ValueError("replay_select = \"dsir\" needs dsir_target (a recipe source or a file of reference text)")

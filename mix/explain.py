@@ -78,11 +78,12 @@ def budget(amount: Amount, domain_tokens: int) -> Decision:
             "corpus after validation hold-out and dedup")
 
 
-def replay_shares(replay: float, general: list[str]) -> Decision:
+def replay_shares(replay: float, general: list[str], weighted: bool = False) -> Decision:
+    split = ("split the replay share by [mix] replay_weights" if weighted else
+             "split the replay share in proportion to their available tokens")
     return ("shares", f"domain {1 - replay:.1%}, replay {replay:.1%} over {', '.join(general)}",
             f"compute-equivalent replay (Ibrahim et al. 2024): {replay:.1%} of every batch comes from "
-            f"general data and the domain tokens are cut by the same amount; several general sources "
-            f"split the replay share in proportion to their available tokens")
+            f"general data and the domain tokens are cut by the same amount; several general sources {split}")
 
 
 def unused_general(general: list[str]) -> str:

@@ -72,15 +72,16 @@ class PlanResult:
 
 
 def budget_shares(domain: list[str], general: dict[str, SourceConfig], pool_tokens: dict[str, int],
-                  preset: Preset | None, replay: float, notes: Notes) -> tuple[float, dict[str, float]]:
+                  preset: Preset | None, replay: float, notes: Notes,
+                  weights: dict[str, float] | None = None) -> tuple[float, dict[str, float]]:
     """(domain share, {general source: share}) of the budget, shares summing to 1."""
     if preset is not None:
         return _preset_shares(general, pool_tokens, preset, notes)
     if replay > 0:
         if not general:
             raise PlanError(f"[mix] replay = {replay} needs at least one source with role = \"general\"")
-        shares = _split(replay, {n: pool_tokens[n] for n in general})
-        notes.decide(*explain.replay_shares(replay, list(general)))
+        shares = _split(replay, _replay_weights(general, pool_tokens, weights or {}))
+        notes.decide(*explain.replay_shares(replay, list(general), bool(weights)))
         return 1.0 - replay, shares
     if general:
         notes.warn(explain.unused_general(list(general)))
@@ -88,7 +89,19 @@ def budget_shares(domain: list[str], general: dict[str, SourceConfig], pool_toke
     return 1.0, {n: 0.0 for n in general}
 
 
-def _split(total: float, weights: dict[str, int]) -> dict[str, float]:
+def _replay_weights(general: dict[str, SourceConfig], pool_tokens: dict[str, int],
+                    weights: dict[str, float]) -> dict[str, float]:
+    """[mix] replay_weights when given (every key a general source of the plan), else the pools' sizes."""
+    if not weights:
+        return {n: pool_tokens[n] for n in general}
+    unknown = sorted(set(weights) - set(general))
+    if unknown:
+        raise PlanError(f"[mix] replay_weights names {', '.join(unknown)}, not a replayed (role = \"general\") source "
+                        f"of this plan (replayed: {', '.join(general) or 'none'})")
+    return {n: float(weights.get(n, 0.0)) for n in general}
+
+
+def _split(total: float, weights: dict[str, float]) -> dict[str, float]:
     s = sum(weights.values())
     if s <= 0:
         return {n: total / len(weights) for n in weights}
@@ -413,7 +426,7 @@ def _targets(amount: Amount, cands: Candidates, domain: list[str], general: dict
     budget_tokens = amount.resolve(domain_avail)
     notes.decide(*explain.budget(amount, domain_avail))
     domain_share, general_shares = budget_shares(domain, general, {n: cands.counts[n][1] for n in general}, preset,
-                                                 mix.replay, notes)
+                                                 mix.replay, notes, mix.replay_weights)
     if mix.budget_covers == "domain" and domain_share < 1.0:
         total = budget_tokens / domain_share  # the budget is the domain's; replay comes on top
         general_targets = {n: int(round(total * s)) for n, s in general_shares.items()}

@@ -80,7 +80,7 @@ def test_bf16_on_a_single_cpu_process_is_a_clear_error(tmp_path):
     tok = make_tokenizer(tmp_path / "tok")
     shards = tmp_path / "shards"
     make_shards(shards, tok, {"med": {"docs": 10}})
-    recipe = write_recipe(tmp_path / "r.toml", tmp_path / "r", shards, train={"steps": 1, "dtype": "bfloat16"})
+    recipe = write_recipe(tmp_path / "r.toml", tmp_path / "r", shards, train={"steps": 4, "dtype": "bfloat16"})
     with pytest.raises(ValueError, match="bfloat16.*GPU or nproc > 1"):
         loop.run(load_recipe(recipe))
 

@@ -11,17 +11,21 @@ windows have been dealt; the orders are recomputed from the seed.
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from xxhash import xxh3_64_intdigest
 
 from continua import fingerprint as fp
 from mix.manifest import MANIFEST_NAME, Manifest, SourceEntry
 from mix.shards import ShardSet
 
+_WINDOW = struct.Struct("<QIQQQ")  # previous hash, source, epoch, document position, token offset
 RUN_INPUTS = "inputs.json"  # run dir: the manifest the run trains on (a resumed run must find the same)
 
 
@@ -117,6 +121,7 @@ class Sampler:
         self.streams = [self._stream(Path(shards_dir), n, planned[n], i) for i, n in enumerate(self.names)]
         self.counts = np.zeros(len(self.names), dtype=np.int64)  # windows dealt to each source
         self.dealt = 0  # windows dealt in total (all ranks)
+        self.consumed = 0  # chained hash of every window dealt (source, epoch, document, offset): the sample order
 
     def _stream(self, shards_dir: Path, name: str, entry: SourceEntry, index: int) -> SourceStream:
         docs = ShardSet.open(shards_dir / name / "train")
@@ -142,6 +147,8 @@ class Sampler:
         rows = []
         for j in range(self.batch_size):  # every rank deals the whole batch so all states stay equal,
             s = self._next_source()  # but reads only its own windows' tokens
+            st = self.streams[s]
+            self.consumed = xxh3_64_intdigest(_WINDOW.pack(self.consumed, s, st.epoch, st.pos, st.off))
             if lo <= j < lo + per_rank:
                 rows.append(self.streams[s].window(self.seq_len))
             else:
@@ -156,6 +163,7 @@ class Sampler:
 
     def state_dict(self) -> dict:
         return {"seq_len": self.seq_len, "batch_size": self.batch_size, "seed": self.seed, "dealt": self.dealt,
+                "consumed": f"{self.consumed:016x}",
                 "sources": {s.name: [s.epoch, s.pos, s.off, int(c)] for s, c in zip(self.streams, self.counts)}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -165,6 +173,7 @@ class Sampler:
             raise ValueError(f"checkpoint's sampler (seq_len, batch_size, seed, sources) = {theirs} does not match "
                              f"this run's {mine}; start fresh with --no-resume")
         self.dealt = int(state["dealt"])
+        self.consumed = int(state.get("consumed", "0"), 16)  # checkpoints of older versions: not recorded
         for i, s in enumerate(self.streams):
             s.epoch, s.pos, s.off, count = (int(v) for v in state["sources"][s.name])
             self.counts[i] = count
@@ -238,6 +247,29 @@ def open_shards(shards: Path, run_dir: Path | None = None, resuming: bool = Fals
     elif record:
         fp.write_record(inputs, {"manifest": fp.fingerprint(shards / MANIFEST_NAME)})
     return manifest
+
+
+def open_blends(shards: dict[str, Path], run_dir: Path, resuming: bool, record: bool) -> dict[str, Manifest]:
+    """The manifests of a staged run's blends (label -> shards folder), each checked as `open_shards` checks one;
+    `run_dir`'s record holds them all, so a resumed run refuses any blend rebuilt since it started."""
+    manifests = {label: open_shards(path) for label, path in shards.items()}
+    tokenizers = {json.dumps(m.tokenizer, sort_keys=True) for m in manifests.values()}
+    if len(tokenizers) > 1:
+        raise ValueError(f"the stages' shards were built with different tokenizers ({', '.join(shards)}): one model "
+                         "reads them all; rebuild them with one [data] tokenizer")
+    inputs = Path(run_dir) / RUN_INPUTS
+    if resuming and inputs.exists():
+        recorded = fp.read_record(inputs, "").get("manifests", {})
+        for label, path in shards.items():
+            why = (fp.changed(recorded[label] | {"path": str(path / MANIFEST_NAME)}) if label in recorded
+                   else "not a blend of this run when it started")
+            if why:
+                raise fp.StaleInputError(f"{path / MANIFEST_NAME}: changed since this run started in {run_dir} "
+                                         f"({why}): resuming would train on other data; start over with "
+                                         f"`train run --no-resume` or set another [train] out")
+    elif record:
+        fp.write_record(inputs, {"manifests": {label: fp.fingerprint(p / MANIFEST_NAME) for label, p in shards.items()}})
+    return manifests
 
 
 def _plan_changed(plan: dict, shards: Path) -> str | None:

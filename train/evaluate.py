@@ -6,11 +6,13 @@ cadence is log-spaced: steps 0, 1, 2, 4, ... then evenly spread to the end.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from mix.manifest import Manifest
 from mix.shards import ShardSet
 from train.config import EvalConfig
 from train.parallel import Dist, current_dist
@@ -107,4 +109,13 @@ def evaluate_losses(model: torch.nn.Module, windows: dict[str, np.ndarray], batc
         out[name] = float(total[0] / total[1])
     if was_training:
         model.train()
+    return out
+
+
+def validation_sets(shards: Path, manifest: Manifest, seq_len: int, max_windows: int) -> dict[str, np.ndarray]:
+    """Every source's fixed evaluation windows from a build's validation shards (sources without any: none)."""
+    out = {}
+    for name, entry in sorted(manifest.sources.items()):
+        if entry.valid.docs > 0:
+            out[name] = validation_windows(ShardSet.open(shards / name / "valid"), seq_len, max_windows)
     return out

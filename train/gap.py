@@ -96,7 +96,35 @@ def gap_metrics(eval_rows: list[dict]) -> dict:
         series = _series(rows, key)
         if series:
             sets[key] = curve_metrics(series, direction(key) == "lower", _items(rows, key))
-    return {"sets": sets, "weight_change": _weight_change(rows)}
+    out = {"sets": sets, "weight_change": _weight_change(rows)}
+    if any("stage" in r for r in rows):
+        out["stages"] = stage_gaps(rows, [r for r in eval_rows if r.get("kind") == "branch_eval"], keys)
+    return out
+
+
+def stage_gaps(rows: list[dict], branch_rows: list[dict], keys: list[str]) -> list[dict]:
+    """Per stage of a sequence, in order: each curve from the stage's boundary (the evaluation before its first
+    step: the previous stage's last) to its end, as `curve_metrics` (so a re-warm's spike is the stage's gap,
+    and an earlier domain's rise is its forgetting), and its branch's final values beside the trunk's."""
+    order = list(dict.fromkeys(r["stage"] for r in rows if "stage" in r))
+    out, before = [], None
+    for name in order:
+        mine = [r for r in rows if r.get("stage") == name]
+        first_step = min(int(r["step"]) for r in mine)
+        boundary = [before] if before is not None and int(before["step"]) < first_step else []
+        span = boundary + mine
+        entry = {"stage": name, "first_step": int(span[0]["step"]), "last_step": int(mine[-1]["step"]), "sets": {}}
+        for key in keys:
+            series = _series(span, key)
+            if series:
+                entry["sets"][key] = curve_metrics(series, direction(key) == "lower", _items(rows, key))
+        branch = [r for r in branch_rows if r.get("branch") == name]
+        if branch:
+            entry["branch"] = {"step": int(branch[-1]["step"]),
+                               "metrics": {k: v for k, v in branch[-1].get("metrics", {}).items() if direction(k)}}
+        out.append(entry)
+        before = max(mine, key=lambda r: int(r["step"]))
+    return out
 
 
 def _items(rows: list[dict], key: str) -> int | None:
@@ -146,5 +174,5 @@ def write_gap(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir / "metrics.jsonl")
     out = run_dir / "gap.json"
-    write_json(out, gap_metrics([r for r in rows if r.get("kind") == "eval"]))
+    write_json(out, gap_metrics([r for r in rows if r.get("kind") in ("eval", "branch_eval")]))
     return out

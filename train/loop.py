@@ -17,15 +17,17 @@ from continua.io import write_text
 from continua.layout import shards_dir, train_dir
 from continua.recipe import Recipe
 from mix.manifest import Manifest
-from mix.shards import ShardSet
 from train import checkpoint as ckpt
-from train.data import DeviceBatches, Sampler, open_shards, planned_steps
-from train.evaluate import eval_steps, evaluate_losses, validation_windows
+from continua.stages import is_staged, stage_blends
+from train.data import DeviceBatches, Sampler, open_blends, open_shards, planned_steps
+from train.evaluate import eval_steps, evaluate_losses, validation_sets
 from train.metrics import MetricsLog, Progress, TensorBoard, WeightChange, peak_flops
 from train.model import build_model, export_dtype, export_pretrained, flops_per_token
 from train.parallel import (Dist, check_shared_folder, decoder_layers, init_distributed, prepare_model, shutdown,
                             training_started)
-from train.schedules import build_schedule
+from train.stagerun import (BRANCHES, STAGES_FILE, branch_dir, branch_done, check_timeline, ckpt_home, continues, ends_branch,
+                            keeps_trunk_end, reload_trunk, resume_point, rows_kept, where, write_branch_done)
+from train.timeline import Segment, blend_shards, build_timeline
 from train.stepstats import NonFiniteLoss, StepWindow, skip_non_finite  # noqa: F401 - NonFiniteLoss: train.cli
 from train.weights import load_weights
 
@@ -42,11 +44,19 @@ def run(recipe: Recipe, resume: bool = True, stop_at: int | None = None) -> dict
 
 
 def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = None) -> dict:
-    tc, pc, run_dir, shards = recipe.train, recipe.parallel, train_dir(recipe), shards_dir(recipe)
+    tc, pc, run_dir = recipe.train, recipe.parallel, train_dir(recipe)
     check_shared_folder(run_dir, d)  # before anything is written there
-    manifest = open_shards(shards, run_dir, resume and ckpt.latest_checkpoint(run_dir) is not None, d.is_main)
-    steps = tc.steps or planned_steps(manifest, tc.batch_size, tc.seq_len)
-    recipe.train.steps = steps  # the resolved recipe records what ran
+    blends = {b.label: blend_shards(b) for stage in stage_blends(recipe) for b in stage}
+    resuming = resume and ckpt.latest_checkpoint(run_dir) is not None
+    if is_staged(recipe):
+        manifests = open_blends(blends, run_dir, resuming, d.is_main)
+    else:
+        manifests = {"main": open_shards(blends["main"], run_dir, resuming, d.is_main)}
+    by_path = {blends[label]: m for label, m in manifests.items()}
+    manifest, shards = manifests[next(iter(manifests))], blends[next(iter(blends))]  # tokenizer, benchmarks
+    timeline = build_timeline(recipe, lambda path: planned_steps(by_path[path], tc.batch_size, tc.seq_len))
+    if not timeline.staged:
+        recipe.train.steps = timeline.trunk_steps  # the resolved recipe records what ran
     micro = tc.micro_batch_size or tc.batch_size // d.world
     if (tc.batch_size // d.world) % micro:
         raise ValueError(f"[train] batch_size / processes = {tc.batch_size // d.world} is not a multiple of "
@@ -54,7 +64,7 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     bf16 = tc.dtype == "bfloat16" or (tc.dtype == "auto" and d.device.type == "cuda")
     say = _sayer(d)
 
-    # model, optimizer, schedule, data
+    # model, optimizer, data
     say(f"loading the base model {recipe.model.path}" if recipe.model.path is not None else
         f"building a fresh Llama ({recipe.model.num_layers} layers, hidden size {recipe.model.hidden_size})")
     with d.timeout(pc.work_timeout_s):  # rank 0 may de-quantize a GGUF while the others wait
@@ -72,45 +82,65 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     o = recipe.optim
     optimizer = torch.optim.AdamW(_decay_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                   **_fast_adamw(d.device))
-    lr_at = build_schedule(recipe.schedule, o.lr, steps)
-    sampler = Sampler(shards, manifest, tc.seq_len, tc.batch_size, recipe.run.seed, d.rank, d.world)
 
-    # resume, or start fresh (optionally with an earlier run's optimizer moments)
-    start, elapsed0, resumed = 0, 0.0, ckpt.resume_newest(run_dir, model, optimizer, d, say) if resume else None
-    latest = resumed[0] if resumed is not None else None
-    if resumed is not None:
-        state = resumed[1]
-        sampler.load_state_dict(state["sampler"])
-        start, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
-        say(f"resumed from {latest} (step {start} of {steps})")
-    elif tc.optimizer_from is not None:
-        ckpt.load_optimizer_only(tc.optimizer_from, model, optimizer, d)
-        say(f"optimizer state restored from {tc.optimizer_from}")
+    def sampler_for(seg: Segment) -> Sampler:  # each stage's blend draws its own seeded order
+        seed = recipe.run.seed + (1_000_003 * (1 + 64 * seg.stage + seg.blend) if timeline.staged else 0)
+        return Sampler(seg.shards, by_path[seg.shards], tc.seq_len, tc.batch_size, seed, d.rank, d.world)
+
+    # resume (a branch in progress first, else the trunk), or start fresh (optionally with an earlier run's moments)
     if not resume and d.is_main:
         ckpt.remove_checkpoints(run_dir)  # a fresh start must never resume from the old run's later steps
         shutil.rmtree(run_dir / "export", ignore_errors=True)
-    if start >= steps:
-        say(f"{run_dir}: already trained {start} of {steps} steps (--no-resume starts over)")
+        shutil.rmtree(run_dir / BRANCHES, ignore_errors=True)
+    check_timeline(run_dir, timeline, resuming, d.is_main)
+    resumed = resume_point(run_dir, timeline, model, optimizer, d, say) if resume else None
+    at_segment, start, elapsed0, sampler_state = 0, 0, 0.0, None
+    if resumed is not None:
+        latest, state = resumed
+        at_segment, start = int(state.get("segment", 0)), int(state["step"])
+        elapsed0, sampler_state = float(state.get("elapsed_s", 0.0)), state["sampler"]
+        say(f"resumed from {latest} ({where(timeline, at_segment, start)})")
+    elif tc.optimizer_from is not None:
+        ckpt.load_optimizer_only(tc.optimizer_from, model, optimizer, d)
+        say(f"optimizer state restored from {tc.optimizer_from}")
+    todo = [g for g in timeline.segments if g.index >= at_segment and not (g.index == at_segment and start >= g.last)
+            and not (g.branch and branch_done(run_dir, g.stage_name))]
+    if not todo:
+        say(f"{run_dir}: already trained {timeline.trunk_steps} steps (--no-resume starts over)")
         missing = torch.tensor([float(not (run_dir / "export").is_dir())], device=d.device)
         with d.timeout(pc.work_timeout_s):
             finish(model, run_dir, manifest, shards, d, say, export=d.all_reduce_sum(missing).item() > 0,  # all agree
                    dtype=export_dtype(recipe.model, model))
-        return {"status": "finished", "step": start, "steps": steps, "run_dir": str(run_dir),
-                "tokens_by_source": sampler.tokens_by_source()}
+        done = sampler_for(timeline.segments[at_segment])
+        if sampler_state is not None:
+            done.load_state_dict(sampler_state)
+        return {"status": "finished", "step": start, "steps": timeline.trunk_steps, "run_dir": str(run_dir),
+                "tokens_by_source": done.tokens_by_source(), "consumed": done.state_dict()["consumed"]}
 
-    # evaluation sets, logs
-    windows = validation_sets(shards, manifest, tc.seq_len, recipe.eval.max_batches * recipe.eval.batch_size)
-    evals = set(eval_steps(recipe.eval, steps))
+    # evaluation sets (every blend's, so each earlier domain stays measured), logs
+    windows: dict = {}
+    for path, m in by_path.items():
+        for name, w in validation_sets(path, m, tc.seq_len, recipe.eval.max_batches * recipe.eval.batch_size).items():
+            windows.setdefault(name, w)
+    evals = timeline.trunk_evals(lambda n: eval_steps(recipe.eval, n))
     mcq = _benchmarks(recipe, manifest)
     if d.is_main:
         write_text(run_dir / "recipe.toml", recipe.to_toml())
         write_text(run_dir / "config.json", model.config.to_json_string())  # checkpoints/step_N as a [model] path
-    log = MetricsLog(run_dir / "metrics.jsonl", d.is_main, keep_until_step=start if latest else None)
+    log = MetricsLog(run_dir / "metrics.jsonl", d.is_main,
+                     keep=rows_kept(timeline, {g.index for g in todo}, at_segment, start) if resumed is not None else None)
     board = TensorBoard(run_dir / "tensorboard", tc.tensorboard and d.is_main, say)
     peaks = peak_flops(d.device, tc.peak_flops, say)  # {} on CPU unless configured: no MFU
     tokens_per_step = tc.batch_size * tc.seq_len
 
-    def evaluate(step: int) -> dict:
+    def tag(row: dict, seg: Segment) -> dict:  # staged runs: each row names its stage; a branch's its own kind
+        if timeline.staged:
+            row["stage"] = seg.stage_name
+            if seg.branch:
+                row.update(kind=f"branch_{row['kind']}", branch=seg.stage_name)
+        return row
+
+    def evaluate(step: int, seg: Segment) -> dict:
         progress.eval_start(step, _eval_contents(windows, mcq))
         predictions: dict[str, list[dict]] = {}
         with eager(tc.compile):
@@ -119,68 +149,114 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
                 on_batch=lambda name, i, n: progress.eval_status(f"loss/{name} {i}/{n} batches")).items()}
             metrics.update(_score_benchmarks(net, mcq, recipe.eval.batch_size, d, progress.eval_status, predictions))
         if d.is_main:
-            _write_predictions(run_dir / "predictions", step, predictions)
+            _write_predictions(run_dir / "predictions" / (f"branch-{seg.stage_name}" if seg.branch else ""), step,
+                               predictions)
         metrics.update(weights.compute())
-        row = {"kind": "eval", "step": step, "tokens": step * tokens_per_step, "metrics": metrics,
-               "eval_s": round(progress.eval_end(), 3)}
+        row = tag({"kind": "eval", "step": step, "tokens": step * tokens_per_step, "metrics": metrics,
+                   "eval_s": round(progress.eval_end(), 3)}, seg)
         log.write(row)
         board.write(row)
         return metrics
 
-    def flush() -> None:  # the window's rows: one all-reduce, one host read
-        for row in window.flush(str(ckpt.latest_checkpoint(run_dir) or "none")):
+    def flush(seg: Segment) -> None:  # the window's rows: one all-reduce, one host read
+        for row in window.flush(str(ckpt.latest_checkpoint(ckpt_home(run_dir, seg)) or "none")):
+            tag(row, seg)
             log.write(row)
             board.write(row)
             progress.update(row)
 
     stop = _StopFlag()
-    progress = Progress(steps, start, d.is_main, n_evals=sum(e > start or e == start == 0 for e in evals))
-    if start == 0 and 0 in evals:
-        evaluate(0)
-    batches = DeviceBatches(sampler, d.device)
+    progress = Progress(sum(g.last - max(g.first - 1, start if g.index == at_segment else 0) for g in todo), 0,
+                        d.is_main, n_evals=sum(e > start or e == start == 0 for e in evals) + sum(g.branch for g in todo))
+    if start == 0 and at_segment == 0 and 0 in evals:
+        evaluate(0, timeline.segments[0])
     window = StepWindow(d, tokens_per_step, flops_tok, peaks, elapsed0)
-    status, step = "finished", start
+    status, step, batches, previous, started, last_eval = "finished", start, None, None, False, None
     try:
-        for step in range(start + 1, steps + 1):
-            lr = lr_at(step - 1)  # optimizer step s (0-based) uses lr(s)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = forward_backward(net, batches.take(), micro, recipe.parallel.sync_grads_every_microbatch)
-            batches.prefetch()  # the next batch is read and copied while this step computes
-            grad_norm = _full(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
-            on_device = skip_non_finite(optimizer, grad_norm)
-            window.add(step, lr, loss, grad_norm)
-            if not on_device:  # this optimizer cannot skip an update by itself: check before it steps
-                flush()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if step == start + 1:
-                training_started(d, pc)
-            interrupted = d.any(stop.requested)  # a host-side vote: every rank stops at the same step
-            halt = interrupted or step == stop_at
-            periodic = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0
-            save = halt or periodic or (step == steps and tc.save_final)
-            if save or step in evals or step == steps or len(window) >= tc.log_every:
-                flush()  # before an evaluation or a checkpoint: a non-finite step stops the run here
-            if step in evals:
-                evaluate(step)
-            if save:
-                trainer_state = {"sampler": batches.state_dict(), "elapsed_s": window.elapsed_s()}
-                ckpt.save_checkpoint(run_dir, step, model, optimizer, trainer_state, tc.keep_checkpoints, d)
-            if step in evals or save:
-                window.restart_clock()
-            if halt and step < steps:
-                status = "interrupted" if interrupted else "stopped"
-                say(f"{status} at step {step}; checkpoint saved, `train run` resumes from it")
+        for seg in todo:
+            # the segment's data: where the checkpoint left it, the blend of the segment before (same stage and
+            # blend: a branch goes on from its trunk's data), or a fresh draw; the trunk's weights after a branch
+            if previous is not None and previous.branch and not seg.branch:
+                reload_trunk(run_dir, model, optimizer, d, say)
+            if seg.index == at_segment and sampler_state is not None:
+                sampler = sampler_for(seg)
+                sampler.load_state_dict(sampler_state)
+            elif batches is not None and (previous.stage, previous.blend) == (seg.stage, seg.blend):
+                sampler = batches.sampler
+            elif sampler_state is not None and continues(timeline, at_segment, seg):
+                sampler = sampler_for(seg)
+                sampler.load_state_dict(sampler_state)
+            else:
+                sampler = sampler_for(seg)
+            batches, previous = DeviceBatches(sampler, d.device), seg
+            if timeline.staged and not (seg.index == at_segment and sampler_state is not None):
+                say(f"{where(timeline, seg.index, seg.first)}: {seg.why}")
+                log.write(tag({"kind": "segment", "step": seg.first, "blend": seg.blend, "why": seg.why,
+                               "lr": seg.lr_at(seg.first), "shards": str(seg.shards)}, seg))
+            home = ckpt_home(run_dir, seg)
+            for step in range(max(seg.first, start + 1 if seg.index == at_segment else 0), seg.last + 1):
+                lr = seg.lr_at(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss = forward_backward(net, batches.take(), micro, recipe.parallel.sync_grads_every_microbatch)
+                if step < seg.last:
+                    batches.prefetch()  # the next batch is read and copied while this step computes
+                grad_norm = _full(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
+                on_device = skip_non_finite(optimizer, grad_norm)
+                window.add(step, lr, loss, grad_norm)
+                if not on_device:  # this optimizer cannot skip an update by itself: check before it steps
+                    flush(seg)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if not started:
+                    training_started(d, pc)
+                    started = True
+                interrupted = d.any(stop.requested)  # a host-side vote: every rank stops at the same step
+                halt = interrupted or step == stop_at
+                periodic = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0
+                save = halt or periodic or (step == seg.last and keeps_trunk_end(timeline, seg, tc.save_final))
+                in_evals = (step in evals and not seg.branch) or ends_branch(timeline, seg, step)
+                if save or in_evals or step == seg.last or len(window) >= tc.log_every:
+                    flush(seg)  # before an evaluation or a checkpoint: a non-finite step stops the run here
+                if in_evals:
+                    last_eval = evaluate(step, seg)
+                if save:
+                    trainer_state = {"sampler": batches.state_dict(), "elapsed_s": window.elapsed_s(),
+                                     "segment": seg.index}
+                    ckpt.save_checkpoint(home, step, model, optimizer, trainer_state, tc.keep_checkpoints, d)
+                if in_evals or save:
+                    window.restart_clock()
+                if step == seg.last and timeline.staged:  # what it read: tokens per source, the hash of its order
+                    log.write(tag({"kind": "segment_end", "step": step, "blend": seg.blend,
+                                   "tokens_by_source": batches.tokens_by_source(),
+                                   "consumed": batches.state_dict()["consumed"]}, seg))
+                if halt and not (seg is timeline.segments[-1] and step == seg.last):
+                    status = "interrupted" if interrupted else "stopped"
+                    say(f"{status} at step {step} ({seg.kind} of stage {seg.stage_name}); checkpoint saved, "
+                        "`train run` resumes from it" if timeline.staged else
+                        f"{status} at step {step}; checkpoint saved, `train run` resumes from it")
+                    break
+            if status != "finished":
                 break
+            if ends_branch(timeline, seg, seg.last):
+                with d.timeout(pc.work_timeout_s):  # rank 0 writes the branch's export while the others wait
+                    export_pretrained(model, branch_dir(run_dir, seg.stage_name) / "export",
+                                      _tokenizer_path(manifest, shards), manifest.tokenizer, d.is_main,
+                                      export_dtype(recipe.model, model))
+                if d.is_main:
+                    write_branch_done(run_dir, seg, last_eval)
+                    say(f"branch of stage {seg.stage_name}: {branch_dir(run_dir, seg.stage_name) / 'export'}")
     finally:
         progress.close()
         log.close()
         board.close()
         stop.restore()
 
-    summary = {"status": status, "step": step, "steps": steps, "run_dir": str(run_dir),
-               "tokens_by_source": batches.tokens_by_source()}
+    summary = {"status": status, "step": step, "steps": timeline.trunk_steps, "run_dir": str(run_dir),
+               "tokens_by_source": batches.tokens_by_source() if batches is not None else {},
+               "consumed": batches.state_dict().get("consumed") if batches is not None else None}
+    if status == "finished" and previous is not None and previous.branch and tc.save_final:
+        reload_trunk(run_dir, model, optimizer, d, say)  # export/ is the trunk: what a next stage goes on from
     if status == "finished" and tc.save_final:
         with d.timeout(pc.work_timeout_s):  # rank 0 writes the export while the others wait
             finish(model, run_dir, manifest, shards, d, say, export=True, dtype=export_dtype(recipe.model, model))
@@ -202,7 +278,13 @@ def finish(model: torch.nn.Module, run_dir: Path, manifest: Manifest, shards: Pa
                           dtype)
     if d.is_main:
         write_gap(run_dir)
-        missing = [name for name in ("export/config.json", "gap.json") if not (run_dir / name).is_file()]
+        outputs = ["export/config.json", "gap.json"]
+        if (run_dir / STAGES_FILE).is_file():  # a sequence: its table and figure, boundaries and branches marked
+            from train.stagereport import write_stage_report
+
+            write_stage_report(run_dir, say)
+            outputs.append("stages.png")
+        missing = [name for name in outputs if not (run_dir / name).is_file()]
         if missing:
             raise RuntimeError(f"{run_dir}: finished, but {', '.join(missing)} was not written")
         say(f"done: {run_dir} (export/, metrics.jsonl, gap.json)")
@@ -271,14 +353,6 @@ def _tokenizer_path(manifest: Manifest, shards: Path) -> Path | None:
         return None
     p = Path(raw)
     return p if p.is_absolute() or not (shards / p).exists() else shards / p
-
-
-def validation_sets(shards: Path, manifest: Manifest, seq_len: int, max_windows: int) -> dict:
-    out = {}
-    for name, entry in sorted(manifest.sources.items()):
-        if entry.valid.docs > 0:
-            out[name] = validation_windows(ShardSet.open(shards / name / "valid"), seq_len, max_windows)
-    return out
 
 
 def _benchmarks(recipe: Recipe, manifest: Manifest) -> tuple:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,19 +18,23 @@ from continua.io import atomic_open, naming
 class MetricsLog:
     """Append-only JSON Lines, one object per train step or evaluation, flushed as written."""
 
-    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None = None):
+    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None = None,
+                 keep: Callable[[dict], bool] | None = None):
+        """A fresh log, or (resuming) the rows of the old one that `keep` accepts (or up to `keep_until_step`)."""
         self.path = Path(path)
         self.enabled = enabled
         self._f = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if keep_until_step is None:
+        if keep is None and keep_until_step is not None:
+            keep = lambda r: r.get("step", 0) <= keep_until_step  # noqa: E731
+        if keep is None:
             self.path.unlink(missing_ok=True)
         elif self.path.exists():
             from train.gap import read_metrics  # skips a line torn by a crash
 
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until_step]
+            kept = [r for r in read_metrics(self.path) if keep(r)]
             with atomic_open(self.path) as f:
                 f.write("".join(json.dumps(r) + "\n" for r in kept))
         self._f = open(self.path, "a", encoding="utf-8")

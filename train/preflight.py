@@ -58,6 +58,22 @@ def check_manifest(recipe: Recipe):
     return manifest
 
 
+def check_stages_shards(recipe: Recipe):
+    """Every blend of every stage (the recipe itself when it has no [[stages]]) as `check_manifest` checks one, and
+    the run's timeline (stage steps, branches, switches) as `train run` will build it; returns the first manifest."""
+    from continua.stages import stage_blends
+    from train.data import planned_steps
+    from train.timeline import blend_shards, build_timeline
+
+    by_path = {blend_shards(b): check_manifest(b.recipe) for stage in stage_blends(recipe) for b in stage}
+    tc = recipe.train
+    try:
+        build_timeline(recipe, lambda path: planned_steps(by_path[path], tc.batch_size, tc.seq_len))
+    except ValueError as e:
+        raise PreflightError(str(e)) from e
+    return next(iter(by_path.values()))
+
+
 def check_source_listing(recipe: Recipe, manifest) -> None:
     """Every source the shards were built from still holds the files they were built from: a file added
     to (or removed from) a source folder since is named, never silently left out of training."""
@@ -122,6 +138,6 @@ def check_processes(recipe: Recipe, nproc: int, nnodes: int, say: Callable[[str]
 def preflight(recipe: Recipe, nproc: int, nnodes: int = 1, say: Callable[[str], None] = print) -> None:
     """All checks, in the order a user fixes them: inputs, shards, model, processes. Raises PreflightError."""
     check_inputs(recipe)
-    manifest = check_manifest(recipe)
+    manifest = check_stages_shards(recipe)
     check_model(recipe, int(manifest.tokenizer.get("vocab_size") or 0))
     check_processes(recipe, nproc, nnodes, say)

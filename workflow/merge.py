@@ -49,7 +49,7 @@ def _windows(run_dir: Path):
     from continua.layout import shards_dir
     from continua.recipe import load_recipe
     from train.data import open_shards
-    from train.loop import validation_sets
+    from train.evaluate import validation_sets
 
     recipe = load_recipe(run_dir / "recipe.toml")
     shards = Path(shards_dir(recipe))
