@@ -110,7 +110,9 @@ def deployable(run: Run, k: int) -> dict:
     return s.branch_evals[-1] if s.branch_evals else s.evals[-1]
 
 
-def spike(run: Run, k: int, window: float) -> dict[str, float]:
+def rise(run: Run, k: int, window: float) -> dict[str, float]:
+    """Largest rise of each loss above the stage's starting evaluation, over the trunk evaluations in the first
+    `window` of the stage's trunk steps (window 1: the whole stage); 0 when the loss only falls."""
     s = run.stages[k]
     start = run.losses(start_eval(run, k))
     end = s.first_step - 1 + window * (s.last_step - s.first_step + 1)
@@ -140,7 +142,8 @@ def summarize(runs: list[Run], window: float) -> dict:
                                "branch_steps": [s.branch_evals[0]["step"], s.branch_evals[-1]["step"]]
                                if s.branch_evals else None,
                                "deployable": dep, "trunk": trunk, "forgetting": forgetting})
-            spikes.append({"stage": s.name, "start_step": start_eval(run, k)["step"], "rise": spike(run, k, window)})
+            spikes.append({"stage": s.name, "start_step": start_eval(run, k)["step"], "rise": rise(run, k, window),
+                           "stage_rise": rise(run, k, 1.0)})
         out["runs"][run.label] = {"folder": str(run.folder), "base": base, "boundaries": boundaries,
                                   "spikes": spikes, "optimizer_steps": optimizer_steps(run)}
     return out
@@ -176,13 +179,13 @@ def tables(summary: dict, window: float) -> str:
             lines.append(f"| {label} | {b['stage']} | {run['optimizer_steps'].get(b['stage'], 0)} | "
                          + " | ".join(cells) + f" | {forgot} |")
     lines += ["", f"Re-warm spike: largest rise of each validation loss above the stage's starting evaluation, "
-              f"in the first {window:.0%} of the stage's trunk steps:", "",
+              f"in the first {window:.0%} of the stage's trunk steps / anywhere in them:", "",
               "| schedule | stage | starts from step | " + " | ".join(sources) + " |",
               "|---|---|---|" + "---|" * len(sources)]
     for label, run in summary["runs"].items():
         for sp in run["spikes"]:
             lines.append(f"| {label} | {sp['stage']} | {sp['start_step']} | "
-                         + " | ".join(f"{sp['rise'][s]:+.3f}" for s in sources) + " |")
+                         + " | ".join(f"{sp['rise'][s]:+.3f} / {sp['stage_rise'][s]:+.3f}" for s in sources) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -245,27 +248,52 @@ def plot(runs: list[Run], sources: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def differences(pairs: list[dict]) -> str:
+    """Infinite (its branch) minus cosine at every boundary, per pair of runs, and the pairs' mean."""
+    sources = pairs[0]["sources"]
+    lines = ["Deployed model, infinite minus cosine (negative: infinite + anneal is better), per pair of runs "
+             "and their mean:", "", "| after stage | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources)]
+    stages = [b["stage"] for b in pairs[0]["runs"]["infinite"]["boundaries"]]
+    for k, stage in enumerate(stages):
+        cells = []
+        for src in sources:
+            d = [p["runs"]["infinite"]["boundaries"][k]["deployable"][src]
+                 - p["runs"]["cosine"]["boundaries"][k]["deployable"][src] for p in pairs]
+            cells.append(" / ".join(f"{x:+.3f}" for x in d) + f" (mean {sum(d) / len(d):+.3f})")
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--infinite", type=Path, required=True, help="train folder of the infinite-schedule run")
-    ap.add_argument("--cosine", type=Path, required=True, help="train folder of the cosine re-warm run")
+    ap.add_argument("--infinite", type=Path, action="append", required=True,
+                    help="train folder of an infinite-schedule run (repeat for more seeds, in --cosine's order)")
+    ap.add_argument("--cosine", type=Path, action="append", required=True,
+                    help="train folder of a cosine re-warm run (repeat for more seeds)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--spike-window", type=float, default=0.2, help="share of each stage's trunk steps searched")
     args = ap.parse_args(argv)
-    runs = [load_run("infinite", args.infinite), load_run("cosine", args.cosine)]
-    names = [[s.name for s in r.stages] for r in runs]
-    if names[0] != names[1]:
-        fail(f"the runs have different stages: {names[0]} vs {names[1]}")
-    summary = summarize(runs, args.spike_window)
-    for label, r in summary["runs"].items():
-        if any(not math.isfinite(v) for b in r["boundaries"] for v in b["deployable"].values()):
-            fail(f"{label}: a non-finite validation loss")
-    text = tables(summary, args.spike_window)
+    if len(args.infinite) != len(args.cosine):
+        ap.error(f"--infinite and --cosine pair up: got {len(args.infinite)} and {len(args.cosine)}")
+    pairs, texts, first_runs = [], [], None
+    for i, (inf, cos) in enumerate(zip(args.infinite, args.cosine)):
+        runs = [load_run("infinite", inf), load_run("cosine", cos)]
+        names = [[s.name for s in r.stages] for r in runs]
+        if names[0] != names[1] or (pairs and names[0] != [b["stage"] for b in pairs[0]["runs"]["infinite"]["boundaries"]]):
+            fail(f"{inf} and {cos}: the runs have different stages: {names[0]} vs {names[1]}")
+        summary = summarize(runs, args.spike_window)
+        for label, r in summary["runs"].items():
+            if any(not math.isfinite(v) for b in r["boundaries"] for v in b["deployable"].values()):
+                fail(f"{r['folder']}: a non-finite validation loss")
+        pairs.append(summary)
+        texts.append(f"### Pair {i + 1}: {inf} vs {cos}\n\n" + tables(summary, args.spike_window))
+        first_runs = first_runs or runs
+    text = "\n".join(texts) + ("\n" + differences(pairs) if len(pairs) > 1 else "")
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "stages.md", text)
-    write_json(args.out / "stages.json", summary)
-    plot(runs, summary["sources"], args.out / "stages.png")
-    print(text + f"\nwrote {args.out / 'stages.md'}, {args.out / 'stages.json'}, {args.out / 'stages.png'}")
+    write_json(args.out / "stages.json", {"pairs": pairs})
+    plot(first_runs, pairs[0]["sources"], args.out / "stages.png")
+    print(text + f"\nwrote {args.out / 'stages.md'}, {args.out / 'stages.json'}, {args.out / 'stages.png'} (pair 1)")
     return 0
 
 
