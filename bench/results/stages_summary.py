@@ -210,6 +210,7 @@ def plot(runs: list[Run], sources: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"infinite": "tab:blue", "cosine": "tab:red"}
+    shown: dict[str, list[float]] = {src: [] for src in sources}  # losses after the first stage's opening tenth
     fig, axes = plt.subplots(1, len(sources) + 1, figsize=(4.2 * (len(sources) + 1), 3.6))
     for run in runs:
         c = colors.get(run.label)
@@ -225,7 +226,9 @@ def plot(runs: list[Run], sources: list[str], path: Path) -> None:
             train = [r for r in run.rows if r.get("kind") == "train" and r.get("stage") == s.name]
             btrain = [r for r in run.rows if r.get("kind") == "branch_train" and r.get("branch") == s.name]
             for ax, src in zip(axes, sources):
-                ax.plot(xs, [run.losses(r)[src] for r in pts], "-o", ms=2.5, color=c, label=trunk_label if k == 0 else None)
+                ys = [run.losses(r)[src] for r in pts] + [run.losses(r)[src] for r in s.branch_evals]
+                shown[src] += [y for x, y in zip(xs + bx, ys) if x > 0.1 * (offsets[1] if len(offsets) > 1 else 0)]
+                ax.plot(xs, ys[:len(xs)], "-o", ms=2.5, color=c, label=trunk_label if k == 0 else None)
                 if s.branch_evals:
                     ax.plot([xs[-1]] + bx, [run.losses(r)[src] for r in [pts[-1]] + s.branch_evals], "--s", ms=2.5,
                             color=c, alpha=0.8, label=branch_label if k == 0 else None)
@@ -239,6 +242,10 @@ def plot(runs: list[Run], sources: list[str], path: Path) -> None:
                 ax.axvline(off, color="grey", lw=0.6, ls=":")
     for ax, src in zip(axes, sources):
         ax.set_title(f"validation loss: {src}")
+        if shown[src]:  # the base's first steps (a domain it never saw) would flatten the rest
+            lo = min(shown[src] + [run.losses(run.base)[src] for run in runs])  # the base stays in view from below
+            hi = max(shown[src])
+            ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
     axes[-1].set_title("learning rate")
     for ax in axes:
         ax.set_xlabel("optimizer steps (trunk + branch) since the base")
