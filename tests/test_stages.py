@@ -218,3 +218,41 @@ def test_resuming_on_another_process_count_continues_the_same_sample_order(world
     mine, whole = _losses(run), _losses(world["whole"])
     assert mine.keys() == whole.keys()
     assert max(abs(mine[k] - whole[k]) for k in whole) < 1e-4
+
+
+def test_train_schedule_of_a_sequence_prints_every_segment_and_plots_it(world, tmp_path, capsys):
+    from train.cli import main as train
+
+    out = tmp_path / "lr.png"
+    assert train(["schedule", str(world["recipe"]), "--out", str(out)]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if "blend" in line]
+    assert [(w[0], w[1], w[3], w[5]) for w in lines] == [("code", "trunk", "0", "1-8"), ("code", "branch", "0", "9-10"),
+                                                         ("medical", "trunk", "0", "9-13"),
+                                                         ("medical", "trunk", "1", "14-16"),
+                                                         ("medical", "branch", "1", "17-18")]
+    assert out.stat().st_size > 10_000
+
+
+def test_the_sequence_recipes_load_with_the_same_stages_and_equal_compute(world):
+    """recipes/sequence/: the infinite trunk with branches and its cosine baseline, on the same stages."""
+    folder = REPO / "recipes" / "sequence"
+    over = [f'data.tokenizer="{world["tok"]}"', f'model.path="{world["tok"]}"']
+    over += [f'data.sources.{n}.paths=["{world["files"][f]}"]' for n, f in
+             (("general", "general"), ("code", "code"), ("stdlib", "medical"))]
+    inf = load_recipe(folder / "infinite-branches.toml", over)
+    cos = load_recipe(folder / "cosine-rewarm.toml", over)
+    assert [(s.name, s.domains, s.replay) for s in inf.stages] == [(s.name, s.domains, s.replay) for s in cos.stages]
+    assert (inf.schedule.name, cos.schedule.name) == ("infinite", "cosine")
+    t_inf, t_cos = (build_timeline(r, lambda shards: 50) for r in (inf, cos))
+    assert [s.steps for s in t_inf.stages] == [s.steps for s in t_cos.stages] == [50, 50]
+    assert [s.branch_steps for s in t_inf.stages] == [10, 10] and not any(g.branch for g in t_cos.segments)
+
+
+def test_compare_and_sweep_refuse_a_sequence_with_one_line(world, tmp_path):
+    from workflow.compare import plan_runs
+    from workflow.sweep import grid_points
+
+    with pytest.raises(RecipeError, match=r"has \[\[stages\]\].*`continua compare` runs single-stage recipes"):
+        plan_runs([world["recipe"]], tmp_path / "cmp", [])
+    with pytest.raises(RecipeError, match=r"has \[\[stages\]\]: a sweep varies one stage's recipe"):
+        grid_points(world["recipe"], {"replay": ["0", "0.1"]}, None, [])

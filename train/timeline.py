@@ -241,3 +241,49 @@ def _switch_points(st, lr_u: Callable[[int], float], n: int, peak: float, tokens
         out.append((u, why))
     return out
 
+
+
+def sequence_schedule_main(recipe: Recipe, out_png: Path, stage_steps: int | None = None) -> Path:
+    """`train schedule` of a sequence: each segment's steps and LR at both ends, and the LR over the trunk with
+    each branch drawn from where it leaves it. Stage steps come from the stages, else their built shards (or
+    `stage_steps` for every stage that sets none, before `mix build`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from continua.io import atomic_path
+    from train.data import open_shards, planned_steps
+
+    tc = recipe.train
+
+    def steps_of(shards: Path) -> int:
+        if stage_steps:
+            return stage_steps
+        if not (shards / "manifest.json").is_file():
+            raise ValueError(f"a stage takes its steps from its plan, but {shards}/manifest.json does not exist yet "
+                             "(run `mix build`), or pass --steps N (steps of every stage that sets none)")
+        return planned_steps(open_shards(shards), tc.batch_size, tc.seq_len)
+
+    t = build_timeline(recipe, steps_of)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for g in t.segments:
+        steps = list(range(g.first, g.last + 1))
+        print(f"{g.stage_name:<14} {g.kind:<7} blend {g.blend}  steps {g.first:>7}-{g.last:<7} lr "
+              f"{g.lr_at(g.first):.4g} -> {g.lr_at(g.last):.4g}  ({g.why})")
+        ax.plot(steps, [g.lr_at(s) for s in steps], color=f"C{g.stage % 10}", ls="--" if g.branch else "-", lw=1.5,
+                label=f"{g.stage_name} {g.kind}" if g.blend == 0 or g.branch else None)
+    for st in t.stages:
+        ax.axvline(st.trunk_first - 0.5, color="0.5", ls=":", lw=0.8)
+    ax.set_xlabel("step (trunk; dashed: each stage's branch, from where it leaves the trunk)")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"{recipe.schedule.name} over {len(t.stages)} stages (peak {recipe.optim.lr:g})")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(Path(out_png)) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    print(f"wrote {out_png}")
+    return Path(out_png)
