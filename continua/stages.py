@@ -22,6 +22,9 @@ from typing import Any
 
 from continua.schema import RecipeError, build, to_dict
 
+# [mix] keys that decide the validation split: the recipe's, the same in every stage
+SHARED_MIX_KEYS = {"valid_fraction", "valid_max_docs", "min_valid_docs", "dedup"}
+
 __all__ = ["StageConfig", "SwitchConfig", "Blend", "stage_blends", "check_stages", "is_staged", "stage_dir"]
 
 
@@ -113,6 +116,12 @@ def check_stages(recipe, where: str = "<recipe>") -> None:
             both = sorted(set(domains) & set(replay or []))
             if both:
                 raise RecipeError(f"{where}: {at} both trains and replays {', '.join(both)}")
+        for at, table in [(f"{key}.mix", st.mix)] + [(f"{key}.switches[{j}].mix", sw.mix)
+                                                      for j, sw in enumerate(st.switches)]:
+            fixed = sorted(set(table) & SHARED_MIX_KEYS)
+            if fixed:
+                raise RecipeError(f"{where}: {at} sets {', '.join(fixed)}: every stage must hold out the same "
+                                  "validation documents (or one would train on what another evaluates on); set it in [mix]")
         for blend in _stage_blends(recipe, i, st, where):  # builds each blend's [mix]: its errors name the key
             pass
 

@@ -69,6 +69,7 @@ def test_stage_mistakes_are_named_when_the_recipe_loads(tmp_path):
         ([{"name": "a", "domains": ["code"], "mix": {"bogus": 1}}], r"unknown key 'stages\[0\]\.mix\.bogus'"),
         ([{"name": "a", "domains": ["code"], "switches": [{"at_lr": 0.5, "at_tokens": "10%"}]}], "exactly one of"),
         ([{"name": "a b", "domains": ["code"]}], "may only hold letters"),
+        ([{"name": "a", "domains": ["code"], "mix": {"valid_fraction": 0.3}}], "same validation documents"),
     ]
     for stages, message in cases:
         with pytest.raises(RecipeError, match=message):
@@ -256,3 +257,17 @@ def test_compare_and_sweep_refuse_a_sequence_with_one_line(world, tmp_path):
         plan_runs([world["recipe"]], tmp_path / "cmp", [])
     with pytest.raises(RecipeError, match=r"has \[\[stages\]\]: a sweep varies one stage's recipe"):
         grid_points(world["recipe"], {"replay": ["0", "0.1"]}, None, [])
+
+
+def test_blends_that_hold_out_different_validation_sets_are_refused(tmp_path):
+    from train.data import open_blends
+    from train_fixtures import make_shards, make_tokenizer
+
+    tok = make_tokenizer(tmp_path / "tok")
+    make_shards(tmp_path / "a", tok, {"web": {"docs": 10, "role": "general"}, "med": {"docs": 10}}, valid_docs=6)
+    make_shards(tmp_path / "b", tok, {"web": {"docs": 10}}, valid_docs=6)
+    blends = {"one": tmp_path / "a", "two": tmp_path / "b"}
+    assert set(open_blends(blends, tmp_path / "run", False, True)) == {"one", "two"}
+    make_shards(tmp_path / "b", tok, {"web": {"docs": 10}}, valid_docs=4)
+    with pytest.raises(ValueError, match="source 'web' holds out 6 validation documents .* in one but 4"):
+        open_blends(blends, tmp_path / "run2", False, True)
