@@ -271,3 +271,16 @@ def test_blends_that_hold_out_different_validation_sets_are_refused(tmp_path):
     make_shards(tmp_path / "b", tok, {"web": {"docs": 10}}, valid_docs=4)
     with pytest.raises(ValueError, match="source 'web' holds out 6 validation documents .* in one but 4"):
         open_blends(blends, tmp_path / "run2", False, True)
+
+
+def test_a_fresh_start_never_keeps_the_branches_of_an_earlier_run(world, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    recipe = _recipe(world["recipe"], run)
+    assert loop.run(recipe, stop_at=11)["status"] == "stopped"  # the code branch done, then stopped
+    (run / "branches" / "code" / "branch.json").write_text('{"stage": "code", "stale": true}')
+    shutil.rmtree(run / "checkpoints")  # nothing to resume from: the run starts over
+    assert loop.run(recipe)["status"] == "finished"
+    assert "stale" not in json.loads((run / "branches" / "code" / "branch.json").read_text())
+    assert _losses(run) == _losses(world["whole"])
