@@ -170,6 +170,7 @@ def test_a_staged_run_trains_in_order_and_exports_each_branch_and_the_trunk(worl
     assert not weights["export"][key].equal(weights["branches/medical/export"][key])
     assert not weights["branches/code/export"][key].equal(weights["branches/medical/export"][key])
     assert json.loads((run / "branches" / "medical" / "branch.json").read_text())["last_step"] == 18
+    assert not list((run / "branches").glob("*/checkpoints/step_*"))  # a finished branch keeps its export only
 
 
 def test_the_gap_and_report_of_a_sequence_start_each_stage_at_its_boundary(world):

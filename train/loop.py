@@ -243,6 +243,7 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
                                       export_dtype(recipe.model, model))
                 if d.is_main:
                     write_branch_done(run_dir, seg, last_eval)
+                    ckpt.remove_checkpoints(branch_dir(run_dir, seg.stage_name))  # done: its export is what stays
                     say(f"branch of stage {seg.stage_name}: {branch_dir(run_dir, seg.stage_name) / 'export'}")
     finally:
         progress.close()
