@@ -285,3 +285,18 @@ def test_a_fresh_start_never_keeps_the_branches_of_an_earlier_run(world, tmp_pat
     assert loop.run(recipe)["status"] == "finished"
     assert "stale" not in json.loads((run / "branches" / "code" / "branch.json").read_text())
     assert _losses(run) == _losses(world["whole"])
+
+
+def test_a_resume_refuses_stages_that_changed_since_the_run_started(tmp_path):
+    from train.stagerun import check_timeline
+
+    w = build_stage_world(tmp_path, docs=20)
+    recipe = load_recipe(stage_recipe(w, tmp_path / "r.toml"))
+    run = tmp_path / "run"
+    run.mkdir()
+    check_timeline(run, build_timeline(recipe, lambda shards: 10), resuming=False, is_main=True)
+    check_timeline(run, build_timeline(recipe, lambda shards: 10), resuming=True, is_main=True)  # the same: fine
+    longer = recipe.replace(stages=[recipe.stages[0].__class__(**{**vars(recipe.stages[0]), "steps": 12}),
+                                    recipe.stages[1]])
+    with pytest.raises(ValueError, match="stages changed since this run started"):
+        check_timeline(run, build_timeline(longer, lambda shards: 10), resuming=True, is_main=True)
