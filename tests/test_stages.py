@@ -300,3 +300,13 @@ def test_a_resume_refuses_stages_that_changed_since_the_run_started(tmp_path):
                                     recipe.stages[1]])
     with pytest.raises(ValueError, match="stages changed since this run started"):
         check_timeline(run, build_timeline(longer, lambda shards: 10), resuming=True, is_main=True)
+
+
+def test_train_report_of_a_sequence_has_a_table_and_a_figure_of_its_stages(world, tmp_path):
+    from train.report import write_report
+
+    report = write_report([world["whole"]], tmp_path / "report").read_text()
+    section = report.split("## Stages of `stages`", 1)[1].split("## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| code |") or line.startswith("| medical |")]
+    assert len(rows) == 6 and "![stages of stages](stages_stages.png)" in section
+    assert (tmp_path / "report" / "stages_stages.png").stat().st_size > 10_000
