@@ -310,3 +310,21 @@ def test_train_report_of_a_sequence_has_a_table_and_a_figure_of_its_stages(world
     rows = [line for line in section.splitlines() if line.startswith("| code |") or line.startswith("| medical |")]
     assert len(rows) == 6 and "![stages of stages](stages_stages.png)" in section
     assert (tmp_path / "report" / "stages_stages.png").stat().st_size > 10_000
+
+
+def test_each_stage_may_set_its_part_of_a_restarting_schedule_but_not_of_the_infinite_trunk(tmp_path):
+    w = build_stage_world(tmp_path, docs=20)
+    cosine = {"name": "cosine", "warmup": 2, "min_lr_ratio": 0.1}
+    stages = [{"name": "code", "domains": ["code"], "steps": 10},
+              {"name": "medical", "domains": ["medical"], "steps": 10, "lr": 1e-3,
+               "schedule": {"warmup": 0, "min_lr_ratio": 0.5}}]
+    t = _timeline(tmp_path, w, schedule=cosine, stages=stages)
+    second = t.segments[1]
+    assert second.lr_at(second.first) == pytest.approx(1e-3)  # no warmup, its own peak
+    assert second.lr_at(second.last) == pytest.approx(5e-4, rel=0.05)  # decays to its own 0.5 x peak
+    assert t.segments[0].lr_at(1) == pytest.approx(1e-3) and max(map(t.segments[0].lr_at, range(1, 11))) == 3e-3
+    infinite = {"name": "infinite", "warmup": 1, "cooldown_fraction": 0.2}
+    with pytest.raises(ValueError, match="infinite trunk is one curve"):
+        _timeline(tmp_path, w, schedule=infinite, stages=stages)
+    with pytest.raises(RecipeError, match=r"unknown key 'stages\[1\]\.schedule\.warmpu'"):
+        _timeline(tmp_path, w, schedule=cosine, stages=[stages[0], {**stages[1], "schedule": {"warmpu": 0}}])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from continua.layout import shards_dir
 from continua.recipe import Recipe
-from continua.stages import Blend, is_staged, stage_blends
+from continua.stages import Blend, is_staged, stage_blends, stage_schedule
 from train.schedules import build_schedule, infinite, warmup_steps
 
 __all__ = ["Segment", "StagePlan", "Timeline", "build_timeline"]
@@ -128,8 +128,8 @@ def build_timeline(recipe: Recipe, planned_steps: Callable[[Path], int]) -> Time
     for i, (st, bl) in enumerate(zip(recipe.stages, blends)):
         n, a = sizes[i], branches[i]
         first, last = done + 1, done + n - a
-        lr_u = _stage_lr(recipe, trunk_lr, n, a, done)
-        cuts = _switch_points(st, lr_u, n, o.lr, recipe.train.batch_size * recipe.train.seq_len)
+        lr_u = _stage_lr(recipe, st, trunk_lr, n, a, done)
+        cuts = _switch_points(st, lr_u, n, st.lr or o.lr, recipe.train.batch_size * recipe.train.seq_len)
         switches = []
         for k, (u, why) in enumerate(cuts, start=1):
             step, kind = _step_of(u, n - a, done)
@@ -162,6 +162,13 @@ def _check_staged(recipe: Recipe) -> None:
         raise ValueError(f"{where}: [schedule] anneal_fraction with [[stages]]: the anneal is each stage's branch "
                          "([[stages]] anneal)")
     for st in recipe.stages:
+        if recipe.schedule.name == "infinite" and (set(st.schedule) - {"min_lr_ratio"} or st.lr is not None):
+            raise ValueError(f"{where}: stage {st.name!r} sets its own schedule or lr, but the infinite trunk is one "
+                             "curve across the stages (warmup and cooldown once, then eta_const); a stage may set only "
+                             "schedule.min_lr_ratio, where its branch's anneal ends")
+        if stage_schedule(recipe, st, where).name == "infinite" and recipe.schedule.name != "infinite":
+            raise ValueError(f"{where}: stage {st.name!r} sets schedule name = \"infinite\": an infinite trunk spans "
+                             "the whole sequence; set it in [schedule]")
         if st.anneal > 0 and recipe.schedule.name != "infinite":
             raise ValueError(f"{where}: stage {st.name!r} has anneal = {st.anneal:g}, but branches are annealed "
                              f"from an infinite schedule's trunk; [schedule] name is {recipe.schedule.name!r} (a "
@@ -190,10 +197,10 @@ def _trunk_lr(recipe: Recipe, span: int, first_trunk: int) -> Callable[[int], fl
                     cfg.cooldown_shape, cfg.cooldown_alpha)
 
 
-def _stage_lr(recipe: Recipe, trunk_lr, n: int, a: int, done: int) -> Callable[[int], float]:
+def _stage_lr(recipe: Recipe, st, trunk_lr, n: int, a: int, done: int) -> Callable[[int], float]:
     """LR over the stage's timeline u = 0 .. n-1 (its trunk steps, then its branch's)."""
-    cfg, peak = recipe.schedule, recipe.optim.lr
-    if trunk_lr is None:  # decays in every stage: the schedule over the stage's steps
+    cfg, peak = stage_schedule(recipe, st), st.lr or recipe.optim.lr
+    if trunk_lr is None:  # decays in every stage: the stage's schedule over its steps
         return build_schedule(cfg, peak, n)
     eta_min = cfg.min_lr_ratio * peak
 
