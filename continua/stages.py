@@ -22,7 +22,11 @@ from typing import Any
 
 from continua.schema import RecipeError, build, to_dict
 
-__all__ = ["StageConfig", "SwitchConfig", "Blend", "stage_blends", "check_stages", "is_staged", "stage_dir"]
+# [mix] keys that decide the validation split: the recipe's, the same in every stage
+SHARED_MIX_KEYS = {"valid_fraction", "valid_max_docs", "min_valid_docs", "dedup"}
+
+__all__ = ["StageConfig", "SwitchConfig", "Blend", "stage_blends", "stage_schedule", "check_stages", "is_staged",
+           "stage_dir"]
 
 
 @dataclass
@@ -51,6 +55,10 @@ class StageConfig:
     replay: list[str] | None = None  # sources replayed: general ones, earlier stages' domains; default: role "general"
     mix: dict[str, Any] = field(default_factory=dict)  # [mix] keys for this stage over the recipe's [mix]
     steps: int = 0  # 0: from the stage's plan (its first blend's tokens / tokens per step)
+    # its part of the schedule: [schedule] keys for this stage (a schedule that restarts in each stage), and its
+    # peak LR (default [optim] lr); under `infinite` the trunk is one curve: only min_lr_ratio (its branch's end)
+    schedule: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None
     # infinite schedule: an annealed copy from the trunk over this share of the stage's steps (>= 1: a step
     # count), out of the stage's steps; exported; the next stage continues from the un-annealed trunk. 0: none
     anneal: float = 0.0
@@ -65,6 +73,8 @@ class StageConfig:
             raise ValueError(f"stage {self.name!r}: steps must be >= 0 (0 = from the plan), got {self.steps}")
         if self.anneal < 0:
             raise ValueError(f"stage {self.name!r}: anneal must be >= 0, got {self.anneal}")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"stage {self.name!r}: lr must be positive, got {self.lr}")
 
 
 @dataclass(frozen=True)
@@ -113,8 +123,16 @@ def check_stages(recipe, where: str = "<recipe>") -> None:
             both = sorted(set(domains) & set(replay or []))
             if both:
                 raise RecipeError(f"{where}: {at} both trains and replays {', '.join(both)}")
+        for at, table in [(f"{key}.mix", st.mix)] + [(f"{key}.switches[{j}].mix", sw.mix)
+                                                      for j, sw in enumerate(st.switches)]:
+            fixed = sorted(set(table) & SHARED_MIX_KEYS)
+            if fixed:
+                raise RecipeError(f"{where}: {at} sets {', '.join(fixed)}: every stage must hold out the same "
+                                  "validation documents (or one would train on what another evaluates on); set it in [mix]")
         for blend in _stage_blends(recipe, i, st, where):  # builds each blend's [mix]: its errors name the key
             pass
+        if st.schedule and hasattr(recipe, "schedule"):
+            stage_schedule(recipe, st, where, key)
 
 
 def stage_blends(recipe, mix_dir: Path | None = None) -> list[list[Blend]]:
@@ -135,6 +153,14 @@ def _stage_blends(recipe, i: int, st: StageConfig, where: str, mix_dir: Path | N
                                  stage_dir(base, st.name, k), f"stages[{i}].switches[{k - 1}].mix", where)
         out.append(Blend(i, st.name, k, recipe_k, sw))
     return out
+
+
+def stage_schedule(recipe, st: StageConfig, where: str = "<recipe>", key: str = "stages"):
+    """The [schedule] of one stage: the recipe's with the stage's keys over it (validated like [schedule])."""
+    if not st.schedule:
+        return recipe.schedule
+    return build(type(recipe.schedule), {**_plain(recipe.schedule), **st.schedule}, where, None,
+                 prefix=f"{key}.schedule")
 
 
 def _plain(section) -> dict:

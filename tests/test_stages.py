@@ -69,6 +69,7 @@ def test_stage_mistakes_are_named_when_the_recipe_loads(tmp_path):
         ([{"name": "a", "domains": ["code"], "mix": {"bogus": 1}}], r"unknown key 'stages\[0\]\.mix\.bogus'"),
         ([{"name": "a", "domains": ["code"], "switches": [{"at_lr": 0.5, "at_tokens": "10%"}]}], "exactly one of"),
         ([{"name": "a b", "domains": ["code"]}], "may only hold letters"),
+        ([{"name": "a", "domains": ["code"], "mix": {"valid_fraction": 0.3}}], "same validation documents"),
     ]
     for stages, message in cases:
         with pytest.raises(RecipeError, match=message):
@@ -169,6 +170,7 @@ def test_a_staged_run_trains_in_order_and_exports_each_branch_and_the_trunk(worl
     assert not weights["export"][key].equal(weights["branches/medical/export"][key])
     assert not weights["branches/code/export"][key].equal(weights["branches/medical/export"][key])
     assert json.loads((run / "branches" / "medical" / "branch.json").read_text())["last_step"] == 18
+    assert not list((run / "branches").glob("*/checkpoints/step_*"))  # a finished branch keeps its export only
 
 
 def test_the_gap_and_report_of_a_sequence_start_each_stage_at_its_boundary(world):
@@ -218,3 +220,111 @@ def test_resuming_on_another_process_count_continues_the_same_sample_order(world
     mine, whole = _losses(run), _losses(world["whole"])
     assert mine.keys() == whole.keys()
     assert max(abs(mine[k] - whole[k]) for k in whole) < 1e-4
+
+
+def test_train_schedule_of_a_sequence_prints_every_segment_and_plots_it(world, tmp_path, capsys):
+    from train.cli import main as train
+
+    out = tmp_path / "lr.png"
+    assert train(["schedule", str(world["recipe"]), "--out", str(out)]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if "blend" in line]
+    assert [(w[0], w[1], w[3], w[5]) for w in lines] == [("code", "trunk", "0", "1-8"), ("code", "branch", "0", "9-10"),
+                                                         ("medical", "trunk", "0", "9-13"),
+                                                         ("medical", "trunk", "1", "14-16"),
+                                                         ("medical", "branch", "1", "17-18")]
+    assert out.stat().st_size > 10_000
+
+
+def test_the_sequence_recipes_load_with_the_same_stages_and_equal_compute(world):
+    """recipes/sequence/: the infinite trunk with branches and its cosine baseline, on the same stages."""
+    folder = REPO / "recipes" / "sequence"
+    over = [f'data.tokenizer="{world["tok"]}"', f'model.path="{world["tok"]}"']
+    over += [f'data.sources.{n}.paths=["{world["files"][f]}"]' for n, f in
+             (("general", "general"), ("code", "code"), ("stdlib", "medical"))]
+    inf = load_recipe(folder / "infinite-branches.toml", over)
+    cos = load_recipe(folder / "cosine-rewarm.toml", over)
+    assert [(s.name, s.domains, s.replay) for s in inf.stages] == [(s.name, s.domains, s.replay) for s in cos.stages]
+    assert (inf.schedule.name, cos.schedule.name) == ("infinite", "cosine")
+    t_inf, t_cos = (build_timeline(r, lambda shards: 50) for r in (inf, cos))
+    assert [s.steps for s in t_inf.stages] == [s.steps for s in t_cos.stages] == [50, 50]
+    assert [s.branch_steps for s in t_inf.stages] == [10, 10] and not any(g.branch for g in t_cos.segments)
+
+
+def test_compare_and_sweep_refuse_a_sequence_with_one_line(world, tmp_path):
+    from workflow.compare import plan_runs
+    from workflow.sweep import grid_points
+
+    with pytest.raises(RecipeError, match=r"has \[\[stages\]\].*`continua compare` runs single-stage recipes"):
+        plan_runs([world["recipe"]], tmp_path / "cmp", [])
+    with pytest.raises(RecipeError, match=r"has \[\[stages\]\]: a sweep varies one stage's recipe"):
+        grid_points(world["recipe"], {"replay": ["0", "0.1"]}, None, [])
+
+
+def test_blends_that_hold_out_different_validation_sets_are_refused(tmp_path):
+    from train.data import open_blends
+    from train_fixtures import make_shards, make_tokenizer
+
+    tok = make_tokenizer(tmp_path / "tok")
+    make_shards(tmp_path / "a", tok, {"web": {"docs": 10, "role": "general"}, "med": {"docs": 10}}, valid_docs=6)
+    make_shards(tmp_path / "b", tok, {"web": {"docs": 10}}, valid_docs=6)
+    blends = {"one": tmp_path / "a", "two": tmp_path / "b"}
+    assert set(open_blends(blends, tmp_path / "run", False, True)) == {"one", "two"}
+    make_shards(tmp_path / "b", tok, {"web": {"docs": 10}}, valid_docs=4)
+    with pytest.raises(ValueError, match="source 'web' holds out 6 validation documents .* in one but 4"):
+        open_blends(blends, tmp_path / "run2", False, True)
+
+
+def test_a_fresh_start_never_keeps_the_branches_of_an_earlier_run(world, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    recipe = _recipe(world["recipe"], run)
+    assert loop.run(recipe, stop_at=11)["status"] == "stopped"  # the code branch done, then stopped
+    (run / "branches" / "code" / "branch.json").write_text('{"stage": "code", "stale": true}')
+    shutil.rmtree(run / "checkpoints")  # nothing to resume from: the run starts over
+    assert loop.run(recipe)["status"] == "finished"
+    assert "stale" not in json.loads((run / "branches" / "code" / "branch.json").read_text())
+    assert _losses(run) == _losses(world["whole"])
+
+
+def test_a_resume_refuses_stages_that_changed_since_the_run_started(tmp_path):
+    from train.stagerun import check_timeline
+
+    w = build_stage_world(tmp_path, docs=20)
+    recipe = load_recipe(stage_recipe(w, tmp_path / "r.toml"))
+    run = tmp_path / "run"
+    run.mkdir()
+    check_timeline(run, build_timeline(recipe, lambda shards: 10), resuming=False, is_main=True)
+    check_timeline(run, build_timeline(recipe, lambda shards: 10), resuming=True, is_main=True)  # the same: fine
+    longer = recipe.replace(stages=[recipe.stages[0].__class__(**{**vars(recipe.stages[0]), "steps": 12}),
+                                    recipe.stages[1]])
+    with pytest.raises(ValueError, match="stages changed since this run started"):
+        check_timeline(run, build_timeline(longer, lambda shards: 10), resuming=True, is_main=True)
+
+
+def test_train_report_of_a_sequence_has_a_table_and_a_figure_of_its_stages(world, tmp_path):
+    from train.report import write_report
+
+    report = write_report([world["whole"]], tmp_path / "report").read_text()
+    section = report.split("## Stages of `stages`", 1)[1].split("## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| code |") or line.startswith("| medical |")]
+    assert len(rows) == 6 and "![stages of stages](stages_stages.png)" in section
+    assert (tmp_path / "report" / "stages_stages.png").stat().st_size > 10_000
+
+
+def test_each_stage_may_set_its_part_of_a_restarting_schedule_but_not_of_the_infinite_trunk(tmp_path):
+    w = build_stage_world(tmp_path, docs=20)
+    cosine = {"name": "cosine", "warmup": 2, "min_lr_ratio": 0.1}
+    stages = [{"name": "code", "domains": ["code"], "steps": 10},
+              {"name": "medical", "domains": ["medical"], "steps": 10, "lr": 1e-3,
+               "schedule": {"warmup": 0, "min_lr_ratio": 0.5}}]
+    t = _timeline(tmp_path, w, schedule=cosine, stages=stages)
+    second = t.segments[1]
+    assert second.lr_at(second.first) == pytest.approx(1e-3)  # no warmup, its own peak
+    assert second.lr_at(second.last) == pytest.approx(5e-4, rel=0.05)  # decays to its own 0.5 x peak
+    assert t.segments[0].lr_at(1) == pytest.approx(1e-3) and max(map(t.segments[0].lr_at, range(1, 11))) == 3e-3
+    infinite = {"name": "infinite", "warmup": 1, "cooldown_fraction": 0.2}
+    with pytest.raises(ValueError, match="infinite trunk is one curve"):
+        _timeline(tmp_path, w, schedule=infinite, stages=stages)
+    with pytest.raises(RecipeError, match=r"unknown key 'stages\[1\]\.schedule\.warmpu'"):
+        _timeline(tmp_path, w, schedule=cosine, stages=[stages[0], {**stages[1], "schedule": {"warmpu": 0}}])

@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true",
                    help="start from step 0, deleting the run dir's checkpoints from an earlier run")
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
-                   help="checkpoint after STEP and exit; a later `train run` continues (time-sliced jobs)")
+                   help="checkpoint after STEP and exit; a later `train run` continues (time-sliced jobs); in a "
+                        "sequence of stages, the first step numbered STEP, trunk or branch (branch steps are numbered "
+                        "on from their stage's last trunk step)")
     p.set_defaults(func=run_command)
     try:
         from train.commands import add_eval_commands

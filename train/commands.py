@@ -18,7 +18,14 @@ def schedule_command(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out) if args.out else recipe.out_dir / "lr_schedule.png"
-    schedule_main(recipe, out, total_steps=args.steps)
+    from continua.stages import is_staged
+
+    if is_staged(recipe):
+        from train.timeline import sequence_schedule_main
+
+        sequence_schedule_main(recipe, out, stage_steps=args.steps)
+    else:
+        schedule_main(recipe, out, total_steps=args.steps)
     return 0
 
 

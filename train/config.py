@@ -59,7 +59,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW, always fresh for CPT (Ibrahim et al. reset optimizer state between stages)."""
+    """AdamW, fresh when a run starts (or from `[train] optimizer_from`); kept across the stages of a sequence."""
 
     lr: float = 3e-4
     betas: list[float] = None  # type: ignore[assignment]

@@ -257,6 +257,16 @@ def open_blends(shards: dict[str, Path], run_dir: Path, resuming: bool, record: 
     if len(tokenizers) > 1:
         raise ValueError(f"the stages' shards were built with different tokenizers ({', '.join(shards)}): one model "
                          "reads them all; rebuild them with one [data] tokenizer")
+    held: dict[str, tuple[str, tuple[int, int]]] = {}
+    for label, m in manifests.items():  # one validation set per source, or a stage trains on another's
+        for name, entry in m.sources.items():
+            split = (entry.valid.docs, entry.valid.tokens)
+            first = held.setdefault(name, (label, split))
+            if first[1] != split:
+                raise ValueError(f"source {name!r} holds out {first[1][0]} validation documents ({first[1][1]} tokens) "
+                                 f"in {first[0]} but {split[0]} ({split[1]} tokens) in {label}: a stage would train on "
+                                 "documents another evaluates on; give every stage the same [mix] valid_fraction, "
+                                 "valid_max_docs and min_valid_docs")
     inputs = Path(run_dir) / RUN_INPUTS
     if resuming and inputs.exists():
         recorded = fp.read_record(inputs, "").get("manifests", {})

@@ -91,7 +91,6 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     if not resume and d.is_main:
         ckpt.remove_checkpoints(run_dir)  # a fresh start must never resume from the old run's later steps
         shutil.rmtree(run_dir / "export", ignore_errors=True)
-        shutil.rmtree(run_dir / BRANCHES, ignore_errors=True)
     check_timeline(run_dir, timeline, resuming, d.is_main)
     resumed = resume_point(run_dir, timeline, model, optimizer, d, say) if resume else None
     at_segment, start, elapsed0, sampler_state = 0, 0, 0.0, None
@@ -103,6 +102,9 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     elif tc.optimizer_from is not None:
         ckpt.load_optimizer_only(tc.optimizer_from, model, optimizer, d)
         say(f"optimizer state restored from {tc.optimizer_from}")
+    if resumed is None and d.is_main:  # a fresh start: branches of an earlier run are not this run's
+        shutil.rmtree(run_dir / BRANCHES, ignore_errors=True)
+    d.barrier()
     todo = [g for g in timeline.segments if g.index >= at_segment and not (g.index == at_segment and start >= g.last)
             and not (g.branch and branch_done(run_dir, g.stage_name))]
     if not todo:
@@ -178,16 +180,12 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
             # blend: a branch goes on from its trunk's data), or a fresh draw; the trunk's weights after a branch
             if previous is not None and previous.branch and not seg.branch:
                 reload_trunk(run_dir, model, optimizer, d, say)
-            if seg.index == at_segment and sampler_state is not None:
-                sampler = sampler_for(seg)
-                sampler.load_state_dict(sampler_state)
-            elif batches is not None and (previous.stage, previous.blend) == (seg.stage, seg.blend):
+            if batches is not None and (previous.stage, previous.blend) == (seg.stage, seg.blend):
                 sampler = batches.sampler
-            elif sampler_state is not None and continues(timeline, at_segment, seg):
-                sampler = sampler_for(seg)
-                sampler.load_state_dict(sampler_state)
             else:
                 sampler = sampler_for(seg)
+                if sampler_state is not None and (seg.index == at_segment or continues(timeline, at_segment, seg)):
+                    sampler.load_state_dict(sampler_state)
             batches, previous = DeviceBatches(sampler, d.device), seg
             if timeline.staged and not (seg.index == at_segment and sampler_state is not None):
                 say(f"{where(timeline, seg.index, seg.first)}: {seg.why}")
@@ -245,6 +243,7 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
                                       export_dtype(recipe.model, model))
                 if d.is_main:
                     write_branch_done(run_dir, seg, last_eval)
+                    ckpt.remove_checkpoints(branch_dir(run_dir, seg.stage_name))  # done: its export is what stays
                     say(f"branch of stage {seg.stage_name}: {branch_dir(run_dir, seg.stage_name) / 'export'}")
     finally:
         progress.close()

@@ -256,8 +256,10 @@ def _final(run: RunData, key: str):
     return g["final"] if g else None
 
 
-def render(runs: list[RunData], keys: list[str], set_plots: dict[str, str], lr_plot: str | None) -> str:
-    """The Markdown: an overview table (finals, tokens, wall time), then one gap table per evaluation set."""
+def render(runs: list[RunData], keys: list[str], set_plots: dict[str, str], lr_plot: str | None,
+           stage_plots: dict[str, str] | None = None) -> str:
+    """The Markdown: an overview table (finals, tokens, wall time), one gap table per evaluation set, and for a
+    run of several stages its stages (boundaries, ends, branches)."""
     lines = ["# Training report", "", "Runs: " + ", ".join(f"`{r.name}` ({r.path})" for r in runs), ""]
     head = ["run", "steps", "tokens", "wall time"] + [f"final {k}" for k in keys]
     lines += ["## Overview", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -297,9 +299,32 @@ def render(runs: list[RunData], keys: list[str], set_plots: dict[str, str], lr_p
             lines.append(f"| {r.name} | {w['first']:.3f} ({w['first_step']}) | {w['max']:.3f} ({w['max_step']}) | "
                          f"{w['final']:.3f} ({w['final_step']}) |")
         lines.append("")
+    lines += _stage_sections(runs, stage_plots or {})
     lines += ["## Learning rate", ""]
     lines += [f"![learning rate]({lr_plot})", ""] if lr_plot else ["No `lr` in the train lines of these runs.", ""]
     return "\n".join(lines)
+
+
+def _stage_sections(runs: list[RunData], stage_plots: dict[str, str]) -> list[str]:
+    """Per run of several stages: each curve from each stage's boundary to its end, and its branch's end."""
+    lines = []
+    for r in runs:
+        stages = r.gap.get("stages")
+        if not stages:
+            continue
+        lines += [f"## Stages of `{r.name}`", "", "| stage | set | boundary (step) | worst (step) | end (step) | "
+                  "change | branch end |", "|---|---|---|---|---|---|---|"]
+        for st in stages:
+            branch = st.get("branch", {}).get("metrics", {})
+            for key, g in st["sets"].items():
+                worst = "-" if g["worst"] is None else f"{_fmt(g['worst'])} ({g['worst_step']})"
+                lines.append(f"| {st['stage']} | {key} | {_fmt(g['start'])} ({g['start_step']}) | {worst} | "
+                             f"{_fmt(g['final'])} ({g['final_step']}) | {g['final_change']:+.4f} | "
+                             f"{_fmt(branch.get(key))} |")
+        lines.append("")
+        if r.name in stage_plots:
+            lines += [f"![stages of {r.name}]({stage_plots[r.name]})", ""]
+    return lines
 
 
 def write_report(run_dirs: list[Path], out_dir: Path, x: str = "auto", log_x: bool = False,
@@ -331,7 +356,13 @@ def write_report(run_dirs: list[Path], out_dir: Path, x: str = "auto", log_x: bo
         plot_set(runs, key, out_dir / name, x, log_x)
         set_plots[key] = name
     lr_path = plot_lr(runs, out_dir / "lr.png")
-    text = render(runs, keys, set_plots, lr_path.name if lr_path else None)
+    stage_plots = {}
+    for r in runs:
+        if r.gap.get("stages") and (r.path / "stages.json").is_file():
+            from train.stagereport import plot_stages
+
+            stage_plots[r.name] = plot_stages(r.path, out_dir / f"stages_{_slug(r.name)}.png").name
+    text = render(runs, keys, set_plots, lr_path.name if lr_path else None, stage_plots)
     report = out_dir / "report.md"
     write_text(report, text)
     return report

@@ -70,7 +70,11 @@ def plot_stages(run_dir: Path, path: Path | None = None) -> Path:
 
 
 def write_stage_report(run_dir: Path, say=print) -> Path:
-    """stages.png, and the table said line by line (how `train run` ends a sequence)."""
+    """stages.png, and the table and the switches said line by line (how `train run` ends a sequence)."""
+    for st in read_json(Path(run_dir) / "stages.json")["stages"]:
+        for sw in st["switches"]:
+            say(f"stage {st['name']}: switched to blend {sw['blend']} at step {sw['step']} ({sw['segment']}): "
+                f"{sw['why']}")
     for r in stage_table(run_dir):
         branch = f", branch {r['branch_end']:.4f}" if r["branch_end"] is not None else ""
         say(f"stage {r['stage']:<12} {r['set']:<12} start {r['start']:.4f} (step {r['start_step']}), worst "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from continua.layout import shards_dir
 from continua.recipe import Recipe
-from continua.stages import Blend, is_staged, stage_blends
+from continua.stages import Blend, is_staged, stage_blends, stage_schedule
 from train.schedules import build_schedule, infinite, warmup_steps
 
 __all__ = ["Segment", "StagePlan", "Timeline", "build_timeline"]
@@ -128,8 +128,8 @@ def build_timeline(recipe: Recipe, planned_steps: Callable[[Path], int]) -> Time
     for i, (st, bl) in enumerate(zip(recipe.stages, blends)):
         n, a = sizes[i], branches[i]
         first, last = done + 1, done + n - a
-        lr_u = _stage_lr(recipe, trunk_lr, n, a, done)
-        cuts = _switch_points(st, lr_u, n, o.lr, recipe.train.batch_size * recipe.train.seq_len)
+        lr_u = _stage_lr(recipe, st, trunk_lr, n, a, done)
+        cuts = _switch_points(st, lr_u, n, st.lr or o.lr, recipe.train.batch_size * recipe.train.seq_len)
         switches = []
         for k, (u, why) in enumerate(cuts, start=1):
             step, kind = _step_of(u, n - a, done)
@@ -162,6 +162,13 @@ def _check_staged(recipe: Recipe) -> None:
         raise ValueError(f"{where}: [schedule] anneal_fraction with [[stages]]: the anneal is each stage's branch "
                          "([[stages]] anneal)")
     for st in recipe.stages:
+        if recipe.schedule.name == "infinite" and (set(st.schedule) - {"min_lr_ratio"} or st.lr is not None):
+            raise ValueError(f"{where}: stage {st.name!r} sets its own schedule or lr, but the infinite trunk is one "
+                             "curve across the stages (warmup and cooldown once, then eta_const); a stage may set only "
+                             "schedule.min_lr_ratio, where its branch's anneal ends")
+        if stage_schedule(recipe, st, where).name == "infinite" and recipe.schedule.name != "infinite":
+            raise ValueError(f"{where}: stage {st.name!r} sets schedule name = \"infinite\": an infinite trunk spans "
+                             "the whole sequence; set it in [schedule]")
         if st.anneal > 0 and recipe.schedule.name != "infinite":
             raise ValueError(f"{where}: stage {st.name!r} has anneal = {st.anneal:g}, but branches are annealed "
                              f"from an infinite schedule's trunk; [schedule] name is {recipe.schedule.name!r} (a "
@@ -190,10 +197,10 @@ def _trunk_lr(recipe: Recipe, span: int, first_trunk: int) -> Callable[[int], fl
                     cfg.cooldown_shape, cfg.cooldown_alpha)
 
 
-def _stage_lr(recipe: Recipe, trunk_lr, n: int, a: int, done: int) -> Callable[[int], float]:
+def _stage_lr(recipe: Recipe, st, trunk_lr, n: int, a: int, done: int) -> Callable[[int], float]:
     """LR over the stage's timeline u = 0 .. n-1 (its trunk steps, then its branch's)."""
-    cfg, peak = recipe.schedule, recipe.optim.lr
-    if trunk_lr is None:  # decays in every stage: the schedule over the stage's steps
+    cfg, peak = stage_schedule(recipe, st), st.lr or recipe.optim.lr
+    if trunk_lr is None:  # decays in every stage: the stage's schedule over its steps
         return build_schedule(cfg, peak, n)
     eta_min = cfg.min_lr_ratio * peak
 
@@ -241,3 +248,49 @@ def _switch_points(st, lr_u: Callable[[int], float], n: int, peak: float, tokens
         out.append((u, why))
     return out
 
+
+
+def sequence_schedule_main(recipe: Recipe, out_png: Path, stage_steps: int | None = None) -> Path:
+    """`train schedule` of a sequence: each segment's steps and LR at both ends, and the LR over the trunk with
+    each branch drawn from where it leaves it. Stage steps come from the stages, else their built shards (or
+    `stage_steps` for every stage that sets none, before `mix build`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from continua.io import atomic_path
+    from train.data import open_shards, planned_steps
+
+    tc = recipe.train
+
+    def steps_of(shards: Path) -> int:
+        if stage_steps:
+            return stage_steps
+        if not (shards / "manifest.json").is_file():
+            raise ValueError(f"a stage takes its steps from its plan, but {shards}/manifest.json does not exist yet "
+                             "(run `mix build`), or pass --steps N (steps of every stage that sets none)")
+        return planned_steps(open_shards(shards), tc.batch_size, tc.seq_len)
+
+    t = build_timeline(recipe, steps_of)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for g in t.segments:
+        steps = list(range(g.first, g.last + 1))
+        print(f"{g.stage_name:<14} {g.kind:<7} blend {g.blend}  steps {g.first:>7}-{g.last:<7} lr "
+              f"{g.lr_at(g.first):.4g} -> {g.lr_at(g.last):.4g}  ({g.why})")
+        ax.plot(steps, [g.lr_at(s) for s in steps], color=f"C{g.stage % 10}", ls="--" if g.branch else "-", lw=1.5,
+                label=f"{g.stage_name} {g.kind}" if g.blend == 0 or g.branch else None)
+    for st in t.stages:
+        ax.axvline(st.trunk_first - 0.5, color="0.5", ls=":", lw=0.8)
+    ax.set_xlabel("step (trunk; dashed: each stage's branch, from where it leaves the trunk)")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"{recipe.schedule.name} over {len(t.stages)} stages (peak {recipe.optim.lr:g})")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(Path(out_png)) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    print(f"wrote {out_png}")
+    return Path(out_png)

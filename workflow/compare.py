@@ -136,6 +136,9 @@ def plan_runs(recipe_paths: list[Path], out: Path, overrides: list[str],
     for i, path in enumerate(recipe_paths):
         own = list(overrides) + (list(per_run[i]) if per_run else [])
         first = load_recipe(path, own)
+        if first.stages:
+            raise RecipeError(f"{path}: has [[stages]]: `continua compare` runs single-stage recipes side by side; run a "
+                              "sequence with `curate score`, `mix plan`, `mix build` and `train run` (each takes it whole)")
         name = first.run.name
         if not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
             raise RecipeError(f"{path}: [run] name {name!r} must be a folder name (letters, digits, '-', '_', '.')")

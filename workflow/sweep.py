@@ -93,6 +93,9 @@ def grid_points(recipe_path: Path, grid: dict[str, list[str]], fraction: float |
                 overrides: list[str]) -> list[tuple[str, list[str], dict]]:
     """(run name, overrides, grid values) per point of the grid (a product of all keys)."""
     base = load_recipe(recipe_path, overrides)
+    if base.stages:
+        raise RecipeError(f"{recipe_path}: has [[stages]]: a sweep varies one stage's recipe; sweep a single-stage "
+                          "recipe of the stage in question")
     keys = list(grid)
     named = {"replay"} | ({"fraction"} if fraction is not None or "fraction" in grid else set())
     if "fraction" not in grid:
