@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             **shared, schedule=schedule, replay=args.replay,
             anneal=(f"anneal = {args.anneal}   # the stage's last share of steps: an annealed branch from the trunk\n"
                     if schedule == "infinite" else ""),
-            common=COMMON.format(**shared), schedule_block=block.format(warmup=args.warmup, cooldown=args.cooldown, eta_const=args.eta_const)))
+            common=COMMON.format(**shared),
+            schedule_block=block.format(warmup=args.warmup, cooldown=args.cooldown, eta_const=args.eta_const)))
     print({name: {"documents": len(t), "characters": sum(map(len, t))} for name, t in texts.items()})
     return 0
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,9 @@ class Run:
 
 
 def fail(msg: str) -> None:
-    raise SystemExit(f"stages_summary: {msg}")
+    """Missing or inconsistent runs are a usage error (exit 2): nothing is written."""
+    print(f"stages_summary: {msg}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def recipe_domains(folder: Path) -> dict[str, list[str]]:
@@ -286,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     for i, (inf, cos) in enumerate(zip(args.infinite, args.cosine)):
         runs = [load_run("infinite", inf), load_run("cosine", cos)]
         names = [[s.name for s in r.stages] for r in runs]
-        if names[0] != names[1] or (pairs and names[0] != [b["stage"] for b in pairs[0]["runs"]["infinite"]["boundaries"]]):
-            fail(f"{inf} and {cos}: the runs have different stages: {names[0]} vs {names[1]}")
+        expected = [b["stage"] for b in pairs[0]["runs"]["infinite"]["boundaries"]] if pairs else names[0]
+        if names[0] != expected or names[1] != expected:
+            fail(f"{inf} and {cos}: stages {names[0]} and {names[1]}, expected the same sequence {expected}")
         summary = summarize(runs, args.spike_window)
         for label, r in summary["runs"].items():
             if any(not math.isfinite(v) for b in r["boundaries"] for v in b["deployable"].values()):
