@@ -39,6 +39,7 @@ def check_inputs(recipe: Recipe) -> None:
 def check_manifest(recipe: Recipe):
     """The shards exist, load, and were built for the plan as it is now (a stale plan: exit 1, not 2)."""
     from continua.fingerprint import StaleInputError
+    from continua.io import DamagedFileError
     from train.data import open_shards
 
     shards = shards_dir(recipe)
@@ -48,7 +49,7 @@ def check_manifest(recipe: Recipe):
                              "(or set [train] shards)")
     try:
         manifest = open_shards(shards, record=False)
-    except StaleInputError:
+    except (StaleInputError, DamagedFileError):  # found while reading the shards' files: exit 1
         raise
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PreflightError(f"{path}: cannot be read: {e}") from e
