@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+
+from continua.exitcodes import RunFailure
 
 
 def _fit_and_save(kwargs: dict, path: str) -> None:
@@ -24,6 +27,11 @@ def _fit_and_save(kwargs: dict, path: str) -> None:
 
 def fit_in_fresh_process(kwargs: dict, path: str | Path) -> None:
     """`fasttext.train_supervised(**kwargs)` in a new spawned process, the model saved to `path`; its
-    RuntimeError (such as "Encountered NaN.") is raised here."""
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-        pool.submit(_fit_and_save, kwargs, str(path)).result()
+    RuntimeError (such as "Encountered NaN.") is raised here. A script calling it needs the
+    `if __name__ == "__main__":` guard, as for any spawned process."""
+    try:
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            pool.submit(_fit_and_save, kwargs, str(path)).result()
+    except BrokenProcessPool:
+        raise RunFailure(f"{kwargs.get('input')}: the fastText training process ended without a result (killed, "
+                         f"or out of memory: the model holds bucket x dim floats)") from None
