@@ -123,19 +123,22 @@ def _params(train_dir: Path) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _lr_before(model_path: Path | None) -> float:
-    """The LR the base model's own continua run ended at (the re-warmup starts from it); 0 if unknown."""
+def _pt_lrs(model_path: Path | None) -> list[float]:
+    """The LR of every step of the base model's own continua run (its metrics.jsonl beside the export):
+    the curve law's pre-training areas and the LR the re-warmup starts from; [] if unknown."""
     if model_path is None:
-        return 0.0
+        return []
     metrics = Path(model_path).parent / "metrics.jsonl"
     if not metrics.is_file():
-        return 0.0
-    last = 0.0
+        return []
+    lrs: dict[int, float] = {}
     for line in open(metrics, encoding="utf-8"):
         row = json.loads(line)
         if row.get("kind") == "train" and isinstance(row.get("lr"), (int, float)):
-            last = float(row["lr"])
-    return last
+            lrs[int(row["step"])] = float(row["lr"])  # a resumed run logs some steps twice: the last wins
+    if not lrs or sorted(lrs) != list(range(1, max(lrs) + 1)):
+        return []  # a gap in the trace: the areas would be wrong, so the law fits them instead
+    return [lrs[s] for s in range(1, max(lrs) + 1)]
 
 
 def sweep_table(specs, points: list[tuple[str, list[str], dict]]) -> dict:
@@ -158,13 +161,14 @@ def sweep_table(specs, points: list[tuple[str, list[str], dict]]) -> dict:
         for e in data.evals:
             evals[int(e["step"])] = {k: float(v) for k, v in e["metrics"].items() if k in roles}
         n = _params(spec.train_dir)
+        pt_lrs = _pt_lrs(r.model.path)
         tokens_per_step = r.train.batch_size * r.train.seq_len
         values = by_name[spec.name]
         run = {"run": spec.name, "N": n, "replay": r.mix.replay, "lr": r.optim.lr, "schedule": r.schedule.name,
                "model": str(r.model.path) if r.model.path else None, "fraction": values["fraction"],
                "steps": steps, "tokens_per_step": tokens_per_step, "roles": roles,
                "grid": {k: v for k, v in values.items()}, "lrs": [lrs[s] for s in range(1, steps + 1)],
-               "lr_before": _lr_before(r.model.path), "eval_steps": sorted(evals),
+               "lr_before": pt_lrs[-1] if pt_lrs else 0.0, "pt_lrs": pt_lrs, "eval_steps": sorted(evals),
                "losses": {k: [evals[s].get(k) for s in sorted(evals)] for k in roles}}
         runs.append(run)
         for s in sorted(evals):
