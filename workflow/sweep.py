@@ -27,7 +27,7 @@ from pathlib import Path
 from continua.io import atomic_open, read_json, write_json
 from continua.recipe import RecipeError, load_recipe, toml_value
 
-__all__ = ["parse_grid", "grid_points", "sweep", "sweep_table"]
+__all__ = ["parse_grid", "grid_points", "sweep", "sweep_table", "unequal_steps"]
 
 ALIASES = {"replay": "mix.replay", "lr": "optim.lr", "schedule": "schedule.name", "model": "model.path"}
 
@@ -177,6 +177,22 @@ def sweep_table(specs, points: list[tuple[str, list[str], dict]]) -> dict:
     return {"runs": runs, "rows": rows}
 
 
+def unequal_steps(runs: list[dict]) -> list[str]:
+    """One line per group of runs that differ only in replay, LR, schedule or base model (so share one
+    budget) but trained different numbers of steps: their D differs, and the fit must use each run's own."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        key = tuple(sorted((k, str(v)) for k, v in r["grid"].items() if k not in ("replay", "lr", "schedule", "model")))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for key, mine in groups.items():
+        if len({r["steps"] for r in mine}) > 1:
+            shown = ", ".join(f"{r['run']} {r['steps']}" for r in mine)
+            out.append(f"runs of one budget ({', '.join(f'{k}={v}' for k, v in key) or 'the recipe budget'}) trained "
+                       f"different numbers of steps: {shown}; each run's D is its own steps x tokens per step")
+    return out
+
+
 def _write_csv(path: Path, rows: list[dict]) -> None:
     cols: list[str] = []
     for row in rows:
@@ -202,6 +218,7 @@ def sweep(recipe_path: Path, out: Path, grid: dict[str, list[str]], fraction: fl
     compare(paths, out, overrides, log_x=True, per_run=per_run)
     specs = plan_runs(paths, out, overrides, per_run)
     table = sweep_table(specs, points)
+    table["warnings"] = unequal_steps(table["runs"])
     write_json(out / "sweep.json", {"recipe": str(Path(recipe_path).resolve()), "overrides": overrides, **table})
     _write_csv(out / "sweep.csv", table["rows"])
     return out / "sweep.json"
@@ -229,8 +246,11 @@ def _command(args) -> int:
     grid = parse_grid(args.grid)
     path = sweep(args.recipe, args.out, grid, _fraction(args.fraction) if args.fraction else None, args.set)
     data = read_json(path)
-    make_console(stderr=True).print(f"continua sweep: {len(data['runs'])} runs, {len(data['rows'])} evaluations -> "
-                               f"{path} and {path.with_suffix('.csv')}")
+    console = make_console(stderr=True)
+    for w in data.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}", markup=True)
+    console.print(f"continua sweep: {len(data['runs'])} runs, {len(data['rows'])} evaluations -> "
+                  f"{path} and {path.with_suffix('.csv')}")
     return 0
 
 
