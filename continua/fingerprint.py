@@ -26,6 +26,10 @@ ALGO = "xxh3_128"
 _CHUNK = 8 << 20
 
 
+# the shape (continua.shape) of a record as artifacts keep it
+RECORD_SHAPE = {"path": str, "size": int, "mtime_ns": int, "inode": int, "hash": str}
+
+
 class StaleInputError(RunFailure):
     """An input that changed, or is incomplete, since the stage that recorded it: exit 1, re-run that stage."""
 

@@ -7,7 +7,8 @@ every descendant process is terminated (then killed after a grace period) before
 Finished tasks keep their completion markers and unfinished ones left no output (outputs are
 renamed into place when complete), so running the command again resumes.
 
-A main process killed outright (SIGKILL, the OOM killer) ends nothing itself, so while
+A main process killed outright (SIGKILL, the OOM killer) ends nothing itself, so a launcher it starts
+(torchrun) gets SIGTERM from the kernel when it dies (`end_with_parent`), and while
 `stop_workers_on_signal` runs, every process it starts ends itself once the main process is gone
 (`exit_with`, a watch thread): children forked from it (the pool's manager) from a fork hook, and
 the forkserver and each worker it forks from `continua.forkserver_watch`, which the forkserver
@@ -113,6 +114,25 @@ def exit_with(pid: int, poll_s: float = POLL_S) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name=f"exit-with-{pid}", daemon=True).start()
+
+
+def end_with_parent(sig: int = signal.SIGTERM):
+    """A `preexec_fn` for `subprocess`: the child gets `sig` when this process dies, however it dies (Linux
+    PR_SET_PDEATHSIG, kept across exec; None elsewhere). For a launcher such as torchrun, whose SIGTERM
+    handler stops its own workers: a `kill -9` of the command then leaves none of them running."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above: nobody will send it
+            os.kill(os.getpid(), int(sig))
+
+    return preexec
 
 
 def _after_fork_in_child() -> None:

@@ -18,9 +18,11 @@ from typing import Iterable
 import numpy as np
 
 from continua.documents import Record, iter_source
+from continua.exitcodes import RunFailure
 from continua.io import atomic_path, write_json
 from continua.recipe import SourceConfig
-from curate.fasttext_scorer import positive_probabilities, prepare
+from curate.fasttext_fit import fit_in_fresh_process
+from curate.fasttext_scorer import load_fasttext, positive_probabilities, prepare
 
 POS_LABEL = "hq"
 NEG_LABEL = "lq"
@@ -126,10 +128,15 @@ def split(texts: list[str], fraction: float, rng: np.random.Generator) -> tuple[
 NAN_RETRIES = 3  # fastText occasionally diverges on small sets; each retry halves lr (recorded in params)
 
 
-def train_classifier(pos: list[str], neg: list[str], out: Path, params: TrainParams) -> dict:
-    """Train on pos/neg texts, evaluate on held-out texts, save MODEL and MODEL.metrics.json."""
-    import fasttext
+class DivergedError(RunFailure):
+    """fastText stopped with NaN at every learning rate tried: exit 1, with what to change."""
 
+
+def train_classifier(pos: list[str], neg: list[str], out: Path, params: TrainParams) -> dict:
+    """Train on pos/neg texts, evaluate on held-out texts, save MODEL and MODEL.metrics.json.
+
+    fastText trains in a fresh process (curate.fasttext_fit): with threads = 1 the same inputs and
+    seed give the same model, whatever this process did before."""
     if not pos or not neg:
         raise ValueError(f"need positive and negative examples (got {len(pos)} positive, {len(neg)} negative)")
     if not 0.0 <= params.valid_fraction < 1.0:
@@ -143,26 +150,33 @@ def train_classifier(pos: list[str], neg: list[str], out: Path, params: TrainPar
     out = Path(out)
     if params.epochs <= 0:
         params = TrainParams(**{**asdict(params), "epochs": auto_epochs(len(lines))})
+    tried = []
     with tempfile.TemporaryDirectory(prefix="curate-ft-") as tmp:
         train_file = Path(tmp) / "train.txt"
         with open(train_file, "w", encoding="utf-8") as f:
             for i in order:
                 f.write(lines[i] + "\n")
-        for attempt in range(NAN_RETRIES + 1):
-            try:
-                model = fasttext.train_supervised(
-                    input=str(train_file), epoch=params.epochs, lr=params.lr, wordNgrams=params.word_ngrams,
-                    dim=params.dim, bucket=params.bucket, minCount=params.min_count, seed=params.seed,
-                    thread=params.threads, verbose=0)
-                break
-            except RuntimeError as e:  # fastText diverged ("Encountered NaN."): retry at half the rate
-                if "NaN" not in str(e) or attempt == NAN_RETRIES:
-                    raise
-                print(f"curate train-classifier: fastText diverged at lr {params.lr:g}; retrying at "
-                      f"lr {params.lr / 2:g}", file=sys.stderr)
-                params = TrainParams(**{**asdict(params), "lr": params.lr / 2})
-    with atomic_path(out) as tmp_model:
-        model.save_model(str(tmp_model))
+        with atomic_path(out) as tmp_model:
+            for attempt in range(NAN_RETRIES + 1):
+                tried.append(params.lr)
+                try:
+                    fit_in_fresh_process(dict(
+                        input=str(train_file), epoch=params.epochs, lr=params.lr, wordNgrams=params.word_ngrams,
+                        dim=params.dim, bucket=params.bucket, minCount=params.min_count, seed=params.seed,
+                        thread=params.threads, verbose=0), tmp_model)
+                    break
+                except RuntimeError as e:  # fastText diverged ("Encountered NaN."): retry at half the rate
+                    if "NaN" not in str(e):
+                        raise
+                    if attempt == NAN_RETRIES:
+                        raise DivergedError(
+                            f"{out}: fastText diverged (NaN) at every learning rate tried "
+                            f"({', '.join(f'{lr:g}' for lr in tried)}) on {len(lines):,} training examples; "
+                            f"lower --lr or --dim, or give more examples") from None
+                    print(f"curate train-classifier: fastText diverged at lr {params.lr:g}; retrying at "
+                          f"lr {params.lr / 2:g}", file=sys.stderr)
+                    params = TrainParams(**{**asdict(params), "lr": params.lr / 2})
+    model = load_fasttext(out)
     metrics: dict = {"model": str(out), "labels": {"positive": f"__label__{POS_LABEL}",
                                                    "negative": f"__label__{NEG_LABEL}"},
                      "params": asdict(params),

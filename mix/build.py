@@ -42,6 +42,7 @@ from continua.recipe import Recipe, SourceConfig
 from continua.score_table import text_hash
 from continua.tokenizer import TextTokenizer, load_tokenizer
 from mix.manifest import Manifest, SourceEntry, SplitEntry
+from mix.planfile import read_plan
 from mix.planner import PLAN_NAME
 from mix.shards import Shard, ShardWriter
 from mix.tables import PlanError
@@ -117,7 +118,7 @@ class Builder:
         if not self.plan_path.exists():
             raise PlanError(f"{self.plan_path}: no plan; run `mix plan` first")
         self.plan_fp = fp.fingerprint(self.plan_path)
-        self.plan = read_json(self.plan_path)
+        self.plan = read_plan(self.plan_path)
         self.plan_hash = self.plan_fp["hash"]
         self.selection_path = self.mix_dir / self.plan["selection"]
         self._check_selection()

@@ -56,6 +56,15 @@ def validation(sizes: dict[str, int], seed: int, fraction: float, max_docs: int,
             f"{min_docs}; they are never trained on, nor is any exact copy of them (text_hash) in any source")
 
 
+def validation_short(source: str, asked: int, got: int, docs: int, min_docs: int) -> str:
+    """A deduplicated validation set smaller than asked: the source holds only `got` distinct texts."""
+    low = f", below min_valid_docs = {min_docs}" if got < min_docs else ""
+    return (f"source '{source}': validation set of {got:,} documents, {asked:,} asked{low}: its {docs:,} documents "
+            f"hold only {got:,} distinct texts after dedup, all held out, so none of its documents is left to train "
+            f"on and its validation loss rests on {got:,} texts; a smaller [mix] valid_fraction or valid_max_docs "
+            f"(below {got:,}) leaves some of them to train on")
+
+
 def dedup(removed: dict[str, tuple[int, int, int]]) -> Decision:
     """`removed`: per source (copies of validation documents, marked by curate, exact duplicates)."""
     return ("dedup", "; ".join(f"{n}: {copies:,} copies of validation documents, {marked:,} marked by "

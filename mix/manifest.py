@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from continua.fingerprint import RECORD_SHAPE
 from continua.io import read_json, write_json
+from continua.shape import check_shape
 
 MANIFEST_NAME = "manifest.json"
 
@@ -30,6 +32,16 @@ class SourceEntry:
     epoch_tokens: int = 0  # tokens one epoch draws: train.tokens when fixed, a fresh sample of that size when dynamic
 
 
+_SPLIT_SHAPE = {"docs": int, "tokens": int, "shards": [str]}
+_SOURCE_SHAPE = {"role": str, "epochs": float, "target_tokens": int, "share": float, "train": _SPLIT_SHAPE,
+                 "valid": _SPLIT_SHAPE, "resample?": str, "group?": (str, None), "epoch_tokens?": int}
+# what `Manifest.load` checks (continua.shape): every field the readers use, with its type
+MANIFEST_SHAPE = {"tokenizer": dict, "seed": int, "sources": {"*": _SOURCE_SHAPE},
+                  "plan?": {"path?": str, "hash?": str, "size?": int, "mtime_ns?": int, "inode?": int},
+                  "inputs?": [RECORD_SHAPE | {"source?": str, "kind?": str}], "total_target_tokens?": int,
+                  "warnings?": [str]}
+
+
 @dataclass
 class Manifest:
     tokenizer: dict
@@ -47,15 +59,18 @@ class Manifest:
 
     @classmethod
     def load(cls, folder: Path) -> "Manifest":
+        """The manifest in `folder`; one of another shape is a DamagedFileError naming the file and the key."""
         path = Path(folder) / MANIFEST_NAME
         if not path.exists():
             raise FileNotFoundError(f"{path}: no shard manifest; run `mix build` first")
-        raw = read_json(path)
-        sources = {}
-        for name, s in raw["sources"].items():
-            s = dict(s)
-            s["train"] = SplitEntry(**s["train"])
-            s["valid"] = SplitEntry(**s["valid"])
-            sources[name] = SourceEntry(**s)
-        raw["sources"] = sources
+        raw = check_shape(read_json(path), MANIFEST_SHAPE, path, "re-run `mix build`")
+        raw = _known(cls, raw)
+        raw["sources"] = {name: SourceEntry(**_known(SourceEntry, s) | {
+            "train": SplitEntry(**_known(SplitEntry, s["train"])), "valid": SplitEntry(**_known(SplitEntry, s["valid"]))})
+            for name, s in raw["sources"].items()}
         return cls(**raw)
+
+
+def _known(cls: type, raw: dict) -> dict:
+    """The keys of `raw` that `cls` has (a later version may add some)."""
+    return {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}

@@ -398,6 +398,9 @@ def _candidates(tables: dict[str, SourceTable], domain: list[str], general: list
              for n in names}
     notes.decide(*explain.validation({n: valid[n].size for n in names}, seed, mix.valid_fraction,
                                      mix.valid_max_docs, mix.min_valid_docs))
+    for n in names:
+        if valid[n].size < valid[n].asked:
+            notes.warn(explain.validation_short(n, valid[n].asked, valid[n].size, tables[n].docs, mix.min_valid_docs))
     valid_th = np.unique(np.concatenate([valid[n].th for n in names]))
     n_parts = partitions(sum(tables[n].num_docs for n in names))
     elig = {n: write_candidates(tables[n], i, valid[n], valid_th, n_parts, tmp) for i, n in enumerate(names)}

@@ -10,18 +10,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from continua.console import make_console
-from continua.io import read_json
 from mix.budget import human_tokens
+from mix.planfile import read_plan
 
 
 def load_plan(path: str | Path) -> tuple[dict, Path]:
-    """A plan.json, or a folder holding one (the mix folder)."""
+    """A plan.json, or a folder holding one (the mix folder), its shape checked."""
     path = Path(path)
     if path.is_dir():
         path = path / "plan.json"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no plan; run `mix plan RECIPE` first")
-    return read_json(path), path
+    return read_plan(path), path
 
 
 def plan_table(plan: dict) -> Table:

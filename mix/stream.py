@@ -31,12 +31,15 @@ PART = "_part"
 
 @dataclass
 class Valid:
-    """The held-out validation documents of one source (at most valid_max_docs rows)."""
+    """The held-out validation documents of one source (at most valid_max_docs rows); `asked` is how many
+    [mix] valid_fraction / valid_max_docs / min_valid_docs asked for (more than `size` when the source
+    holds fewer distinct texts)."""
 
     rows: np.ndarray
     key: np.ndarray
     th: np.ndarray
     tokens: np.ndarray
+    asked: int = 0
 
     @property
     def size(self) -> int:
@@ -88,7 +91,7 @@ def hold_out(table: SourceTable, fraction: float, max_docs: int, min_docs: int, 
                             f"and still leave documents to train on")
     if k <= 0:
         z = np.zeros(0, np.int64)
-        return Valid(z, z.astype(np.uint64), z.astype(np.uint64), z)
+        return Valid(z, z.astype(np.uint64), z.astype(np.uint64), z, max(k, 0))
     # keys are uniform 64-bit hashes: the k smallest lie under about k/n of the range; stream the rows
     # under twice that bound (widened until they are at least k), then take the k smallest in memory
     bound = min(2.0 ** 64, 2.0 * (k + 64) / n * 2.0 ** 64)
@@ -101,7 +104,7 @@ def hold_out(table: SourceTable, fraction: float, max_docs: int, min_docs: int, 
             break
         bound *= 4
     v = v.head(k)
-    return Valid(v[IDX].to_numpy(), v[KEY].to_numpy(), v["th"].to_numpy(), v["n_tokens"].to_numpy())
+    return Valid(v[IDX].to_numpy(), v[KEY].to_numpy(), v["th"].to_numpy(), v["n_tokens"].to_numpy(), k)
 
 
 def write_candidates(table: SourceTable, src: int, valid: Valid, valid_th: np.ndarray, parts: int,

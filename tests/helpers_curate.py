@@ -62,14 +62,31 @@ def write_recipe(path: Path, sources: dict[str, list[Path]], tokenizer: Path | N
     return path
 
 
-def train_tiny_classifier(tmp: Path) -> Path:
-    """A fastText model separating the two styles (med = positive)."""
-    from curate.classifier import TrainParams, train_classifier
+_TINY_CLASSIFIER: list[Path] = []  # trained once per test process, copied to each caller
 
-    model = tmp / "style.bin"
-    train_classifier(styled_texts("med", 150, 1), styled_texts("gen", 150, 2), model,
-                     TrainParams(epochs=20, lr=0.5, dim=16, threads=1, valid_fraction=0.2, seed=0))
-    return model
+
+def train_tiny_classifier(tmp: Path) -> Path:
+    """A fastText model separating the two styles (med = positive): `tmp`/style.bin and its metrics.
+
+    Trained once per test process (train_classifier trains in a fresh process, so it is the same model
+    whichever test asks first) and copied into each caller's folder."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from curate.classifier import TrainParams, metrics_path, train_classifier
+
+    if not _TINY_CLASSIFIER:
+        folder = tempfile.mkdtemp(prefix="tiny-classifier-")
+        atexit.register(shutil.rmtree, folder, True)
+        model = Path(folder) / "style.bin"
+        train_classifier(styled_texts("med", 150, 1), styled_texts("gen", 150, 2), model,
+                         TrainParams(epochs=20, lr=0.5, dim=16, threads=1, valid_fraction=0.2, seed=0))
+        _TINY_CLASSIFIER.append(model)
+    cached = _TINY_CLASSIFIER[0]
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(metrics_path(cached), metrics_path(tmp / "style.bin"))
+    return Path(shutil.copyfile(cached, tmp / "style.bin"))
 
 
 def write_chain_recipe(path: Path, out: Path, data: Path, tok: Path, extra: str = "") -> Path:

@@ -81,25 +81,66 @@ def test_unknown_source_is_named(tmp_path, capsys):
 
 
 def test_a_diverged_fasttext_run_is_retried_at_half_the_rate(tmp_path, monkeypatch, capsys):
-    """fastText now and then stops with "Encountered NaN." on small sets: retry at lr/2, say so, record it."""
+    """fastText now and then stops with "Encountered NaN." on small sets: retry at lr/2, say so, record it;
+    NaN at every rate is one error line (exit 1) naming the model, the rates tried and what to change."""
+    import curate.classifier as clf
+
+    real, calls = clf.fit_in_fresh_process, []
+
+    def diverges_once(kwargs, path):
+        calls.append(kwargs["lr"])
+        if len(calls) == 1:
+            raise RuntimeError("Encountered NaN.")
+        return real(kwargs, path)
+
+    monkeypatch.setattr(clf, "fit_in_fresh_process", diverges_once)
+    out = clf.train_classifier(styled_texts("med", 60, 1), styled_texts("gen", 60, 2), tmp_path / "m.bin",
+                               clf.TrainParams(epochs=5, lr=0.4, threads=1))
+    assert calls == [0.4, 0.2] and out["params"]["lr"] == 0.2 and (tmp_path / "m.bin").exists()
+    assert "retrying at lr 0.2" in capsys.readouterr().err
+
+    def always_nan(kwargs, path):
+        raise RuntimeError("Encountered NaN.")
+
+    monkeypatch.setattr(clf, "fit_in_fresh_process", always_nan)
+    with pytest.raises(clf.DivergedError, match=r"n.bin: fastText diverged \(NaN\) at every learning rate tried "
+                                                r"\(0.4, 0.2, 0.1, 0.05\) on 96 training examples; lower --lr"):
+        clf.train_classifier(styled_texts("med", 60, 1), styled_texts("gen", 60, 2), tmp_path / "n.bin",
+                             clf.TrainParams(epochs=5, lr=0.4, threads=1, valid_fraction=0.2))
+    assert not (tmp_path / "n.bin").exists()
+    pos = write_jsonl(tmp_path / "pos.jsonl", styled_texts("med", 30, 1))
+    neg = write_jsonl(tmp_path / "neg.jsonl", styled_texts("gen", 30, 2))
+    capsys.readouterr()
+    assert main(["train-classifier", "--pos", str(pos), "--neg", str(neg), "--out", str(tmp_path / "c.bin"),
+                 "--epochs", "5", "--threads", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err) and "c.bin: fastText diverged (NaN) at every learning rate" in err[-1]
+    monkeypatch.setattr(clf, "fit_in_fresh_process", lambda kwargs, path: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="other"):  # any other failure is not retried
+        clf.train_classifier(styled_texts("med", 60, 1), styled_texts("gen", 60, 2), tmp_path / "n.bin",
+                             clf.TrainParams(epochs=5, threads=1))
+
+
+def test_a_seeded_single_thread_training_gives_the_same_model_whatever_the_process_did_before(tmp_path):
+    """fastText trained in a process that already trained gives another model each time (and at times NaN at
+    every rate); trained in a fresh process it gives the first one's model, bit for bit."""
     import fasttext
 
     from curate.classifier import TrainParams, train_classifier
 
-    real, calls = fasttext.train_supervised, []
-
-    def diverges_once(**kwargs):
-        calls.append(kwargs["lr"])
-        if len(calls) == 1:
-            raise RuntimeError("Encountered NaN.")
-        return real(**kwargs)
-
-    monkeypatch.setattr(fasttext, "train_supervised", diverges_once)
-    out = train_classifier(styled_texts("med", 60, 1), styled_texts("gen", 60, 2), tmp_path / "m.bin",
-                           TrainParams(epochs=5, lr=0.4, threads=1))
-    assert calls == [0.4, 0.2] and out["params"]["lr"] == 0.2 and (tmp_path / "m.bin").exists()
-    assert "retrying at lr 0.2" in capsys.readouterr().err
-    monkeypatch.setattr(fasttext, "train_supervised", lambda **kw: (_ for _ in ()).throw(RuntimeError("other")))
-    with pytest.raises(RuntimeError, match="other"):  # any other failure is not retried
-        train_classifier(styled_texts("med", 60, 1), styled_texts("gen", 60, 2), tmp_path / "n.bin",
-                         TrainParams(epochs=5, threads=1))
+    pos, neg = styled_texts("med", 150, 1), styled_texts("gen", 150, 2)
+    params = TrainParams(epochs=20, lr=0.5, dim=16, threads=1, valid_fraction=0.2, seed=0)
+    first = train_classifier(pos, neg, tmp_path / "a.bin", params)
+    lines = tmp_path / "lines.txt"
+    lines.write_text("".join(f"__label__{'hq' if i % 2 else 'lq'} {t.replace(chr(10), ' ')}\n"
+                             for i, t in enumerate(pos[:50] + neg[:50])))
+    for _ in range(3):  # fastText's own work in this process (where it may well stop with NaN)
+        try:
+            fasttext.train_supervised(input=str(lines), epoch=20, lr=0.5, dim=16, thread=1, seed=0, verbose=0)
+        except RuntimeError:
+            pass
+    for name in ("b.bin", "c.bin"):
+        again = train_classifier(pos, neg, tmp_path / name, params)
+        assert again["params"]["lr"] == first["params"]["lr"] == 0.5
+        assert (tmp_path / name).read_bytes() == (tmp_path / "a.bin").read_bytes()
+        assert again["held_out"] == first["held_out"]

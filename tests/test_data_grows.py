@@ -5,6 +5,7 @@ trains on its own plan and shards, and a copied folder re-planned is refused lik
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -74,6 +75,32 @@ def test_a_file_added_is_refused_by_every_stage_until_scored_then_the_chain_runs
     new.unlink()  # and a file removed is named too
     assert mix_main(["plan", str(recipe)]) == FAILED
     assert "b.jsonl: removed" in _last_error(capsys)
+
+
+def test_a_file_edited_after_a_finished_run_is_refused_and_a_touched_identical_one_is_not(experiment, tmp_path,
+                                                                                           capsys):
+    data = tmp_path / "data"
+    shutil.copytree(experiment["data"], data)
+    recipe = _recipe(tmp_path / "r.toml", tmp_path / "out", data, experiment["tok"])
+    assert curate_main(["score", str(recipe)]) == 0
+    assert mix_main(["plan", str(recipe)]) == 0
+    assert mix_main(["build", str(recipe)]) == 0
+    assert train_main(["run", str(recipe)]) == 0
+    source = data / "a.jsonl"
+    st = source.stat()
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched: same bytes, newer mtime
+    assert train_main(["run", str(recipe)]) == 0
+    capsys.readouterr()
+
+    text = source.read_text()
+    source.write_text(text.replace("patient", "Patient", 1))  # edited in place: same name, same size
+    assert source.stat().st_size == len(text.encode())
+    assert train_main(["run", str(recipe)]) == FAILED  # as for an added file: named, with what to re-run
+    last = _last_error(capsys)
+    assert str(source) in last and "changed since `mix build`" in last
+    assert "`curate score`" in last and "`mix plan`" in last and "`mix build`" in last
+    with pytest.raises(StaleInputError, match="a.jsonl: changed since `mix build`"):
+        check_manifest(load_recipe(recipe))
 
 
 def _copy(experiment, name: str) -> Path:

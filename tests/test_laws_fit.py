@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workflow.laws import (CURVE, DCPT, Curve, LawError, fit_law, make_curve_predict, mae, mape,
-                           predict_interval)
+from workflow.laws import (CURVE, DCPT, Curve, LawError, curve_features, curve_law, fit_law, make_curve_predict,
+                           mae, mape, predict_interval, pt_areas)
 
 DCPT_TRUE = np.array([1.2, 2.0, 0.5, 0.8, 1.0, 0.4, 0.15, 0.6, 0.05])  # E A alpha B eta beta C gamma eps
 
@@ -81,6 +81,74 @@ def test_curve_law_recovers_a_stability_gap_and_predicts_an_unseen_schedule_step
     true_gap = held[0].losses.max() - held[0].losses[0]
     assert true_gap > 0.05  # the generating law opens a gap at the re-warmup ...
     assert (pred.max() - pred[0]) == pytest.approx(true_gap, rel=0.25)  # ... and the fit predicts its depth
+
+
+# Wang et al.'s form with the base's pre-training trace known: L0 A alpha C2 B E beta lam
+PT_KNOWN_TRUE = {"L0": 1.8, "A": 3.0, "alpha": 0.5, "C2": 0.4, "B": -0.5, "E": 0.3, "beta": 0.8, "lam": 0.95}
+
+
+def _pt_cosine(peak, total, warm=10):
+    s = np.arange(total)
+    return np.where(s < warm, peak * (s + 1) / warm,
+                    0.1 * peak + 0.9 * peak * 0.5 * (1 + np.cos(np.pi * (s - warm) / (total - warm))))
+
+
+def _law_curves(scheds, truth, pt, rng, noise):
+    out = []
+    for name, lrs in scheds.items():
+        steps = np.unique(np.r_[0, np.geomspace(1, len(lrs), 14).astype(int)])
+        c = Curve(name, lrs, steps, pt_lrs=pt)
+        names = curve_law([c]).params
+        c.losses = make_curve_predict([c], 3e-3, names)(np.array([truth[k] for k in names]),
+                                                           np.c_[np.zeros(len(steps), int), np.arange(len(steps))])
+        c.losses = c.losses * np.exp(rng.normal(0, noise, len(steps)))
+        out.append(c)
+    return out
+
+
+def test_pretraining_areas_come_from_the_base_trace_and_the_momentum_runs_on_into_cpt():
+    pt = np.array([1.0, 2.0, 3.0, 2.0, 1.0])  # warmup to the peak (no annealing), then two drops of 1
+    c = Curve("r", np.array([1.0, 3.0, 3.0]), np.array([0, 1, 2, 3]), pt_lrs=pt)
+    s1_pt, s2_pt, m_end, last = pt_areas(c, 1.0, 0.5)
+    assert (s1_pt, last) == (9.0, 1.0)
+    assert (m_end, s2_pt) == (1.5, 2.5)  # m = 0, 0, 0, 1, 0.5 * 1 + 1
+    s1, s2 = curve_features(c, 1.0, 0.5)
+    # CPT momentum: 0.75 + 0 (1 -> 1), 0.375 - 2 (re-warm 1 -> 3), -0.8125 + 0: the gap is a negative S2
+    assert s1.tolist() == [0.0, 1.0, 4.0, 7.0]
+    assert s2 == pytest.approx([0.0, 0.75, 0.75 - 1.625, 0.75 - 1.625 - 0.8125])
+    unknown = Curve("u", c.lrs, c.steps, lr_before=1.0)
+    assert pt_areas(unknown, 1.0, 0.5) == (None, 0.0, 0.0, 1.0)
+    assert curve_law([c]).params == ("L0", "A", "alpha", "C2", "B", "E", "beta", "lam")
+    assert "S0" in curve_law([unknown]).params
+    other = Curve("o", c.lrs, c.steps, pt_lrs=pt * 2)
+    assert "C1" in curve_law([c, other]).params and "S0" not in curve_law([c, other]).params
+
+
+def test_wang_form_with_a_known_base_trace_recovers_its_parameters_and_an_unseen_schedule():
+    pt = _pt_cosine(3e-3, 150)
+    rng = np.random.default_rng(3)
+    scheds = {"cos-3e-3": _cosine(3e-3, 60, warm=3), "cos-1e-3": _cosine(1e-3, 60, warm=3),
+              "const-2e-3": _wsd(2e-3, 60, warm=3, decay=0.01), "wsd-1e-3": _wsd(1e-3, 60, warm=3)}
+    train = _law_curves(scheds, PT_KNOWN_TRUE, pt, rng, 0.001)
+    held = _law_curves({"wsd-3e-3": _wsd(3e-3, 80, warm=3)}, PT_KNOWN_TRUE, pt, np.random.default_rng(4), 0.0)
+    law = curve_law(train)
+    assert law.params == tuple(PT_KNOWN_TRUE)
+    X = np.array([(ci, k) for ci, c in enumerate(train) for k in range(len(c.steps))])
+    y = np.concatenate([c.losses for c in train])
+    fit = fit_law(law, X, y, [c.run for c in train for _ in c.steps], predict=make_curve_predict(train, 3e-3, law.params),
+                  n_boot=0)
+    got = fit.params
+    # the distribution shift's size and the annealing coefficient come back
+    assert got["B"] == pytest.approx(PT_KNOWN_TRUE["B"], abs=0.1)
+    assert got["C2"] == pytest.approx(PT_KNOWN_TRUE["C2"], rel=0.25)
+    assert got["lam"] == pytest.approx(PT_KNOWN_TRUE["lam"], abs=0.05)
+    pred = make_curve_predict(held, 3e-3, law.params)(fit.theta, np.c_[np.zeros(len(held[0].steps), int),
+                                                                      np.arange(len(held[0].steps))])
+    assert mape(pred, held[0].losses) < 0.5
+    true_gap = held[0].losses.max() - held[0].losses[0]
+    assert true_gap > 0.02 and (pred.max() - pred[0]) == pytest.approx(true_gap, rel=0.25)
+    with pytest.raises(LawError, match="pre-training LR trace is unknown"):
+        make_curve_predict([Curve("u", held[0].lrs, held[0].steps)], 3e-3, law.params)(fit.theta, np.array([[0, 1]]))
 
 
 def test_bad_input_gets_a_clear_error():

@@ -334,3 +334,24 @@ def test_out_of_core_partitions_and_sampled_thresholds_give_the_same_plan(world,
     assert parts.plan["sources"] == whole.plan["sources"]
     assert parts.plan["decisions"] == whole.plan["decisions"]
     assert not list((Path(r.run.out_dir) / "mix").glob(".plan-*"))  # the candidate folder is removed
+
+
+def test_a_validation_set_smaller_than_asked_after_dedup_is_a_warning_with_the_numbers(world):
+    """A source of 60 documents holding 3 texts: 10% asks 6 validation documents, dedup leaves 3."""
+    rng = __import__("random").Random(7)
+    texts = [f"Copied page {i} about the river and the castle." for i in range(3)] * 20
+    rng.shuffle(texts)
+    jsonl = write_jsonl(world["root"] / "data" / "copies.jsonl", texts)
+    write_score_table(world["curate"], "copies", jsonl, world["tok"])
+    sources = world["sources"] | {"copies": {"paths": [str(jsonl)], "role": "general", "group": "Wikipedia"}}
+    mix = {"budget": "40%", "valid_fraction": 0.1, "min_valid_docs": 2}
+    plan = make_plan(recipe(world, mix, sources, name="copies.toml"), log=lambda m: None).plan
+    assert plan["sources"]["copies"]["valid"]["docs"] == 3
+    short = [w for w in plan["warnings"] if w.startswith("source 'copies'")]
+    assert len(short) == 1 and "validation set of 3 documents, 6 asked" in short[0]
+    assert "60 documents hold only 3 distinct texts" in short[0] and "none of its documents" in short[0]
+    assert plan["sources"]["copies"]["candidates"]["docs"] == 0
+    assert not any(w.startswith("source 'domain'") for w in plan["warnings"])  # its validation set is full
+    kept = make_plan(recipe(world, dict(mix, dedup=False), sources, name="copies.toml"), log=lambda m: None).plan
+    assert kept["sources"]["copies"]["valid"]["docs"] == 6  # without dedup the 6 asked, copies included
+    assert not any(w.startswith("source 'copies'") for w in kept["warnings"])

@@ -113,6 +113,57 @@ def test_train_refuses_shards_of_an_earlier_plan(scored, tmp_path, capsys):
     assert not (tmp_path / "run" / "metrics.jsonl").exists() and not (tmp_path / "lr.png").exists()
 
 
+def _edited_copy(scored, tmp_path: Path, name: str, edit) -> Path:
+    """A copy of the built mix folder whose `name` (manifest or plan) `edit` changed in place."""
+    import shutil
+
+    mix = tmp_path / "mix"
+    shutil.copytree(scored["out"] / "mix", mix)
+    path = mix / ("shards/manifest.json" if name == "manifest" else "plan.json")
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda m: m["sources"]["med"]["valid"].pop("docs"), "missing key 'sources.med.valid.docs'"),
+    (lambda m: m["sources"]["med"].pop("train"), "missing key 'sources.med.train'"),
+    (lambda m: m["sources"]["med"].update(target_tokens="7096"), "key 'sources.med.target_tokens' must be an integer"),
+    (lambda m: m["sources"]["med"]["train"].update(shards="med/train/00000.ds"),
+     "key 'sources.med.train.shards' must be an array"),
+    (lambda m: m.update(sources=[]), "key 'sources' must be an object"),
+    (lambda m: m["inputs"][0].pop("hash"), "missing key 'inputs[0].hash'"),
+])
+def test_a_manifest_of_the_wrong_shape_is_one_line_naming_the_key(scored, tmp_path, capsys, edit, needle):
+    from continua.io import DamagedFileError
+    from mix.manifest import Manifest
+
+    path = _edited_copy(scored, tmp_path, "manifest", edit)
+    sets = ["--set", f'mix.out="{tmp_path / "mix"}"', "--set", f'train.out="{tmp_path / "run"}"']
+    assert train_main(["run", str(scored["recipe"]), *sets]) == FAILED
+    _one_line_error(capsys, str(path), needle, "re-run `mix build`")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    with pytest.raises(DamagedFileError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        Manifest.load(path.parent)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda p: p["sources"]["med"].pop("valid"), "missing key 'sources.med.valid'"),
+    (lambda p: p["sources"]["med"]["selected"].update(tokens=None), "key 'sources.med.selected.tokens' must be an "
+                                                                    "integer, got null"),
+    (lambda p: p["budget"].update(tokens="40%"), "key 'budget.tokens' must be an integer"),
+    (lambda p: p.pop("sources"), "missing key 'sources'"),
+])
+def test_a_plan_of_the_wrong_shape_is_one_line_naming_the_key(scored, tmp_path, capsys, edit, needle):
+    path = _edited_copy(scored, tmp_path, "plan", edit)
+    assert mix_main(["show", str(path), "--out", str(tmp_path / "plan.png")]) == FAILED
+    _one_line_error(capsys, str(path), needle, "re-run `mix plan`")
+    assert mix_main(["build", str(scored["recipe"]), "--set", f'mix.out="{tmp_path / "mix"}"']) == FAILED
+    _one_line_error(capsys, str(path), needle, "re-run `mix plan`")
+    assert not (tmp_path / "plan.png").exists()
+
+
 def test_plan_refuses_a_score_run_killed_before_its_dedup_step(tmp_path, monkeypatch, capsys):
     import curate.dedup
 

@@ -13,7 +13,7 @@ import pytest
 from helpers_curate import make_tokenizer, styled_texts, train_tiny_classifier, write_jsonl
 
 from workflow.cli import main as continua_main
-from workflow.sweep import _scaled_budget, grid_points, parse_grid
+from workflow.sweep import _scaled_budget, grid_points, parse_grid, unequal_steps
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -58,9 +58,19 @@ def test_grid_parsing_names_and_budgets(world):
             parse_grid(bad)
 
 
+def test_runs_of_one_budget_with_different_steps_are_named():
+    runs = [{"run": "r0.25", "steps": 13, "grid": {"replay": "0.25", "fraction": 0.25}},
+            {"run": "r0", "steps": 15, "grid": {"replay": "0", "fraction": 0.25}},
+            {"run": "r0-f10", "steps": 6, "grid": {"replay": "0", "fraction": 0.1}},
+            {"run": "r0.5-f10", "steps": 6, "grid": {"replay": "0.5", "fraction": 0.1}}]
+    (line,) = unequal_steps(runs)
+    assert "(fraction=0.25)" in line and "r0.25 13, r0 15" in line
+    assert unequal_steps(runs[2:]) == []
+
+
 def test_sweep_fit_choose_merge_end_to_end(world, capsys):
     out, fit, pick, mrg = (world["tmp"] / n for n in ("sw", "fit", "choice", "merge"))
-    grid = ["--grid", "replay=0,0.5", "--grid", f"model={world['small']},{world['large']}", "--grid", "train.steps=4,8"]
+    grid = ["--grid", "replay=0,0.5", "--grid", f"model={world['small']},{world['large']}", "--grid", "fraction=1%,2%"]
     args = ["sweep", str(RECIPES / "naive.toml"), "--out", str(out), *grid, *[a for s in _sets(world) for a in ("--set", s)]]
     assert continua_main(args) == 0
     table = json.loads((out / "sweep.json").read_text())
@@ -68,9 +78,14 @@ def test_sweep_fit_choose_merge_end_to_end(world, capsys):
     sizes = sorted({r["N"] for r in table["runs"]})
     assert len(sizes) == 2 and sizes[0] < sizes[1]
     for r in table["runs"]:
-        assert r["steps"] in (4, 8) and len(r["lrs"]) == r["steps"] and r["eval_steps"][0] == 0
+        assert len(r["lrs"]) == r["steps"] and r["eval_steps"][0] == 0
         assert r["eval_steps"][-1] == r["steps"] and r["roles"] == {"loss/domain": "domain", "loss/general": "general"}
         assert all(math.isfinite(v) for v in r["losses"]["loss/domain"])
+    # steps come from the plan's tokens (1% and 2% of the domain pool): every replay share and base of one
+    # budget trains the same number of steps, so D is the same for all shares
+    steps = {f: {r["steps"] for r in table["runs"] if r["fraction"] == f} for f in (0.01, 0.02)}
+    assert all(len(v) == 1 for v in steps.values()) and steps[0.01] != steps[0.02], steps
+    assert table["warnings"] == []
     rows = table["rows"]
     assert {"run", "N", "D", "replay", "lr", "schedule", "step", "loss/domain", "loss/general"} <= set(rows[0])
     assert (out / "sweep.csv").read_text().splitlines()[0].startswith("run,N,D,replay")
@@ -88,17 +103,17 @@ def test_sweep_fit_choose_merge_end_to_end(world, capsys):
     printed = capsys.readouterr().out
     assert "held-out MAE" in printed and (fit / "predicted_vs_observed.png").stat().st_size > 0
 
-    assert continua_main(["merge", str(world["large"]), str(out / "naive-r0-base-l-steps8" / "train"), "--out", str(mrg),
+    assert continua_main(["merge", str(world["large"]), str(out / "naive-r0-base-l-f2" / "train"), "--out", str(mrg),
                           "--lambdas", "0,0.5,1"]) == 0
     m = json.loads((mrg / "merge.json").read_text())
     assert [p["lambda"] for p in m["points"]] == [0.0, 0.5, 1.0]
-    run = next(r for r in table["runs"] if r["run"] == "naive-r0-base-l-steps8")
+    run = next(r for r in table["runs"] if r["run"] == "naive-r0-base-l-f2")
     # l = 0 is the base (the run's step-0 evaluation), l = 1 the CPT export (its last evaluation)
     assert m["points"][0]["losses"]["loss/domain"] == pytest.approx(run["losses"]["loss/domain"][0], abs=1e-4)
     assert m["points"][-1]["losses"]["loss/general"] == pytest.approx(run["losses"]["loss/general"][-1], abs=1e-4)
     assert (mrg / "l0.50" / "config.json").exists()
 
-    assert continua_main(["law", "choose", str(fit), "--tolerance", "5", "--tokens", "1024", "--out", str(pick), "--merge", str(mrg)]) == 0
+    assert continua_main(["law", "choose", str(fit), "--tolerance", "5", "--tokens", str(run["steps"] * 4 * 32), "--out", str(pick), "--merge", str(mrg)]) == 0
     rec = tomllib.loads((pick / "recommendation.toml").read_text())
     choice = json.loads((pick / "choice.json").read_text())
     assert rec["mix"]["replay"] == choice["choice"]["replay"] and 0 <= rec["mix"]["replay"] <= 0.5

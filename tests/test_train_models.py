@@ -249,7 +249,7 @@ def test_train_run_across_nodes_launches_torchrun_with_a_c10d_rendezvous(tmp_pat
     import train.parallel
 
     calls = []
-    monkeypatch.setattr(train.parallel.subprocess, "call", lambda cmd, env: calls.append(cmd) or 0)
+    monkeypatch.setattr(train.parallel.subprocess, "call", lambda cmd, env, **kw: calls.append(cmd) or 0)
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     recipe = write_recipe(tmp_path / "r.toml", tmp_path / "out", shards)
     assert main(["run", str(recipe), "--nproc", "2", "--nnodes", "2", "--rdzv-endpoint", "node1:29500"]) == 0

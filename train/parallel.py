@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+from continua.procs import end_with_parent
 from train.config import ParallelConfig
 from train.loss import CausalLMLoss
 from train.preflight import PreflightError
@@ -238,7 +239,9 @@ def relaunch_with_torchrun(nproc: int, argv: list[str], nnodes: int = 1, rdzv_en
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     with tempfile.TemporaryDirectory() as tmp:
         env[STATUS_ENV] = status = os.path.join(tmp, "status")
-        code = subprocess.call(cmd, env=env)
+        # killed outright (kill -9, the OOM killer), this process cannot stop torchrun: the kernel sends it
+        # SIGTERM, and torchrun stops its ranks (each saves its state as for any SIGTERM)
+        code = subprocess.call(cmd, env=env, preexec_fn=end_with_parent())
         if code == 0 and os.path.exists(status):
             return int(open(status).read().strip() or 0)
     return code

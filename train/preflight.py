@@ -39,6 +39,7 @@ def check_inputs(recipe: Recipe) -> None:
 def check_manifest(recipe: Recipe):
     """The shards exist, load, and were built for the plan as it is now (a stale plan: exit 1, not 2)."""
     from continua.fingerprint import StaleInputError
+    from continua.io import DamagedFileError
     from train.data import open_shards
 
     shards = shards_dir(recipe)
@@ -48,7 +49,7 @@ def check_manifest(recipe: Recipe):
                              "(or set [train] shards)")
     try:
         manifest = open_shards(shards, record=False)
-    except StaleInputError:
+    except (StaleInputError, DamagedFileError):  # found while reading the shards' files: exit 1
         raise
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PreflightError(f"{path}: cannot be read: {e}") from e
@@ -75,16 +76,20 @@ def check_stages_shards(recipe: Recipe):
 
 
 def check_source_listing(recipe: Recipe, manifest) -> None:
-    """Every source the shards were built from still holds the files they were built from: a file added
-    to (or removed from) a source folder since is named, never silently left out of training."""
+    """Every source the shards were built from still holds the files they were built from, as they were: a
+    file added to, removed from or edited in a source folder since is named, never silently left out of (or
+    kept in) training. A file whose size, mtime and inode are as recorded is not read again; a touched one
+    is hashed and passes when its content is the same."""
     from continua import fingerprint as fp
     from continua.documents import expand_inputs
 
+    rerun = f"{fp.RESCORE}, `mix plan` and `mix build`"
     for name in manifest.sources:
-        built = [i["path"] for i in manifest.inputs if i.get("source") == name and i.get("kind") == "source"]
+        built = [i for i in manifest.inputs if i.get("source") == name and i.get("kind") == "source"]
         if built and name in recipe.data.sources:
-            fp.check_listing(built, [p for p, _, _ in expand_inputs(recipe.data.sources[name])], "`mix build`",
-                             f"{fp.RESCORE}, `mix plan` and `mix build`")
+            fp.check_listing([i["path"] for i in built], [p for p, _, _ in expand_inputs(recipe.data.sources[name])],
+                             "`mix build`", rerun)
+            fp.check(built, "`mix build` read it", rerun)
 
 
 def check_model(recipe: Recipe, vocab: int) -> None:

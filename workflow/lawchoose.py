@@ -110,7 +110,8 @@ def choose(result: dict, tolerance: float, params: float | None = None, tokens: 
 def _grid_check(result: dict, n: float, d: float, limits: dict, domain: list[str], general: list[str], choice: dict) -> dict | None:
     """The observed runs at the target (N, D): the best feasible one, and the run nearest the choice."""
     at = [r for r in result["runs"] if math.isclose(r["N"], n, rel_tol=1e-6)
-          and math.isclose(r["steps"] * r["tokens_per_step"], d, rel_tol=0.2)]  # a plan may round a share's steps
+          and math.isclose(r["steps"] * r["tokens_per_step"], d, rel_tol=0.2)]  # D of the full budget is
+    # estimated from the proxies' fractions, whose step counts are floored (a 10% run of 127 steps runs 12)
     if not at:
         return None
     dom = {r["run"]: float(np.mean([r["final"][k] for k in domain])) for r in at}

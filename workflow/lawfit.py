@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from continua.io import read_json, write_json
-from workflow.laws import CURVE, DCPT, Curve, LawError, fit_law, make_curve_predict, mae, mape, predict_interval
+from workflow.laws import DCPT, Curve, LawError, curve_law, fit_law, make_curve_predict, mae, mape, predict_interval
 
 __all__ = ["parse_holdout", "held_out", "own_share", "fit_sweep", "base_losses", "dcpt_x"]
 
@@ -148,8 +148,10 @@ def _curve(run: dict, key: str) -> Curve:
     vals = run["losses"][key]
     if any(v is None or not math.isfinite(v) for v in vals):
         raise LawError(f"run {run['run']}: {key} has a missing or non-finite evaluation; drop or re-run it")
+    pt = run.get("pt_lrs")
     return Curve(run["run"], np.asarray(run["lrs"], dtype=float), np.asarray(run["eval_steps"], dtype=int),
-                 np.asarray(vals, dtype=float), float(run.get("lr_before") or 0.0))
+                 np.asarray(vals, dtype=float), float(run.get("lr_before") or 0.0),
+                 np.asarray(pt, dtype=float) if pt else None)
 
 
 def gap_depth(losses: np.ndarray) -> float:
@@ -170,17 +172,18 @@ def _fit_curves(runs: list[dict], hold: set[str], n_boot: int, say, only_with_he
         lr_ref = max(max(r["lrs"]) for r in fit_runs)
         for key in sorted(mine[0]["roles"]):
             curves = [_curve(r, key) for r in fit_runs]
-            predict = make_curve_predict(curves, lr_ref)
+            law = curve_law(curves)
+            predict = make_curve_predict(curves, lr_ref, law.params)
             X = np.array([(ci, k) for ci, c in enumerate(curves) for k in range(len(c.steps))])
             y = np.concatenate([c.losses for c in curves])
             what = f"curve law {key}, N {n}, replay {replay:g}"
             say(f"fitting {what} on {len(curves)} curves ({len(test_runs)} held out)")
-            fit = fit_law(CURVE, X, y, [c.run for c in curves for _ in c.steps], predict=predict, n_boot=n_boot, what=what)
+            fit = fit_law(law, X, y, [c.run for c in curves for _ in c.steps], predict=predict, n_boot=n_boot, what=what)
             rows = []
             for r in test_runs:
                 c = _curve(r, key)
                 Xh = np.c_[np.zeros(len(c.steps), int), np.arange(len(c.steps))]
-                pred, lo, hi = predict_interval(fit, make_curve_predict([c], lr_ref), Xh)
+                pred, lo, hi = predict_interval(fit, make_curve_predict([c], lr_ref, law.params), Xh)
                 rows.append({"run": r["run"], "lr": r["lr"], "schedule": r["schedule"], "steps": c.steps.tolist(),
                              "observed": c.losses.tolist(), "predicted": pred.tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
                              "mape": mape(pred, c.losses), "gap_observed": gap_depth(c.losses), "gap_predicted": gap_depth(pred)})

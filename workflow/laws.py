@@ -7,15 +7,24 @@ Two forms (the papers are listed in ../shared/docs/laws.md):
   domain set, the replay share for a general set):
   ``L(N, D, s) = E + A / N^alpha + B s^eta / D^beta + C / (s + eps)^gamma``.
   N is in millions of parameters, D in millions of tokens, so the parameters are O(1).
-* **CPT curve** (Tissue et al. 2024's LR-annealing law with Wang et al. 2025's distribution-shift term):
-  the whole validation curve of a run from its learning-rate trace,
-  ``L(t) = L0 + A (S0 + S1)^-alpha - C S2 + B (1 - (1 + K S1)^-beta)``, where S1 is the forward area
-  (sum of the LRs of steps 1..t, in units of a reference peak LR), S2 the annealing area with
-  momentum (m_i = lam m_{i-1} + (lr_{i-1} - lr_i), S2 = sum m_i; a re-warmup makes it negative, which
-  is the stability gap), S0 the forward area the base model brings (fitted), and B the signed size of
-  the shift to the new data (negative: the domain set improves; positive: the general set forgets).
-  The shift term is the saturating power law in the CPT forward area that summaries of Wang et al.
-  describe; their exact equation could not be read offline, so this form is ours to be checked.
+* **CPT curve** (Wang et al. 2025, "Learning Dynamics in Continual Pre-Training", eq. of sec. 3, on
+  Tissue et al. 2024's LR-annealing law): the whole validation curve of a run from its learning-rate trace,
+  ``L(t) = L0 + A (S1_pt + S1_cpt)^-alpha - C1 S2_pt - C2 S2_cpt + B (1 - (1 + E S1_cpt)^-beta)``.
+  S1 is the forward area (sum of the LRs, in units of a reference peak LR) and S2 the annealing area
+  with momentum (m_i = lam m_{i-1} + (lr_{i-1} - lr_i), S2 = sum m_i), each split into the part of the
+  base model's pre-training (pt) and of the CPT run so far (cpt). The momentum runs on from the
+  pre-training trace into CPT, so the annealing the base ended with keeps paying for a while, and a
+  re-warmup drives S2_cpt negative: that is the stability gap. The last term is the distribution
+  shift, a saturating power law in the CPT forward area alone (the paper finds it independent of the
+  starting point and of model size); B is signed (negative: the set improves, a domain set;
+  positive: it is forgotten, a general set). The paper's lam is 0.999; here lam is fitted (short
+  proxy runs), bounded to [0, 0.999].
+  When the base's own pre-training LR trace is known (a continua `train run` export: its
+  metrics.jsonl), S1_pt and S2_pt are computed from it, the pre-training warmup left out of S2
+  (Tissue et al. count annealing from the peak). When it is not (a downloaded base), S1_pt is
+  fitted (parameter S0), S2_pt and the momentum carried over are taken as 0. C1 S2_pt is a constant
+  for curves of one base, so C1 is fitted only when the curves come from bases with different
+  pre-training traces; otherwise it folds into L0.
 
 Fitting practice of the papers: residuals on log loss with a robust loss (scipy least_squares,
 soft_l1), several starts, bootstrap over runs (not points) for intervals, and the error reported on
@@ -24,6 +33,7 @@ held-out runs, never only in-sample.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -32,7 +42,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.signal import lfilter
 
-__all__ = ["LawError", "Law", "Fit", "DCPT", "CURVE", "LAWS", "Curve", "curve_features", "fit_law",
+__all__ = ["LawError", "Law", "Fit", "DCPT", "CURVE", "LAWS", "Curve", "curve_features", "curve_law", "pt_areas", "make_curve_predict", "fit_law",
            "predict_interval", "mae", "mape"]
 
 
@@ -79,14 +89,40 @@ class Curve:
     lrs: np.ndarray  # lrs[i] = LR of optimizer step i + 1 (steps 1..T)
     steps: np.ndarray  # evaluated steps (0 = before training)
     losses: np.ndarray | None = None  # observed loss at `steps` (None when only predicting)
-    lr_before: float = 0.0  # the LR the base model's training ended at (the warmup starts from it)
+    lr_before: float = 0.0  # the LR the base model's training ended at (used when pt_lrs is unknown)
+    pt_lrs: np.ndarray | None = None  # the base model's own pre-training LR trace, when known
+
+
+def _momentum(drops: np.ndarray, lam: float, m0: float = 0.0) -> np.ndarray:
+    """m_i = lam m_{i-1} + drops_i, starting from m_0 = m0."""
+    if not len(drops):
+        return np.zeros(0)
+    m, _ = lfilter([1.0], [1.0, -lam], drops, zi=[lam * m0])
+    return m
+
+
+def pt_areas(curve: Curve, lr_ref: float, lam: float) -> tuple[float | None, float, float, float]:
+    """(S1_pt, S2_pt, momentum at the end of pre-training, its last LR), in units of `lr_ref`.
+
+    S1_pt is None when the trace is unknown (the law fits it); S2_pt and the momentum are then 0.
+    The pre-training warmup (steps up to the peak) adds nothing to S2: annealing counts from the peak.
+    """
+    if curve.pt_lrs is None or not len(curve.pt_lrs):
+        return None, 0.0, 0.0, curve.lr_before / lr_ref
+    pt = np.asarray(curve.pt_lrs, dtype=float) / lr_ref
+    drops = np.r_[0.0, pt[:-1] - pt[1:]]
+    drops[: int(np.argmax(pt)) + 1] = 0.0
+    m = _momentum(drops, lam)
+    return float(pt.sum()), float(m.sum()), float(m[-1]), float(pt[-1])
 
 
 def curve_features(curve: Curve, lr_ref: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """(S1, S2) at each evaluated step, in units of `lr_ref`; S2 uses momentum `lam`."""
+    """(S1_cpt, S2_cpt) at each evaluated step, in units of `lr_ref`; the momentum of S2 runs on from
+    the end of pre-training (a re-warmup makes it negative: the stability gap)."""
+    _, _, m0, last = pt_areas(curve, lr_ref, lam)
     lrs = np.asarray(curve.lrs, dtype=float) / lr_ref
-    prev = np.concatenate([[curve.lr_before / lr_ref], lrs[:-1]])
-    m = lfilter([1.0], [1.0, -lam], prev - lrs)  # m_i = lam m_{i-1} + (lr_{i-1} - lr_i)
+    prev = np.concatenate([[last], lrs[:-1]])
+    m = _momentum(prev - lrs, lam, m0)
     s1 = np.concatenate([[0.0], np.cumsum(lrs)])
     s2 = np.concatenate([[0.0], np.cumsum(m)])
     idx = np.asarray(curve.steps, dtype=int)
@@ -95,23 +131,72 @@ def curve_features(curve: Curve, lr_ref: float, lam: float) -> tuple[np.ndarray,
     return s1[idx], s2[idx]
 
 
-def _curve_rows(curves: Sequence[Curve], lr_ref: float) -> np.ndarray:
-    """X rows of the curve law: (curve index, step index into that curve's eval list)."""
-    rows = [(ci, k) for ci, c in enumerate(curves) for k in range(len(c.steps))]
-    return np.asarray(rows, dtype=int).reshape(-1, 2)
+# every parameter of the curve law: (lower, upper, starting values); S0 and C1 only where identifiable
+_CURVE_PARAMS = {
+    "L0": (0.0, 20.0, (1.0,)), "A": (0.0, 50.0, (1.0,)), "alpha": (0.0, 3.0, (0.3, 0.8)),
+    "S0": (1e-2, 1e4, (1.0, 30.0)), "C1": (0.0, 20.0, (0.1,)), "C2": (0.0, 20.0, (0.05, 0.5)),
+    "B": (-20.0, 20.0, (-0.5, 0.5)), "E": (1e-3, 100.0, (0.2, 2.0)), "beta": (0.05, 3.0, (1.0,)),
+    "lam": (0.0, 0.999, (0.5, 0.95)),
+}
+_PAIRED = (("alpha", "S0"), ("E", "lam"))  # starting values that vary together, not as a product
 
 
-def make_curve_predict(curves: Sequence[Curve], lr_ref: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """The curve law over `curves`: X rows are (curve index, position in its eval list)."""
+def _curve_law(names: tuple[str, ...]) -> Law:
+    groups: list[tuple[str, ...]] = []
+    for n in names:
+        pair = next((p for p in _PAIRED if n in p and all(q in names for q in p)), None)
+        if pair is None:
+            groups.append((n,))
+        elif pair[0] == n:
+            groups.append(pair)
+    choices = []
+    for g in groups:
+        vals = [_CURVE_PARAMS[n][2] for n in g]
+        choices.append([tuple(v[i] for v in vals) for i in range(max(len(v) for v in vals))] if len(g) > 1
+                       else [(v,) for v in vals[0]])
+    starts = []
+    for combo in itertools.product(*choices):
+        flat = dict(zip([n for g in groups for n in g], [x for c in combo for x in c]))
+        starts.append(tuple(flat[n] for n in names))
+    return Law(name="curve", params=names, lower=tuple(_CURVE_PARAMS[n][0] for n in names),
+               upper=tuple(_CURVE_PARAMS[n][1] for n in names), starts=tuple(starts), predict=_needs_curves,
+               columns=("curve", "position"))
+
+
+def curve_law(curves: Sequence[Curve]) -> Law:
+    """The curve law's parameters for these curves: S0 when a base's pre-training trace is unknown,
+    C1 when the curves come from at least two different pre-training traces."""
+    names = ["L0", "A", "alpha"]
+    if any(c.pt_lrs is None for c in curves):
+        names.append("S0")
+    traces = {tuple(np.round(np.asarray(c.pt_lrs, dtype=float), 12)) for c in curves if c.pt_lrs is not None}
+    if len(traces) >= 2:
+        names.append("C1")
+    return _curve_law(tuple(names + ["C2", "B", "E", "beta", "lam"]))
+
+
+def make_curve_predict(curves: Sequence[Curve], lr_ref: float, params: Sequence[str] | None = None
+                       ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The curve law over `curves`: X rows are (curve index, position in its eval list); theta is in
+    the order of `params` (default: curve_law(curves).params)."""
+    names = tuple(params) if params is not None else curve_law(curves).params
 
     def predict(theta: np.ndarray, X: np.ndarray) -> np.ndarray:
-        L0, A, alpha, S0, C, B, K, beta, lam = theta
+        p = dict(zip(names, theta))
         out = np.empty(len(X))
         for ci in np.unique(X[:, 0]):
             sel = X[:, 0] == ci
-            s1, s2 = curve_features(curves[int(ci)], lr_ref, lam)
+            curve = curves[int(ci)]
+            s1_pt, s2_pt, _, _ = pt_areas(curve, lr_ref, p["lam"])
+            if s1_pt is None:
+                if "S0" not in p:
+                    raise LawError(f"run {curve.run}: its base's pre-training LR trace is unknown, but the law was "
+                                   "fitted on bases whose traces were known")
+                s1_pt = p["S0"]
+            s1, s2 = curve_features(curve, lr_ref, p["lam"])
             s1, s2 = s1[X[sel, 1]], s2[X[sel, 1]]
-            out[sel] = L0 + A * (S0 + s1) ** (-alpha) - C * s2 + B * (1.0 - (1.0 + K * s1) ** (-beta))
+            out[sel] = (p["L0"] + p["A"] * (s1_pt + s1) ** (-p["alpha"]) - p.get("C1", 0.0) * s2_pt - p["C2"] * s2
+                        + p["B"] * (1.0 - (1.0 + p["E"] * s1) ** (-p["beta"])))
         return out
 
     return predict
@@ -121,16 +206,7 @@ def _needs_curves(theta: np.ndarray, X: np.ndarray) -> np.ndarray:
     raise LawError("the curve law predicts from LR traces: use make_curve_predict(curves, lr_ref)")
 
 
-CURVE = Law(
-    name="curve",
-    params=("L0", "A", "alpha", "S0", "C", "B", "K", "beta", "lam"),
-    lower=(0.0, 0.0, 0.0, 1e-2, 0.0, -20.0, 1e-3, 0.05, 0.0),
-    upper=(20.0, 50.0, 3.0, 1e4, 20.0, 20.0, 100.0, 3.0, 0.999),
-    starts=tuple((1.0, 1.0, a, S0, C, B, K, 1.0, lam) for a, S0 in ((0.3, 1.0), (0.8, 30.0))
-                 for C in (0.05, 0.5) for B in (-0.5, 0.5) for K, lam in ((0.2, 0.5), (2.0, 0.95))),
-    predict=_needs_curves,
-    columns=("curve", "position"),
-)
+CURVE = _curve_law(("L0", "A", "alpha", "S0", "C2", "B", "E", "beta", "lam"))  # a base whose pre-training is unknown
 
 LAWS = {"dcpt": DCPT, "curve": CURVE}
 

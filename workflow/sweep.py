@@ -27,7 +27,7 @@ from pathlib import Path
 from continua.io import atomic_open, read_json, write_json
 from continua.recipe import RecipeError, load_recipe, toml_value
 
-__all__ = ["parse_grid", "grid_points", "sweep", "sweep_table"]
+__all__ = ["parse_grid", "grid_points", "sweep", "sweep_table", "unequal_steps"]
 
 ALIASES = {"replay": "mix.replay", "lr": "optim.lr", "schedule": "schedule.name", "model": "model.path"}
 
@@ -126,19 +126,22 @@ def _params(train_dir: Path) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _lr_before(model_path: Path | None) -> float:
-    """The LR the base model's own continua run ended at (the re-warmup starts from it); 0 if unknown."""
+def _pt_lrs(model_path: Path | None) -> list[float]:
+    """The LR of every step of the base model's own continua run (its metrics.jsonl beside the export):
+    the curve law's pre-training areas and the LR the re-warmup starts from; [] if unknown."""
     if model_path is None:
-        return 0.0
+        return []
     metrics = Path(model_path).parent / "metrics.jsonl"
     if not metrics.is_file():
-        return 0.0
-    last = 0.0
+        return []
+    lrs: dict[int, float] = {}
     for line in open(metrics, encoding="utf-8"):
         row = json.loads(line)
         if row.get("kind") == "train" and isinstance(row.get("lr"), (int, float)):
-            last = float(row["lr"])
-    return last
+            lrs[int(row["step"])] = float(row["lr"])  # a resumed run logs some steps twice: the last wins
+    if not lrs or sorted(lrs) != list(range(1, max(lrs) + 1)):
+        return []  # a gap in the trace: the areas would be wrong, so the law fits them instead
+    return [lrs[s] for s in range(1, max(lrs) + 1)]
 
 
 def sweep_table(specs, points: list[tuple[str, list[str], dict]]) -> dict:
@@ -161,19 +164,36 @@ def sweep_table(specs, points: list[tuple[str, list[str], dict]]) -> dict:
         for e in data.evals:
             evals[int(e["step"])] = {k: float(v) for k, v in e["metrics"].items() if k in roles}
         n = _params(spec.train_dir)
+        pt_lrs = _pt_lrs(r.model.path)
         tokens_per_step = r.train.batch_size * r.train.seq_len
         values = by_name[spec.name]
         run = {"run": spec.name, "N": n, "replay": r.mix.replay, "lr": r.optim.lr, "schedule": r.schedule.name,
                "model": str(r.model.path) if r.model.path else None, "fraction": values["fraction"],
                "steps": steps, "tokens_per_step": tokens_per_step, "roles": roles,
                "grid": {k: v for k, v in values.items()}, "lrs": [lrs[s] for s in range(1, steps + 1)],
-               "lr_before": _lr_before(r.model.path), "eval_steps": sorted(evals),
+               "lr_before": pt_lrs[-1] if pt_lrs else 0.0, "pt_lrs": pt_lrs, "eval_steps": sorted(evals),
                "losses": {k: [evals[s].get(k) for s in sorted(evals)] for k in roles}}
         runs.append(run)
         for s in sorted(evals):
             rows.append({"run": spec.name, "N": n, "D": s * tokens_per_step, "replay": r.mix.replay, "lr": r.optim.lr,
                          "schedule": r.schedule.name, "fraction": values["fraction"], "step": s, **evals[s]})
     return {"runs": runs, "rows": rows}
+
+
+def unequal_steps(runs: list[dict]) -> list[str]:
+    """One line per group of runs that differ only in replay, LR, schedule or base model (so share one
+    budget) but trained different numbers of steps: their D differs, and the fit must use each run's own."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        key = tuple(sorted((k, str(v)) for k, v in r["grid"].items() if k not in ("replay", "lr", "schedule", "model")))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for key, mine in groups.items():
+        if len({r["steps"] for r in mine}) > 1:
+            shown = ", ".join(f"{r['run']} {r['steps']}" for r in mine)
+            out.append(f"runs of one budget ({', '.join(f'{k}={v}' for k, v in key) or 'the recipe budget'}) trained "
+                       f"different numbers of steps: {shown}; each run's D is its own steps x tokens per step")
+    return out
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -201,6 +221,7 @@ def sweep(recipe_path: Path, out: Path, grid: dict[str, list[str]], fraction: fl
     compare(paths, out, overrides, log_x=True, per_run=per_run)
     specs = plan_runs(paths, out, overrides, per_run)
     table = sweep_table(specs, points)
+    table["warnings"] = unequal_steps(table["runs"])
     write_json(out / "sweep.json", {"recipe": str(Path(recipe_path).resolve()), "overrides": overrides, **table})
     _write_csv(out / "sweep.csv", table["rows"])
     return out / "sweep.json"
@@ -228,8 +249,11 @@ def _command(args) -> int:
     grid = parse_grid(args.grid)
     path = sweep(args.recipe, args.out, grid, _fraction(args.fraction) if args.fraction else None, args.set)
     data = read_json(path)
-    make_console(stderr=True).print(f"continua sweep: {len(data['runs'])} runs, {len(data['rows'])} evaluations -> "
-                               f"{path} and {path.with_suffix('.csv')}")
+    console = make_console(stderr=True)
+    for w in data.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}", markup=True)
+    console.print(f"continua sweep: {len(data['runs'])} runs, {len(data['rows'])} evaluations -> "
+                  f"{path} and {path.with_suffix('.csv')}")
     return 0
 
 

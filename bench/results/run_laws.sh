@@ -9,7 +9,10 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 TOL=${TOL:-0.1}
 cd "$REPO"
 python bench/results/laws_prepare.py --out "$OUT"
-( cd "$OUT" && curate score pretrain.toml && mix plan pretrain.toml && mix build pretrain.toml --workers 1 )
+# the pre-training data only while a base is missing (a finished experiment re-fits without re-scoring)
+if ! [ -d "$OUT/pre-s/train/export" ] || ! [ -d "$OUT/pre-m/train/export" ] || ! [ -d "$OUT/pre-l/train/export" ]; then
+  ( cd "$OUT" && curate score pretrain.toml && mix plan pretrain.toml && mix build pretrain.toml --workers 1 )
+fi
 for size in "s 32 88 2" "m 64 176 2" "l 128 344 3"; do
   set -- $size
   [ -d "$OUT/pre-$1/train/export" ] || train run "$OUT/pretrain.toml" --set run.out_dir="\"$OUT/pre-$1\"" \
