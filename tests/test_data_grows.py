@@ -44,13 +44,19 @@ def experiment(tmp_path_factory):
     return {"root": root, "tok": tok, "data": data, "recipe": recipe}
 
 
-def test_a_file_added_is_refused_by_every_stage_until_scored_then_the_chain_runs(experiment, tmp_path, capsys):
+def _built(experiment: dict, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the experiment's data, scored, planned and built: (its data folder, its recipe)."""
     data = tmp_path / "data"
     shutil.copytree(experiment["data"], data)
     recipe = _recipe(tmp_path / "r.toml", tmp_path / "out", data, experiment["tok"])
     assert curate_main(["score", str(recipe)]) == 0
     assert mix_main(["plan", str(recipe)]) == 0
     assert mix_main(["build", str(recipe)]) == 0
+    return data, recipe
+
+
+def test_a_file_added_is_refused_by_every_stage_until_scored_then_the_chain_runs(experiment, tmp_path, capsys):
+    data, recipe = _built(experiment, tmp_path)
     new = write_jsonl(data / "b.jsonl", styled_texts("med", 20, 2))  # this month's file
 
     assert mix_main(["build", str(recipe)]) == FAILED  # the plan made before the file came
@@ -79,12 +85,7 @@ def test_a_file_added_is_refused_by_every_stage_until_scored_then_the_chain_runs
 
 def test_a_file_edited_after_a_finished_run_is_refused_and_a_touched_identical_one_is_not(experiment, tmp_path,
                                                                                            capsys):
-    data = tmp_path / "data"
-    shutil.copytree(experiment["data"], data)
-    recipe = _recipe(tmp_path / "r.toml", tmp_path / "out", data, experiment["tok"])
-    assert curate_main(["score", str(recipe)]) == 0
-    assert mix_main(["plan", str(recipe)]) == 0
-    assert mix_main(["build", str(recipe)]) == 0
+    data, recipe = _built(experiment, tmp_path)
     assert train_main(["run", str(recipe)]) == 0
     source = data / "a.jsonl"
     st = source.stat()
