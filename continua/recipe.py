@@ -177,7 +177,8 @@ def add_recipe_arguments(parser, example: str) -> None:
     """The recipe positional and the repeatable `--set` every recipe-taking command shares."""
     parser.add_argument("recipe", type=Path, help="recipe TOML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help=f"override a recipe key (repeatable), e.g. --set {example}")
+                        help=f"override a recipe key (repeatable), e.g. --set {example}; a relative input path "
+                             "resolves against the recipe's folder, as in the file ([run] out_dir: the current one)")
 
 
 def toml_text(table: dict) -> str:
