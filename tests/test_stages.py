@@ -202,6 +202,36 @@ def test_a_run_stopped_anywhere_resumes_to_the_same_losses_and_sample_order(worl
     assert (run / "branches" / "medical" / "export" / "config.json").is_file()
 
 
+def test_a_branch_stopped_at_its_last_step_is_exported_and_the_next_stage_starts_from_the_trunk(world, tmp_path,
+                                                                                                monkeypatch):
+    """Stopped at the code branch's last step (10): it is exported before the exit. A process that dies after that
+    step's checkpoint but before the export: the resumed run exports it, then goes back to the trunk."""
+    stopped = tmp_path / "stopped"
+    assert loop.run(_recipe(world["recipe"], stopped), stop_at=10)["status"] == "stopped"
+    whole = load_file(world["whole"] / "branches" / "code" / "export" / "model.safetensors")
+    mine = load_file(stopped / "branches" / "code" / "export" / "model.safetensors")
+    assert all(mine[k].equal(whole[k]) for k in whole)
+
+    real = loop.export_pretrained
+
+    def dies_on_a_branch(model, dest, *args, **kw):
+        if "branches" in str(dest):
+            raise RuntimeError("killed")
+        return real(model, dest, *args, **kw)
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(loop, "export_pretrained", dies_on_a_branch)
+        with pytest.raises(RuntimeError, match="killed"):
+            loop.run(_recipe(world["recipe"], run), stop_at=10)
+    assert not (run / "branches" / "code" / "branch.json").exists()
+    assert loop.run(_recipe(world["recipe"], run))["status"] == "finished"
+    assert _losses(run) == _losses(world["whole"])  # the medical stage went on from the trunk, not the branch
+    done = json.loads((run / "branches" / "code" / "branch.json").read_text())
+    assert done["metrics"]["loss/code"] == json.loads(
+        (world["whole"] / "branches" / "code" / "branch.json").read_text())["metrics"]["loss/code"]
+
+
 def _train_cli(recipe: Path, run: Path, nproc: int, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "train.cli", "run", str(recipe), "--nproc", str(nproc),

@@ -105,8 +105,9 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
     if resumed is None and d.is_main:  # a fresh start: branches of an earlier run are not this run's
         shutil.rmtree(run_dir / BRANCHES, ignore_errors=True)
     d.barrier()
-    todo = [g for g in timeline.segments if g.index >= at_segment and not (g.index == at_segment and start >= g.last)
-            and not (g.branch and branch_done(run_dir, g.stage_name))]
+    todo = [g for g in timeline.segments if g.index >= at_segment and not (g.branch and branch_done(run_dir, g.stage_name))
+            and not (g.index == at_segment and start >= g.last and not ends_branch(timeline, g, g.last))]
+    # (a branch stopped at its last step but not exported stays: its export is what is left to do)
     if not todo:
         say(f"{run_dir}: already trained {timeline.trunk_steps} steps (--no-resume starts over)")
         missing = torch.tensor([float(not (run_dir / "export").is_dir())], device=d.device)
@@ -234,9 +235,7 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
                         "`train run` resumes from it" if timeline.staged else
                         f"{status} at step {step}; checkpoint saved, `train run` resumes from it")
                     break
-            if status != "finished":
-                break
-            if ends_branch(timeline, seg, seg.last):
+            if step == seg.last and ends_branch(timeline, seg, step):  # stopped there too: export it before leaving
                 with d.timeout(pc.work_timeout_s):  # rank 0 writes the branch's export while the others wait
                     export_pretrained(model, branch_dir(run_dir, seg.stage_name) / "export",
                                       _tokenizer_path(manifest, shards), manifest.tokenizer, d.is_main,
@@ -245,6 +244,8 @@ def train(recipe: Recipe, d: Dist, resume: bool = True, stop_at: int | None = No
                     write_branch_done(run_dir, seg, last_eval)
                     ckpt.remove_checkpoints(branch_dir(run_dir, seg.stage_name))  # done: its export is what stays
                     say(f"branch of stage {seg.stage_name}: {branch_dir(run_dir, seg.stage_name) / 'export'}")
+            if status != "finished":
+                break
     finally:
         progress.close()
         log.close()

@@ -142,5 +142,13 @@ def segment_of(timeline: Timeline, row: dict) -> Segment | None:
 
 
 def write_branch_done(run_dir: Path, seg: Segment, metrics: dict | None) -> None:
+    """branch.json, written once the branch's export is complete: what marks it done. `metrics`: its final
+    evaluation (None: read back from metrics.jsonl, for a branch exported after a resume at its last step)."""
+    if metrics is None:
+        from train.gap import read_metrics
+
+        rows = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if r.get("kind") == "branch_eval"
+                and r.get("branch") == seg.stage_name and r.get("step") == seg.last]
+        metrics = rows[-1]["metrics"] if rows else {}
     write_json(branch_dir(run_dir, seg.stage_name) / BRANCH_DONE,
-               {"stage": seg.stage_name, "last_step": seg.last, "metrics": metrics or {}})
+               {"stage": seg.stage_name, "last_step": seg.last, "metrics": metrics})
