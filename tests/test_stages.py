@@ -191,10 +191,11 @@ def test_the_gap_and_report_of_a_sequence_start_each_stage_at_its_boundary(world
 
 
 def test_a_run_stopped_anywhere_resumes_to_the_same_losses_and_sample_order(world, tmp_path):
-    """Stopped mid-stage (3), in the first branch (9), at the switch (13) and in the last branch (17)."""
+    """Stopped mid-stage (3), where the first branch leaves the trunk (8), in it (9), at its end (10), at the
+    switch (13) and in the last branch (17)."""
     run = tmp_path / "run"
     recipe = _recipe(world["recipe"], run)
-    for stop in (3, 9, 13, 17):
+    for stop in (3, 8, 9, 10, 13, 17):
         assert loop.run(recipe, stop_at=stop)["status"] == "stopped"
     assert loop.run(recipe)["status"] == "finished"
     assert _losses(run) == _losses(world["whole"])  # bit-equal on the same process count
