@@ -85,7 +85,6 @@ class Blend:
     stage_name: str
     index: int  # 0: the stage's own blend; k: after its k-th switch
     recipe: Any  # continua.recipe.Recipe of this blend alone
-    switch: SwitchConfig | None  # the switch that starts it (None for blend 0)
 
     @property
     def label(self) -> str:
@@ -129,8 +128,7 @@ def check_stages(recipe, where: str = "<recipe>") -> None:
             if fixed:
                 raise RecipeError(f"{where}: {at} sets {', '.join(fixed)}: every stage must hold out the same "
                                   "validation documents (or one would train on what another evaluates on); set it in [mix]")
-        for blend in _stage_blends(recipe, i, st, where):  # builds each blend's [mix]: its errors name the key
-            pass
+        _stage_blends(recipe, i, st, where)  # builds each blend's [mix]: its errors name the key
         if st.schedule and hasattr(recipe, "schedule"):
             stage_schedule(recipe, st, where, key)
 
@@ -138,7 +136,7 @@ def check_stages(recipe, where: str = "<recipe>") -> None:
 def stage_blends(recipe, mix_dir: Path | None = None) -> list[list[Blend]]:
     """Per stage, its blends in order. A recipe without [[stages]] is one stage of one blend: itself."""
     if not is_staged(recipe):
-        return [[Blend(0, "main", 0, recipe, None)]]
+        return [[Blend(0, "main", 0, recipe)]]
     return [_stage_blends(recipe, i, st, str(recipe.path or "<recipe>"), mix_dir) for i, st in enumerate(recipe.stages)]
 
 
@@ -146,12 +144,12 @@ def _stage_blends(recipe, i: int, st: StageConfig, where: str, mix_dir: Path | N
     base = mix_dir if mix_dir is not None else (Path(recipe.mix.out) if recipe.mix.out else recipe.out_dir / "mix")
     stage_mix = {**_plain(recipe.mix), **st.mix}
     out = [Blend(i, st.name, 0, _blend_recipe(recipe, st.domains, st.replay, stage_mix, stage_dir(base, st.name, 0),
-                                                f"stages[{i}].mix", where), None)]
+                                                f"stages[{i}].mix", where))]
     for k, sw in enumerate(st.switches, start=1):
         replay = st.replay if sw.replay is None else sw.replay
         recipe_k = _blend_recipe(recipe, sw.domains or st.domains, replay, {**stage_mix, **sw.mix},
                                  stage_dir(base, st.name, k), f"stages[{i}].switches[{k - 1}].mix", where)
-        out.append(Blend(i, st.name, k, recipe_k, sw))
+        out.append(Blend(i, st.name, k, recipe_k))
     return out
 
 

@@ -11,20 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from continua.io import atomic_path, read_json
-from train.gap import read_metrics, stage_gaps
+from train.gap import read_metrics
 
 __all__ = ["stage_table", "plot_stages", "write_stage_report"]
 
 
 def stage_table(run_dir: Path) -> list[dict]:
-    """Rows: stage, set, boundary (start), worst (and its step), trunk end, branch end (None without a branch)."""
-    rows = read_metrics(Path(run_dir) / "metrics.jsonl")
-    evals = [r for r in rows if r.get("kind") == "eval"]
-    keys = sorted({k for r in evals for k in r.get("metrics", {}) if k.startswith("loss/")})
+    """Rows: stage, set, boundary (start), worst (and its step), trunk end, branch end (None without a branch),
+    per validation loss, from gap.json's `stages` (train.gap.stage_gaps, written as the run finishes)."""
     out = []
-    for st in stage_gaps(evals, [r for r in rows if r.get("kind") == "branch_eval"], keys):
+    for st in read_json(Path(run_dir) / "gap.json").get("stages", []):
         branch = st.get("branch", {}).get("metrics", {})
-        for key, m in st["sets"].items():
+        for key, m in sorted(st["sets"].items()):
+            if not key.startswith("loss/"):
+                continue
             out.append({"stage": st["stage"], "set": key.split("/", 1)[1], "start_step": m["start_step"],
                         "start": m["start"], "worst": m["worst"], "worst_step": m["worst_step"], "end": m["final"],
                         "end_step": m["final_step"], "branch_end": branch.get(key)})

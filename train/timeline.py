@@ -42,10 +42,6 @@ class Segment:
     why: str = ""  # what starts it: the stage, its branch, or a switch (with its reason)
 
     @property
-    def steps(self) -> int:
-        return self.last - self.first + 1
-
-    @property
     def branch(self) -> bool:
         return self.kind == "branch"
 
@@ -89,13 +85,6 @@ class Timeline:
         for st in self.stages:
             out |= {st.trunk_first - 1 + e for e in eval_steps(st.trunk_steps)}
         return out
-
-    def stage_of(self, step: int) -> StagePlan:
-        """The stage whose trunk holds `step` (0: the first)."""
-        for st in self.stages:
-            if step <= st.trunk_last:
-                return st
-        return self.stages[-1]
 
     def to_dict(self) -> dict:
         return {"stages": [s.to_dict() for s in self.stages],
