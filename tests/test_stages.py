@@ -359,3 +359,15 @@ def test_each_stage_may_set_its_part_of_a_restarting_schedule_but_not_of_the_inf
         _timeline(tmp_path, w, schedule=infinite, stages=stages)
     with pytest.raises(RecipeError, match=r"unknown key 'stages\[1\]\.schedule\.warmpu'"):
         _timeline(tmp_path, w, schedule=cosine, stages=[stages[0], {**stages[1], "schedule": {"warmpu": 0}}])
+
+
+def test_train_run_before_mix_build_names_the_stage_folder_it_needs(tmp_path):
+    from train.cli import main as train
+    from train.preflight import PreflightError, preflight
+
+    w = build_stage_world(tmp_path, docs=20)
+    recipe = stage_recipe(w, tmp_path / "r.toml")
+    with pytest.raises(PreflightError, match=r"stages/code/blend-0/shards/manifest\.json does not exist; run `mix "
+                                             r"build` with this recipe first$"):
+        preflight(load_recipe(recipe), 1)
+    assert train(["run", str(recipe)]) == 2

@@ -36,8 +36,9 @@ def check_inputs(recipe: Recipe) -> None:
             raise PreflightError(f"{where}: key '{key}' names a path that does not exist: {path}")
 
 
-def check_manifest(recipe: Recipe):
-    """The shards exist, load, and were built for the plan as it is now (a stale plan: exit 1, not 2)."""
+def check_manifest(recipe: Recipe, staged: bool = False):
+    """The shards exist, load, and were built for the plan as it is now (a stale plan: exit 1, not 2).
+    `staged`: the recipe is one blend of a sequence, whose shards only `mix build` places."""
     from continua.fingerprint import StaleInputError
     from continua.io import DamagedFileError
     from train.data import open_shards
@@ -45,8 +46,8 @@ def check_manifest(recipe: Recipe):
     shards = shards_dir(recipe)
     path = shards / "manifest.json"
     if not path.is_file():
-        raise PreflightError(f"no shards to train on: {path} does not exist; run `mix build` with this recipe first "
-                             "(or set [train] shards)")
+        raise PreflightError(f"no shards to train on: {path} does not exist; run `mix build` with this recipe first"
+                             + ("" if staged else " (or set [train] shards)"))
     try:
         manifest = open_shards(shards, record=False)
     except (StaleInputError, DamagedFileError):  # found while reading the shards' files: exit 1
@@ -62,11 +63,12 @@ def check_manifest(recipe: Recipe):
 def check_stages_shards(recipe: Recipe):
     """Every blend of every stage (the recipe itself when it has no [[stages]]) as `check_manifest` checks one, and
     the run's timeline (stage steps, branches, switches) as `train run` will build it; returns the first manifest."""
-    from continua.stages import stage_blends
+    from continua.stages import is_staged, stage_blends
     from train.data import planned_steps
     from train.timeline import blend_shards, build_timeline
 
-    by_path = {blend_shards(b): check_manifest(b.recipe) for stage in stage_blends(recipe) for b in stage}
+    staged = is_staged(recipe)
+    by_path = {blend_shards(b): check_manifest(b.recipe, staged) for stage in stage_blends(recipe) for b in stage}
     tc = recipe.train
     try:
         build_timeline(recipe, lambda path: planned_steps(by_path[path], tc.batch_size, tc.seq_len))
